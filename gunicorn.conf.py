@@ -1,0 +1,32 @@
+"""gunicorn settings, read automatically from the working directory by ``gunicorn app:app``.
+
+Every value can be overridden from the environment, so fly.toml's command stays a plain
+``gunicorn app:app`` (Fly splits commands without a shell: no ``$VAR`` there).
+"""
+
+import os
+
+# Fly's proxy sends traffic to 0.0.0.0:8080 (fly.toml [http_service] internal_port).
+bind = os.environ.get("GUNICORN_BIND", f"0.0.0.0:{os.environ.get('PORT', '8080')}")
+
+# Requests only enqueue and read Redis: short, I/O-bound. Two processes use both cores of
+# a small Machine, and threads cover the waits on Redis without an async stack.
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+worker_class = "gthread"
+
+# No request here should take long; a stuck one is killed rather than piling up.
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+# On SIGTERM (fly.toml kill_signal) finish in-flight requests for up to this long.
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "20"))
+keepalive = 5
+
+accesslog = "-"
+errorlog = "-"
+loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
+
+# gunicorn 27's control socket is a local admin interface; nothing here uses it.
+control_socket_disable = True
+
+# Trust X-Forwarded-* only from the proxy in front (Fly's), which the app wraps with ProxyFix.
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")

@@ -1,0 +1,204 @@
+"""Jobs as the web app sees them: the Redis connection, the queues, submitting and reading.
+
+``init_app`` keeps one Redis client and the configured queues in ``app.extensions``
+(the shape of Flask's ``examples/celery``); ``get_queue`` and friends read them from
+``current_app``. Both the HTML pages and the JSON API go through this module, so a job
+looks the same everywhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Flask, current_app, url_for
+from pydantic import BaseModel
+from redis import Redis
+from rq import Queue
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.registry import BaseRegistry
+from rq.serializers import JSONSerializer
+
+from tasks import TASKS, Task
+
+EXTENSION_KEY = "offload"
+
+ENDED_STATES = frozenset({"finished", "failed", "stopped", "canceled"})
+"""States a job never leaves by itself; the job page stops polling in these."""
+
+LISTED_STATES = ("queued", "scheduled", "started", "deferred", "finished", "failed", "stopped", "canceled")
+
+_JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+@dataclass(frozen=True)
+class Offload:
+    """What ``init_app`` keeps in ``app.extensions["offload"]``."""
+
+    redis: Redis
+    queues: dict[str, Queue]
+
+
+def connect(config: dict[str, Any]) -> Redis:
+    """Return a Redis client for ``config["REDIS_URL"]`` with bounded timeouts."""
+    return Redis.from_url(
+        config["REDIS_URL"],
+        socket_connect_timeout=config["REDIS_CONNECT_TIMEOUT"],
+        socket_timeout=config["REDIS_SOCKET_TIMEOUT"],
+        health_check_interval=30,
+    )
+
+
+def make_queues(redis: Redis, config: dict[str, Any]) -> dict[str, Queue]:
+    """Return the configured queues, all with RQ's JSON serializer."""
+    return {name: Queue(name, connection=redis, serializer=JSONSerializer) for name in config["QUEUES"]}
+
+
+def init_app(app: Flask) -> None:
+    """Connect ``app`` to Redis and its queues; refuse tasks bound to unknown queues."""
+    if EXTENSION_KEY in app.extensions:
+        raise RuntimeError("jobs.init_app was already called on this app")
+    for task in TASKS.values():
+        if task.queue not in app.config["QUEUES"]:
+            raise RuntimeError(
+                f"task {task.name!r} uses queue {task.queue!r}, which is not in QUEUES={app.config['QUEUES']}"
+            )
+    redis = connect(app.config)
+    app.extensions[EXTENSION_KEY] = Offload(redis=redis, queues=make_queues(redis, app.config))
+
+
+def get_redis() -> Redis:
+    """Return the current app's Redis client."""
+    return current_app.extensions[EXTENSION_KEY].redis
+
+
+def get_queue(name: str) -> Queue:
+    """Return the current app's queue called ``name``."""
+    return current_app.extensions[EXTENSION_KEY].queues[name]
+
+
+def submit_job(task: Task, params: BaseModel) -> Job:
+    """Enqueue ``task`` with validated ``params`` and return the new job."""
+    config = current_app.config
+    return get_queue(task.queue).enqueue_call(
+        task.path,
+        kwargs=params.model_dump(mode="json"),
+        timeout=task.timeout,
+        result_ttl=task.result_ttl if task.result_ttl is not None else config["RESULT_TTL"],
+        failure_ttl=config["FAILURE_TTL"],
+        ttl=config["JOB_TTL"],
+        retry=task.retry,
+        # RQ's default description repeats the arguments; a fixed title keeps user text out of it.
+        description=task.title,
+        meta={"task": task.name, "progress": 0},
+    )
+
+
+def fetch_job(job_id: str) -> Job | None:
+    """Return the job with ``job_id``, or None if the id is malformed, unknown or expired."""
+    if not _JOB_ID.match(job_id):
+        return None
+    try:
+        return Job.fetch(job_id, connection=get_redis(), serializer=JSONSerializer)
+    except NoSuchJobError:
+        return None
+
+
+def _registries(queue: Queue) -> dict[str, BaseRegistry]:
+    return {
+        "scheduled": queue.scheduled_job_registry,
+        "started": queue.started_job_registry,
+        "deferred": queue.deferred_job_registry,
+        "finished": queue.finished_job_registry,
+        "failed": queue.failed_job_registry,
+        "canceled": queue.canceled_job_registry,
+    }
+
+
+def recent_jobs(state: str | None = None, limit: int = 100) -> list[Job]:
+    """Return up to ``limit`` jobs, newest first, optionally only those in ``state``."""
+    ids: list[str] = []
+    for queue in current_app.extensions[EXTENSION_KEY].queues.values():
+        if state in (None, "queued"):
+            ids += queue.get_job_ids(0, limit - 1)
+        for name, registry in _registries(queue).items():
+            if state in (None, name) or (state == "stopped" and name == "failed"):
+                ids += registry.get_job_ids(0, limit - 1, desc=True)
+    unique = list(dict.fromkeys(ids))
+    jobs = [job for job in Job.fetch_many(unique, connection=get_redis(), serializer=JSONSerializer) if job]
+    if state is not None:
+        # A registry can briefly hold a job that already moved on; trust the job's own status.
+        jobs = [job for job in jobs if job.get_status(refresh=False) == state]
+    epoch = datetime.min.replace(tzinfo=UTC)
+    jobs.sort(key=lambda job: _aware(job.created_at) or epoch, reverse=True)
+    return jobs[:limit]
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    """RQ stores naive UTC datetimes; make them explicit."""
+    if moment is None:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    moment = _aware(moment)
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z") if moment else None
+
+
+def short_error(job: Job) -> str | None:
+    """Return a one-line reason a failed job failed, safe to show to its submitter."""
+    attempts = job.meta.get("attempts") or []
+    if attempts and attempts[-1].get("error"):
+        return attempts[-1]["error"]
+    result = job.latest_result()
+    exc = getattr(result, "exc_string", None) if result else None
+    if not exc:
+        return None
+    lines = [line for line in exc.strip().splitlines() if line.strip()]
+    return lines[-1][:500] if lines else None
+
+
+def job_view(job: Job) -> dict[str, Any]:
+    """Return everything the job page and the API show about ``job``, as JSON values."""
+    status = job.get_status(refresh=False)
+    status_name = status.value if isinstance(status, JobStatus) else str(status)
+    meta = job.meta or {}
+    task = TASKS.get(meta.get("task", ""))
+    started, ended = _aware(job.started_at), _aware(job.ended_at)
+    duration = (ended - started).total_seconds() if started and ended and ended >= started else None
+    max_retries = task.max_retries if task else 0
+    view: dict[str, Any] = {
+        "id": job.id,
+        "task": task.name if task else job.func_name,
+        "title": task.title if task else job.func_name,
+        "queue": job.origin,
+        "status": status_name,
+        "ended": status_name in ENDED_STATES,
+        "progress": meta.get("progress", 100 if status_name == "finished" else 0),
+        "params": job.kwargs,
+        "created_at": _iso(job.created_at),
+        "enqueued_at": _iso(job.enqueued_at),
+        "scheduled_for": None,
+        "started_at": _iso(job.started_at),
+        "ended_at": _iso(job.ended_at) if status_name in ENDED_STATES else None,
+        "duration_seconds": round(duration, 3) if duration is not None and status_name in ENDED_STATES else None,
+        "timeout_seconds": job.timeout,
+        "attempts": meta.get("attempts", []),
+        "max_retries": max_retries,
+        "retries_left": job.retries_left if job.retries_left is not None else max_retries,
+        "result": job.return_value() if status_name == "finished" else None,
+        "error": short_error(job) if status_name in ("failed", "stopped") else None,
+        "url": url_for("web.job_page", job_id=job.id),
+        "api_url": url_for("api.get_job", job_id=job.id),
+    }
+    if status_name == "scheduled":
+        queue = current_app.extensions[EXTENSION_KEY].queues.get(job.origin)
+        if queue is not None:
+            with contextlib.suppress(NoSuchJobError):
+                view["scheduled_for"] = _iso(queue.scheduled_job_registry.get_scheduled_time(job))
+    return view

@@ -1,0 +1,63 @@
+// Keeps the job page current by polling the JSON API until the job ends.
+// Text is written with textContent only, so nothing from a job is ever parsed as HTML.
+(function () {
+  "use strict";
+  const root = document.getElementById("job");
+  if (!root || root.dataset.ended === "true") return;
+
+  const apiUrl = root.dataset.apiUrl;
+  const field = (name) => root.querySelector(`[data-field="${name}"]`);
+  const setText = (name, value) => { const el = field(name); if (el) el.textContent = value ?? "—"; };
+  let delay = 1000;
+
+  function cell(text) { const td = document.createElement("td"); td.textContent = text; return td; }
+
+  function render(job) {
+    const status = field("status");
+    status.textContent = job.status;
+    status.className = `status status-${job.status}`;
+    field("progress").value = job.progress;
+    setText("progress-text", job.progress);
+    for (const name of ["enqueued_at", "scheduled_for", "started_at", "ended_at"]) setText(name, job[name]);
+    setText("duration_seconds", job.duration_seconds == null ? null : `${job.duration_seconds.toFixed(3)} s`);
+    setText("attempt_count", job.attempts.length);
+    setText("retries_left", `${job.retries_left} of ${job.max_retries}`);
+    setText("error", job.error || "");
+    root.querySelector('[data-show-when="failed"]').hidden = !job.error;
+    root.querySelector('[data-show-when="finished"]').hidden = job.status !== "finished";
+    if (job.status === "finished") setText("result", JSON.stringify(job.result, null, 2));
+
+    const rows = job.attempts.map((attempt, i) => {
+      const tr = document.createElement("tr");
+      const outcome = (attempt.outcome || "running") + (attempt.error ? `: ${attempt.error}` : "");
+      tr.append(cell(String(i + 1)), cell(attempt.started_at || "—"), cell(attempt.ended_at || "—"), cell(outcome));
+      return tr;
+    });
+    if (rows.length) field("attempts").replaceChildren(...rows);
+  }
+
+  async function poll() {
+    const note = root.querySelector("[data-live-note]");
+    try {
+      const response = await fetch(apiUrl, { headers: { Accept: "application/json" }, cache: "no-store" });
+      if (response.ok) {
+        const job = await response.json();
+        render(job);
+        delay = 1000;
+        note.textContent = "updating live";
+        if (job.ended) { note.hidden = true; root.dataset.ended = "true"; return; }
+      } else if (response.status === 404) {
+        note.textContent = "this job has expired";
+        return;
+      } else {
+        note.textContent = "connection trouble, retrying…";
+        delay = Math.min(delay * 2, 10000);
+      }
+    } catch (err) {
+      note.textContent = "connection lost, retrying…";
+      delay = Math.min(delay * 2, 10000);
+    }
+    setTimeout(poll, delay);
+  }
+  setTimeout(poll, 500);
+})();

@@ -1,0 +1,211 @@
+"""Fixtures on real parts: a Redis (or Valkey) server of the tests' own, the app, and the
+production processes (gunicorn and the stock ``rq worker`` CLI) in subprocesses."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+from redis import Redis
+from rq import Queue
+from rq.serializers import JSONSerializer
+
+import dev
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 20.0, interval: float = 0.05, what: str = "condition"):
+    """Poll ``predicate`` until it returns something truthy; return that, or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+# --------------------------------------------------------------------------- redis
+
+
+@pytest.fixture(scope="session")
+def redis_servers() -> Iterator[Callable[[str | None], str]]:
+    """Return a function giving the URL of a test server of a kind (``redis``/``valkey``).
+
+    Servers start once per session on free ports. When ``REDIS_URL`` is set, it is used for
+    every kind instead, and refused unless its database is empty (nothing real is flushed).
+    """
+    given = os.environ.get("REDIS_URL")
+    if given:
+        if Redis.from_url(given).dbsize():
+            pytest.exit(f"REDIS_URL={dev.redact(given)} holds keys; the tests flush it, so give them an empty one")
+        yield lambda kind=None: given
+        return
+    started: dict[str, str] = {}
+    with ExitStack() as stack:
+
+        def server(kind: str | None = None) -> str:
+            key = kind or "default"
+            if key not in started:
+                port = dev.free_port()
+                stack.enter_context(dev.redis_server(dev.find_redis_server(kind), port))
+                started[key] = f"redis://127.0.0.1:{port}/0"
+            return started[key]
+
+        yield server
+
+
+@pytest.fixture
+def redis_url(request: pytest.FixtureRequest, redis_servers) -> Iterator[str]:
+    """A flushed test Redis; parametrize indirectly with ``"redis"`` or ``"valkey"`` to pick one."""
+    url = redis_servers(getattr(request, "param", None))
+    connection = Redis.from_url(url)
+    connection.flushdb()
+    yield url
+    connection.flushdb()
+
+
+@pytest.fixture
+def redis(redis_url: str) -> Redis:
+    return Redis.from_url(redis_url)
+
+
+def queued_job_count(redis: Redis) -> int:
+    """Jobs anywhere in Redis: queued, scheduled or in any registry."""
+    return len(list(redis.scan_iter("rq:job:*")))
+
+
+@pytest.fixture
+def queue(redis: Redis) -> Queue:
+    return Queue("default", connection=redis, serializer=JSONSerializer)
+
+
+# --------------------------------------------------------------------------- app
+
+
+@pytest.fixture
+def app(redis_url: str):
+    from app import create_app
+
+    return create_app({"TESTING": True, "REDIS_URL": redis_url, "WTF_CSRF_ENABLED": False})
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+# --------------------------------------------------------------------------- processes
+
+
+@dataclass
+class Stack:
+    """gunicorn and ``rq worker`` processes started exactly as production starts them."""
+
+    redis_url: str
+    logs: Path
+    env: dict[str, str]
+    base_url: str = ""
+    processes: list[tuple[str, subprocess.Popen]] = field(default_factory=list)
+
+    def spawn(self, name: str, command: list[str], **env: str) -> subprocess.Popen:
+        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
+        process = subprocess.Popen(
+            command, cwd=ROOT, env={**self.env, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        log.close()
+        self.processes.append((name, process))
+        return process
+
+    def start_web(self) -> str:
+        port = dev.free_port()
+        self.spawn("web", ["gunicorn", "app:app"], GUNICORN_BIND=f"127.0.0.1:{port}", WEB_CONCURRENCY="2")
+        self.base_url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _answers(self.base_url + "/healthz"), what="gunicorn to answer")
+        return self.base_url
+
+    def start_worker(self, name: str = "worker", extra: list[str] | None = None) -> subprocess.Popen:
+        """Start the README's worker command (dev.WORKER_COMMAND), with ``extra`` arguments."""
+        command = shlex.split(dev.WORKER_COMMAND) + (extra or [])
+        process = self.spawn(name, command)
+        redis = Redis.from_url(self.redis_url)
+        wait_for(
+            lambda: process.poll() is not None or any(w.pid == process.pid for w in _workers(redis)),
+            what=f"{name} to register",
+        )
+        assert process.poll() is None, self.log(name)
+        return process
+
+    def log(self, name: str) -> str:
+        path = self.logs / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self, process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if process.poll() is None:
+            process.send_signal(sig)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        return process.returncode
+
+    def close(self) -> None:
+        for _, process in reversed(self.processes):
+            self.stop(process)
+
+
+def _workers(redis: Redis):
+    from rq import Worker
+
+    return Worker.all(connection=redis)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code < 500
+    except httpx.HTTPError:
+        return False
+
+
+def process_env(redis_url: str) -> dict[str, str]:
+    venv_bin = str(Path(sys.executable).parent)
+    return {
+        **os.environ,
+        "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",
+        "REDIS_URL": redis_url,
+        "OFFLOAD_ENV": "development",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+@pytest.fixture
+def stack(redis_url: str, tmp_path: Path) -> Iterator[Stack]:
+    """A running web (gunicorn) and one worker (``rq worker``), on the test Redis."""
+    stack = Stack(redis_url=redis_url, logs=tmp_path, env=process_env(redis_url))
+    try:
+        stack.start_web()
+        stack.start_worker()
+        yield stack
+    finally:
+        stack.close()
+        for name in ("web", "worker"):
+            print(f"----- {name} log -----\n{stack.log(name)[-5000:]}")
+
+
+@pytest.fixture
+def http(stack: Stack) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=stack.base_url, timeout=10) as client:
+        yield client

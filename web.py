@@ -1,0 +1,87 @@
+"""The HTML pages: the task forms, a page per job, and the list of jobs."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Blueprint, abort, current_app, jsonify, redirect, render_template, request, url_for
+from pydantic import ValidationError
+from redis.exceptions import RedisError
+
+import jobs
+from api import field_errors
+from tasks import TASKS, Task, get_task
+
+bp = Blueprint("web", __name__)
+
+
+@bp.app_template_filter("pretty_json")
+def pretty_json(value: Any) -> str:
+    """Indent a JSON value for a <pre>; Jinja escapes the text when it is printed."""
+    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True)
+
+
+def form_values(task: Task, form: dict[str, str]) -> dict[str, Any]:
+    """Turn submitted form text into params for ``task``: blanks are omitted, checkboxes become bools."""
+    values: dict[str, Any] = {}
+    for field in task.form_fields():
+        name = field["name"]
+        if field.get("type") == "boolean":
+            values[name] = name in form
+        elif form.get(name, "").strip() != "":
+            values[name] = form[name]
+    return values
+
+
+@bp.get("/")
+def index():
+    """Every task with its form."""
+    return render_template("index.html", tasks=TASKS.values(), errors={}, values={})
+
+
+@bp.post("/tasks/<name>")
+def submit(name: str):
+    """Validate the form, enqueue the job and send the browser to its page (303)."""
+    task = get_task(name)
+    if task is None:
+        abort(404, f"There is no task called {name!r}.")
+    values = form_values(task, request.form)
+    try:
+        params = task.params.model_validate(values)
+    except ValidationError as exc:
+        errors = {name: field_errors(exc)}
+        return render_template("index.html", tasks=TASKS.values(), errors=errors, values={name: request.form}), 400
+    job = jobs.submit_job(task, params)
+    return redirect(url_for("web.job_page", job_id=job.id), code=303)
+
+
+@bp.get("/jobs/<job_id>")
+def job_page(job_id: str):
+    """One job: state, progress, timings, attempts, result or error; it updates itself."""
+    job = jobs.fetch_job(job_id)
+    if job is None:
+        abort(404, "No such job: it never existed or its result has expired.")
+    return render_template("job.html", job=jobs.job_view(job))
+
+
+@bp.get("/healthz")
+def healthz():
+    """200 when Redis answers, 503 when it does not: for Fly's health check and load balancers."""
+    try:
+        jobs.get_redis().ping()
+    except RedisError as exc:
+        return jsonify(status="unavailable", redis=type(exc).__name__), 503
+    return jsonify(status="ok")
+
+
+@bp.get("/jobs")
+def job_list():
+    """Recent jobs, newest first, optionally filtered by state."""
+    state = request.args.get("state") or None
+    if state is not None and state not in jobs.LISTED_STATES:
+        abort(400, f"Unknown state filter; use one of: {', '.join(jobs.LISTED_STATES)}.")
+    found = jobs.recent_jobs(state, limit=current_app.config["JOB_LIST_LIMIT"])
+    return render_template(
+        "jobs.html", jobs=[jobs.job_view(job) for job in found], state=state, states=jobs.LISTED_STATES
+    )

@@ -1,0 +1,101 @@
+"""Settings and worker class for the stock ``rq worker`` command.
+
+Run a worker exactly as production does::
+
+    rq worker -c worker -w worker.OffloadWorker --with-scheduler
+
+``-c worker`` makes RQ read ``REDIS_URL``, ``QUEUES`` and ``DICT_CONFIG`` below, which come
+from the same environment as the web app (``settings.load``). ``-w worker.OffloadWorker``
+adds what plain RQ lacks: JSON serialization whatever the command line says, the Flask app
+built once per worker process (before any fork) with its context pushed around every
+job, and a record of each attempt in the job's meta for the job page.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Flask
+from rq import Queue, Worker
+from rq.serializers import JSONSerializer
+from rq.timeouts import JobTimeoutException
+
+import settings
+
+_settings = settings.load()
+
+# --- read by `rq worker -c worker` -------------------------------------------------
+REDIS_URL = _settings["REDIS_URL"]
+QUEUES = _settings["QUEUES"]
+DICT_CONFIG: dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": "INFO"},
+}
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def describe_failure(exc: BaseException | None, timeout: float | None) -> str:
+    """Return the one line a user sees for a failed attempt."""
+    if isinstance(exc, JobTimeoutException):
+        return f"timed out after {int(timeout or 0)} s"
+    if exc is None:
+        return "failed"
+    line = traceback.format_exception_only(type(exc), exc)[-1].strip()
+    return line[:500]
+
+
+class OffloadWorker(Worker):
+    """RQ's forking worker, with JSON jobs, the Flask app context and attempt records."""
+
+    def __init__(self, queues: Sequence[str | Queue] | str | Queue, *args: Any, **kwargs: Any) -> None:
+        # The CLI builds its queues with the serializer of its -S flag; rebuild them as JSON.
+        if isinstance(queues, (str, Queue)):
+            queues = [queues]
+        names = [queue.name if isinstance(queue, Queue) else queue for queue in queues]
+        kwargs["serializer"] = JSONSerializer
+        super().__init__(names, *args, **kwargs)
+        self._flask_app: Flask | None = None
+
+    @property
+    def flask_app(self) -> Flask:
+        """The Flask app, built once per worker process and inherited by each work horse."""
+        if self._flask_app is None:
+            from app import create_app
+
+            self._flask_app = create_app()
+        return self._flask_app
+
+    def bootstrap(self, *args: Any, **kwargs: Any) -> None:
+        _ = self.flask_app  # build before the first fork, so no job pays for it
+        super().bootstrap(*args, **kwargs)
+
+    def perform_job(self, job, queue, execution) -> bool:  # type: ignore[no-untyped-def]
+        attempts = job.meta.setdefault("attempts", [])
+        attempts.append({"started_at": _now(), "ended_at": None, "outcome": None, "worker": self.name})
+        job.save_meta()
+        with self.flask_app.app_context():
+            return super().perform_job(job, queue, execution)
+
+    def handle_execution_ended(self, job, queue, heartbeat_ttl) -> None:  # type: ignore[no-untyped-def]
+        # Runs right after the task returns or raises, inside perform_job's except block on failure.
+        attempts = job.meta.get("attempts") or [{"started_at": None}]
+        attempt = attempts[-1]
+        attempt["ended_at"] = _now()
+        if job._status == "failed":
+            attempt["outcome"] = "failed"
+            attempt["error"] = describe_failure(sys.exc_info()[1], job.timeout)
+        else:
+            attempt["outcome"] = "finished"
+        job.meta["attempts"] = attempts
+        job.save_meta()
+        super().handle_execution_ended(job, queue, heartbeat_ttl)
