@@ -30,3 +30,16 @@ control_socket_disable = True
 
 # Trust X-Forwarded-* only from the proxy in front (Fly's), which the app wraps with ProxyFix.
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+
+def when_ready(server):
+    """Say once, at start-up, when Redis does not answer; requests get 503 until it does."""
+    import jobs
+    import settings
+
+    try:
+        problem = jobs.redis_problem(settings.load())
+    except settings.SettingsError:
+        return  # the app's own start-up reports it
+    if problem:
+        server.log.warning(problem)

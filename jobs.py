@@ -17,12 +17,14 @@ from typing import Any
 from flask import Flask, current_app, url_for
 from pydantic import BaseModel
 from redis import Redis
+from redis.exceptions import RedisError
 from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.registry import BaseRegistry
 from rq.serializers import JSONSerializer
 
+from dev import redact
 from tasks import TASKS, Task
 
 EXTENSION_KEY = "offload"
@@ -51,6 +53,15 @@ def connect(config: dict[str, Any]) -> Redis:
         socket_timeout=config["REDIS_SOCKET_TIMEOUT"],
         health_check_interval=30,
     )
+
+
+def redis_problem(config: dict[str, Any]) -> str | None:
+    """Return one line saying Redis at ``config["REDIS_URL"]`` does not answer, or None if it does."""
+    try:
+        connect(config).ping()
+    except RedisError as exc:
+        return f"Redis at {redact(config['REDIS_URL'])} is unreachable ({exc}); answering 503 until it is back"
+    return None
 
 
 def make_queues(redis: Redis, config: dict[str, Any]) -> dict[str, Queue]:

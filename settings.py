@@ -66,4 +66,18 @@ def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "JOB_LIST_LIMIT": _int(env, "JOB_LIST_LIMIT", 100),
         # Largest request body the web accepts, in bytes (uploads included).
         "MAX_CONTENT_LENGTH": _int(env, "MAX_CONTENT_LENGTH", 2 * 1024 * 1024),
+        # --- faults: how soon a dead worker's job is noticed, and what happens to it
+        # Seconds between a busy worker's heartbeats (RQ's job monitoring interval, 30 there).
+        # A job whose worker misses two of them in a row counts as abandoned.
+        "WORKER_HEARTBEAT_INTERVAL": _int(env, "WORKER_HEARTBEAT_INTERVAL", 10),
+        # Seconds between a worker's maintenance passes, which find abandoned jobs (RQ: 600).
+        "WORKER_MAINTENANCE_INTERVAL": _int(env, "WORKER_MAINTENANCE_INTERVAL", 20),
+        # Extra runs a job gets when its worker or work horse dies under it, on top of its
+        # task's own Retry (which a crash uses first). 0: such a job fails at once.
+        "CRASH_RERUNS": _int(env, "CRASH_RERUNS", 1),
+        # --- web defences (security.py)
+        # Proxies in front of the app that set X-Forwarded-For/-Proto (1 on Fly, 0 on a laptop).
+        "TRUSTED_PROXY_COUNT": _int(env, "TRUSTED_PROXY_COUNT", 0),
+        # Jobs one client (IP address) may submit, in Flask-Limiter's notation.
+        "SUBMIT_RATE_LIMIT": env.get("SUBMIT_RATE_LIMIT") or "60 per minute; 10 per second",
     }

@@ -21,6 +21,7 @@ from rq import Queue
 from rq.serializers import JSONSerializer
 
 import dev
+from tests.figures import figures, pytest_terminal_summary  # noqa: F401 - the suite's figures, printed at the end
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -25,3 +25,21 @@ def burn_cpu(seconds: float) -> str:
     while time.monotonic() < deadline:
         n += 1
     return "done"
+
+
+def record_run(ledger: str, seconds: float = 0.0) -> str:
+    """Count this run in ``<ledger>:runs``, note who runs it since when, work ``seconds``, then
+    count a completion in ``<ledger>:done`` (see tests.faults.Ledger)."""
+    import json
+    import os
+    import time
+
+    job = get_current_job()
+    redis = job.connection
+    redis.hincrby(f"{ledger}:runs", job.id, 1)
+    if seconds:
+        running = {"pid": os.getpid(), "worker_pid": os.getppid(), "since": time.time()}
+        redis.hset(f"{ledger}:running", job.id, json.dumps(running))
+        burn_cpu(seconds)
+    redis.hincrby(f"{ledger}:done", job.id, 1)
+    return "done"
