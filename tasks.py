@@ -15,6 +15,7 @@ workers (``worker.py`` preloads what is worth loading once per process).
 from __future__ import annotations
 
 import inspect
+import logging
 import time
 import typing
 from collections.abc import Callable
@@ -23,6 +24,8 @@ from math import isqrt
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Retry, get_current_job
 
 
@@ -121,7 +124,11 @@ def report_progress(fraction: float, **details: Any) -> None:
         return
     job.meta["progress"] = round(max(0.0, min(1.0, fraction)) * 100, 1)
     job.meta.update(details)
-    job.save_meta()
+    try:
+        job.save_meta()
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        # Progress only feeds the job page: a Redis blip must not fail the work itself.
+        logging.getLogger(__name__).warning("job %s: progress not saved, Redis unreachable (%s)", job.id, exc)
 
 
 # --------------------------------------------------------------------------- tasks

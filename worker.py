@@ -27,10 +27,16 @@ from typing import Any, TypeVar
 import redis.exceptions
 from flask import Flask
 from rq import Queue, Worker, worker_registration
-from rq.defaults import DEFAULT_JOB_MONITORING_INTERVAL, DEFAULT_MAINTENANCE_TASK_INTERVAL
+from rq.defaults import (
+    DEFAULT_JOB_MONITORING_INTERVAL,
+    DEFAULT_LOGGING_DATE_FORMAT,
+    DEFAULT_LOGGING_FORMAT,
+    DEFAULT_MAINTENANCE_TASK_INTERVAL,
+)
 from rq.exceptions import NoSuchJobError, StopRequested
 from rq.job import JobStatus
 from rq.registry import clean_registries
+from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
 from rq.timeouts import JobTimeoutException
 from rq.utils import now
@@ -90,6 +96,31 @@ def describe_failure(exc: BaseException | None, timeout: float | None) -> str:
         return "failed"
     line = traceback.format_exception_only(type(exc), exc)[-1].strip()
     return line[:500]
+
+
+class OffloadScheduler(RQScheduler):
+    """RQ's scheduler (``--with-scheduler``), waiting out Redis outages: RQ's dies with a
+    traceback, and the worker can only restart it once its lock has expired (61 s later)."""
+
+    def work(self) -> None:
+        self._install_signal_handlers()
+        delay, born = 0.5, False
+        while not self._stop_requested:
+            try:
+                if not born:
+                    self.register_birth()
+                    born = True
+                if self.should_reacquire_locks:
+                    self.acquire_locks()
+                self.heartbeat()
+                self.enqueue_scheduled_jobs()
+                delay = 0.5
+                time.sleep(self.interval)
+            except REDIS_ERRORS as exc:
+                self.log.warning("Scheduler %s: Redis unreachable (%s); retrying in %.1f s", self.name, exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 30.0)
+        self.stop()
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -200,6 +231,29 @@ class OffloadWorker(Worker):
         super().setup_work_horse_signals()
         # A horse outliving its worker would run on while maintenance re-runs its job elsewhere.
         _die_with_parent(self.pid or os.getppid())
+
+    def _start_scheduler(self, burst=False, logging_level="INFO", date_format=None, log_format=None) -> None:  # type: ignore[no-untyped-def]
+        # RQ's, with OffloadScheduler in place of RQScheduler.
+        self.scheduler = OffloadScheduler(
+            self.queues,
+            connection=self.connection,
+            logging_level=logging_level if logging_level is not None else self.log.level,
+            date_format=date_format or DEFAULT_LOGGING_DATE_FORMAT,
+            log_format=log_format or DEFAULT_LOGGING_FORMAT,
+            serializer=self.serializer,
+        )
+        self.scheduler.acquire_locks()
+        if not self.scheduler.acquired_locks:
+            return
+        if not burst:
+            self.scheduler.start()
+            return
+        try:
+            self.scheduler.register_birth()
+            self.scheduler.enqueue_scheduled_jobs()
+        finally:
+            self.scheduler.release_locks()
+            self.scheduler.register_death()
 
     def clean_registries(self) -> None:
         # RQ's, with the crash re-runs granted first, under the same per-queue lock.

@@ -9,7 +9,6 @@ network, make a dependency flaky), waits for :meth:`Ledger.settled`, then checks
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -121,14 +120,6 @@ def alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def kill_group(pid: int, sig: int) -> None:
-    """Send ``sig`` to the process group led by ``pid`` (a worker and its scheduler)."""
-    try:
-        os.killpg(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def parse_time(value: str) -> float:

@@ -34,12 +34,25 @@ def record_run(ledger: str, seconds: float = 0.0) -> str:
     import os
     import time
 
+    from redis.exceptions import ConnectionError, TimeoutError
+
     job = get_current_job()
     redis = job.connection
-    redis.hincrby(f"{ledger}:runs", job.id, 1)
+
+    def write(command, *args):  # the ledger waits out a Redis outage: it measures the queue, not itself
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                return command(*args)
+            except (ConnectionError, TimeoutError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    write(redis.hincrby, f"{ledger}:runs", job.id, 1)
     if seconds:
         running = {"pid": os.getpid(), "worker_pid": os.getppid(), "since": time.time()}
-        redis.hset(f"{ledger}:running", job.id, json.dumps(running))
+        write(redis.hset, f"{ledger}:running", job.id, json.dumps(running))
         burn_cpu(seconds)
-    redis.hincrby(f"{ledger}:done", job.id, 1)
+    write(redis.hincrby, f"{ledger}:done", job.id, 1)
     return "done"
