@@ -8,6 +8,7 @@ from flask import Blueprint, abort, jsonify, request, url_for
 from pydantic import ValidationError
 
 import jobs
+from security import limit_submissions
 from tasks import TASKS, get_task
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -46,6 +47,7 @@ def list_tasks():
 
 
 @bp.post("/jobs")
+@limit_submissions
 def create_job():
     """Validate ``{"task": ..., "params": {...}}``, enqueue it and answer 202 Accepted."""
     if not request.is_json:

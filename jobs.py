@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue
-from rq.exceptions import NoSuchJobError
+from rq.exceptions import DeserializationError, NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.registry import BaseRegistry
 from rq.serializers import JSONSerializer
@@ -110,13 +110,29 @@ def submit_job(task: Task, params: BaseModel) -> Job:
 
 
 def fetch_job(job_id: str) -> Job | None:
-    """Return the job with ``job_id``, or None if the id is malformed, unknown or expired."""
+    """Return the job with ``job_id``, or None if the id is malformed, unknown, expired or unreadable."""
     if not _JOB_ID.match(job_id):
         return None
     try:
-        return Job.fetch(job_id, connection=get_redis(), serializer=JSONSerializer)
+        job = Job.fetch(job_id, connection=get_redis(), serializer=JSONSerializer)
     except NoSuchJobError:
         return None
+    return None if unreadable(job) else job
+
+
+def unreadable(job: Job) -> str | None:
+    """Return why ``job`` cannot be read as JSON (pickled or forged data), or None if it can.
+
+    Such a job is never decoded any other way: workers refuse it, pages treat it as absent.
+    """
+    try:
+        _ = job.kwargs  # decodes the function and arguments
+    except DeserializationError:
+        return "its function and arguments are not JSON"
+    # RQ keeps meta it cannot decode as {"unserialized": <the raw bytes>}; JSON has no bytes.
+    if job.meta.keys() == {"unserialized"} and isinstance(job.meta["unserialized"], bytes):
+        return "its meta is not JSON"
+    return None
 
 
 def _registries(queue: Queue) -> dict[str, BaseRegistry]:
@@ -140,7 +156,8 @@ def recent_jobs(state: str | None = None, limit: int = 100) -> list[Job]:
             if state in (None, name) or (state == "stopped" and name == "failed"):
                 ids += registry.get_job_ids(0, limit - 1, desc=True)
     unique = list(dict.fromkeys(ids))
-    jobs = [job for job in Job.fetch_many(unique, connection=get_redis(), serializer=JSONSerializer) if job]
+    fetched = Job.fetch_many(unique, connection=get_redis(), serializer=JSONSerializer)
+    jobs = [job for job in fetched if job and not unreadable(job)]
     if state is not None:
         # A registry can briefly hold a job that already moved on; trust the job's own status.
         jobs = [job for job in jobs if job.get_status(refresh=False) == state]

@@ -11,6 +11,7 @@ from redis.exceptions import RedisError
 
 import jobs
 from api import field_errors
+from security import limit_submissions
 from tasks import TASKS, Task, get_task
 
 bp = Blueprint("web", __name__)
@@ -41,6 +42,7 @@ def index():
 
 
 @bp.post("/tasks/<name>")
+@limit_submissions
 def submit(name: str):
     """Validate the form, enqueue the job and send the browser to its page (303)."""
     task = get_task(name)

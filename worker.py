@@ -42,6 +42,7 @@ from rq.timeouts import JobTimeoutException
 from rq.utils import now
 from rq.worker import WorkerStatus
 
+import jobs
 import settings
 from dev import redact
 
@@ -348,6 +349,13 @@ class OffloadWorker(Worker):
             self.log.warning("Worker %s: no heartbeat for job %s, Redis unreachable (%s)", self.name, job.id, exc)
 
     def execute_job(self, job, queue) -> None:  # type: ignore[no-untyped-def]
+        refusal = jobs.unreadable(job)
+        if refusal:
+            # Pickled or forged: never decoded another way, never run; it fails with the reason.
+            self.log.error("Worker %s: refused job %s: %s", self.name, job.id, refusal)
+            queue.intermediate_queue.remove(job.id)
+            self.handle_job_failure(job, queue, exc_string=f"Refused: {refusal} (Offload only runs JSON jobs)")
+            return
         try:
             super().execute_job(job, queue)
         except REDIS_ERRORS as exc:

@@ -1,0 +1,82 @@
+"""The web's defences that sit around the routes: which proxy to trust, the security headers
+on every response, and rate limits per client (Flask-Limiter on the app's own Redis).
+
+``limiter`` is module level so any blueprint can limit a view with
+``@limiter.limit(...)``; ``init_app`` binds it to the app and its Redis.
+"""
+
+from __future__ import annotations
+
+from flask import Flask, Response, current_app, request
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+import jobs
+
+limiter = Limiter(key_func=get_remote_address)
+"""Rate limits per client address (the real one once ProxyFix has read X-Forwarded-For)."""
+
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",  # job.js only: no inline script, no eval
+        "style-src 'self'",
+        "img-src 'self' data:",  # Pico's icons are data: SVGs in its stylesheet
+        "connect-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",  # frame-ancestors for browsers that predate it
+    # Job pages are addressed by their unguessable id: never hand the URL to another site.
+    "Referrer-Policy": "same-origin",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+
+HSTS = "max-age=31536000; includeSubDomains"
+
+SUBMIT_LIMIT_MESSAGE = "Too many jobs submitted from your address. Wait a little (see Retry-After) and try again."
+
+
+def submit_limit() -> str:
+    """The per-client limit on submitting jobs, from ``SUBMIT_RATE_LIMIT``."""
+    return current_app.config["SUBMIT_RATE_LIMIT"]
+
+
+def limit_submissions(view):  # type: ignore[no-untyped-def]
+    """Decorate a view that submits jobs: every such view shares one per-client budget."""
+    return limiter.shared_limit(submit_limit, scope="submit", error_message=SUBMIT_LIMIT_MESSAGE)(view)
+
+
+def add_security_headers(response: Response) -> Response:
+    """Set the security headers a view has not set itself; HSTS only over HTTPS."""
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    if request.is_secure:
+        response.headers.setdefault("Strict-Transport-Security", HSTS)
+    return response
+
+
+def init_app(app: Flask) -> None:
+    """Trust ``TRUSTED_PROXY_COUNT`` proxies, add the headers, and bind the limiter to the app's Redis."""
+    proxies = app.config["TRUSTED_PROXY_COUNT"]
+    if proxies:
+        # X-Forwarded-For gives the client's address (rate limits), -Proto says HTTPS (HSTS, cookies).
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)  # type: ignore[method-assign]
+    app.after_request(add_security_headers)
+
+    # Every app states these: the limiter object is shared, and would carry one app's over to the next.
+    app.config.setdefault("RATELIMIT_ENABLED", True)
+    app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["REDIS_URL"])
+    redis = app.extensions[jobs.EXTENSION_KEY].redis  # jobs.init_app first: one pool for both
+    app.config.setdefault("RATELIMIT_STORAGE_OPTIONS", {"connection_pool": redis.connection_pool})
+    app.config.setdefault("RATELIMIT_KEY_PREFIX", "offload")
+    app.config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
+    limiter.init_app(app)
