@@ -8,7 +8,7 @@ from typing import Any
 import redis.exceptions
 from flask import Flask, Response, jsonify, make_response, render_template, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 import api
 import jobs
@@ -64,6 +64,12 @@ def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(CSRFError)
     def csrf_failed(exc: CSRFError):
         return _error(400, f"The form expired or was not sent from this site ({exc.description}). Reload and retry.")
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(exc: RequestEntityTooLarge):
+        limit = app.config["MAX_CONTENT_LENGTH"]
+        security.discard_request_body(8 * limit)  # so the client gets to read this answer
+        return _error(413, f"The request body is larger than the limit of {limit // 1024} KiB.")
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):

@@ -7,7 +7,7 @@ on every response, and rate limits per client (Flask-Limiter on the app's own Re
 
 from __future__ import annotations
 
-from flask import Flask, Response, current_app, request
+from flask import Flask, Response, abort, current_app, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -64,6 +64,36 @@ def add_security_headers(response: Response) -> Response:
     return response
 
 
+FORM_MIMETYPES = frozenset({"multipart/form-data", "application/x-www-form-urlencoded"})
+
+
+def refuse_unreadable_form_names() -> None:
+    """Answer 400 to a form with a field whose name werkzeug could not read.
+
+    A multipart part named with a bare CR comes out with the name None, on which
+    Flask-WTF's CSRF check crashes (a 500); this runs before it.
+    """
+    if request.mimetype in FORM_MIMETYPES and None in request.form:
+        abort(400, "A form field has a name that cannot be read.")
+
+
+def discard_request_body(limit: int) -> None:
+    """Read and drop the rest of an oversized request body, up to ``limit`` bytes.
+
+    Answering before the client has finished sending makes gunicorn close a socket with
+    unread data: the kernel then resets the connection and the client never sees the 413.
+    """
+    stream = request.environ.get("wsgi.input")
+    if stream is None:
+        return
+    remaining = limit
+    while remaining > 0:
+        chunk = stream.read(min(65536, remaining))
+        if not chunk:
+            return
+        remaining -= len(chunk)
+
+
 def init_app(app: Flask) -> None:
     """Trust ``TRUSTED_PROXY_COUNT`` proxies, add the headers, and bind the limiter to the app's Redis."""
     proxies = app.config["TRUSTED_PROXY_COUNT"]
@@ -71,6 +101,7 @@ def init_app(app: Flask) -> None:
         # X-Forwarded-For gives the client's address (rate limits), -Proto says HTTPS (HSTS, cookies).
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)  # type: ignore[method-assign]
     app.after_request(add_security_headers)
+    app.before_request(refuse_unreadable_form_names)  # before CSRFProtect's, which init_app adds later
 
     # Every app states these: the limiter object is shared, and would carry one app's over to the next.
     app.config.setdefault("RATELIMIT_ENABLED", True)
