@@ -154,7 +154,9 @@ def recent_jobs(state: str | None = None, limit: int = 100) -> list[Job]:
             ids += queue.get_job_ids(0, limit - 1)
         for name, registry in _registries(queue).items():
             if state in (None, name) or (state == "stopped" and name == "failed"):
-                ids += registry.get_job_ids(0, limit - 1, desc=True)
+                # Read only: RQ's cleanup would fail abandoned jobs before the workers' maintenance
+                # gives them their crash re-run (worker.OffloadWorker.clean_registries).
+                ids += registry.get_job_ids(0, limit - 1, desc=True, cleanup=False)
     unique = list(dict.fromkeys(ids))
     fetched = Job.fetch_many(unique, connection=get_redis(), serializer=JSONSerializer)
     jobs = [job for job in fetched if job and not unreadable(job)]

@@ -56,6 +56,37 @@ def test_shipped_settings_find_an_abandoned_job_within_a_minute(redis):
     assert (chosen.job_monitoring_interval, chosen.maintenance_interval) == (7, 45)
 
 
+def _abandon(worker: OffloadWorker, job_id: str, redis: Redis) -> None:
+    """Make ``job_id`` look like a job whose worker died mid-run: started, heartbeat expired."""
+    queue = Queue("default", connection=redis, serializer=JSONSerializer)
+    job = queue.fetch_job(job_id)
+    redis.lrem(queue.key, 0, job_id)
+    worker.prepare_execution(job)
+    job.set_status("started")
+    registry = queue.started_job_registry
+    redis.zadd(registry.key, dict.fromkeys(redis.zrange(registry.key, 0, -1), 1))  # expired long ago
+
+
+def test_abandoned_job_uses_its_retries_then_one_crash_rerun_then_fails_with_the_reason(client, redis):
+    worker = OffloadWorker(["default"], connection=redis)
+    job_id = client.post("/api/jobs", json={"task": "crunch_numbers", "params": {"limit": 100}}).get_json()["id"]
+    _abandon(worker, job_id, redis)
+    assert client.get("/jobs").status_code == 200  # pages only read: RQ's cleanup is left to workers
+    assert client.get(f"/api/jobs/{job_id}").get_json()["status"] == "started"
+
+    seen = []
+    for crash in range(4):
+        if crash:
+            _abandon(worker, job_id, redis)
+        worker.clean_registries()
+        view = client.get(f"/api/jobs/{job_id}").get_json()
+        seen.append((view["status"], view["retries_left"]))
+
+    # crunch_numbers has Retry(max=2, interval=[10, 30]); then CRASH_RERUNS=1, at once; then it fails.
+    assert seen == [("scheduled", 1), ("scheduled", 0), ("queued", 0), ("failed", 0)]
+    assert "AbandonedJobError" in client.get(f"/api/jobs/{job_id}").get_json()["error"]
+
+
 def test_killed_workers_and_work_horses_lose_no_job_and_finish_each_once(stack: Stack, redis: Redis, figures):
     jobs, seconds = 300, 0.2
     stack.start_worker("worker-2")
