@@ -11,7 +11,9 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 
 import api
+import auth
 import jobs
+import rate_limits
 import settings
 import web
 
@@ -31,6 +33,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     jobs.init_app(app)
     csrf.init_app(app)
     csrf.exempt(api.bp)  # JSON only: browsers cannot send it cross-site without a CORS preflight
+    rate_limits.init_app(app)
+    auth.init_app(app)
     app.register_blueprint(web.bp)
     app.register_blueprint(api.bp)
     _register_error_handlers(app)
