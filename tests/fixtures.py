@@ -25,3 +25,10 @@ def burn_cpu(seconds: float) -> str:
     while time.monotonic() < deadline:
         n += 1
     return "done"
+
+
+def block_until_released(key: str, timeout: int = 60) -> str:
+    """Wait (without using CPU) until a test pushes to ``key``; keeps a worker busy meanwhile."""
+    job = get_current_job()
+    released = job.connection.blpop([key], timeout=timeout)
+    return "released" if released else "timed out"
