@@ -14,6 +14,7 @@ import api
 import auth
 import dashboard
 import jobs
+import operators
 import rate_limits
 import settings
 import web
@@ -39,6 +40,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     dashboard.init_app(app)
     app.register_blueprint(web.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(operators.bp)
     _register_error_handlers(app)
     app.after_request(_security_headers)
     return app
