@@ -87,4 +87,3 @@ def worker_overview() -> list[dict[str, Any]]:
 def queues():
     """Depth per queue, counts per registry, and every worker with what it is running."""
     return render_template("queues.html", queues=queue_overview(), workers=worker_overview(), registries=REGISTRIES)
-
