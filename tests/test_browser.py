@@ -197,6 +197,8 @@ def test_each_task_form_runs_its_job_to_the_end(tab: Tab, name: str):
 
 def test_operator_logs_in_and_finds_the_queue_and_the_job_in_rq_dashboard(tab: Tab):
     page = tab.page
+    page.goto("/")
+    tab.shot("index")
     crunch = TASKS["crunch_numbers"]
     submit_task_form(tab, crunch, {"limit": 1000})
     job_id = job_id_of(tab)
