@@ -17,7 +17,7 @@ from typing import Any
 from flask import Flask, current_app, url_for
 from pydantic import BaseModel
 from redis import Redis
-from rq import Queue
+from rq import Queue, RateLimit
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.registry import BaseRegistry
@@ -67,6 +67,8 @@ def init_app(app: Flask) -> None:
             raise RuntimeError(
                 f"task {task.name!r} uses queue {task.queue!r}, which is not in QUEUES={app.config['QUEUES']}"
             )
+        if task.concurrency_limit and not isinstance(app.config.get(task.concurrency_limit), int):
+            raise RuntimeError(f"task {task.name!r} is capped by {task.concurrency_limit}, which is not a setting")
     redis = connect(app.config)
     app.extensions[EXTENSION_KEY] = Offload(redis=redis, queues=make_queues(redis, app.config))
 
@@ -84,6 +86,7 @@ def get_queue(name: str) -> Queue:
 def submit_job(task: Task, params: BaseModel) -> Job:
     """Enqueue ``task`` with validated ``params`` and return the new job."""
     config = current_app.config
+    limit = task.concurrency_limit
     return get_queue(task.queue).enqueue_call(
         task.path,
         kwargs=params.model_dump(mode="json"),
@@ -92,6 +95,8 @@ def submit_job(task: Task, params: BaseModel) -> Job:
         failure_ttl=config["FAILURE_TTL"],
         ttl=config["JOB_TTL"],
         retry=task.retry,
+        # A concurrency cap shared by every task naming the same setting, across all workers.
+        rate_limit=RateLimit(limit, config[limit]) if limit else None,
         # RQ's default description repeats the arguments; a fixed title keeps user text out of it.
         description=task.title,
         meta={"task": task.name, "progress": 0},
@@ -196,6 +201,8 @@ def job_view(job: Job) -> dict[str, Any]:
         "url": url_for("web.job_page", job_id=job.id),
         "api_url": url_for("api.get_job", job_id=job.id),
     }
+    artifact = view["result"].get("artifact") if isinstance(view["result"], dict) else None
+    view["download_url"] = url_for("web.download_file", job_id=job.id, name=artifact["name"]) if artifact else None
     if status_name == "scheduled":
         queue = current_app.extensions[EXTENSION_KEY].queues.get(job.origin)
         if queue is not None:

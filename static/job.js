@@ -26,6 +26,8 @@
     root.querySelector('[data-show-when="failed"]').hidden = !job.error;
     root.querySelector('[data-show-when="finished"]').hidden = job.status !== "finished";
     if (job.status === "finished") setText("result", JSON.stringify(job.result, null, 2));
+    root.querySelector('[data-show-when="download"]').hidden = !job.download_url;
+    if (job.download_url) field("download").href = job.download_url;
 
     const rows = job.attempts.map((attempt, i) => {
       const tr = document.createElement("tr");
