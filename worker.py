@@ -42,6 +42,8 @@ DICT_CONFIG: dict[str, Any] = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": "INFO"},
+    # fontTools logs a line per table of every font it subsets into a PDF.
+    "loggers": {"fontTools": {"level": "WARNING"}},
 }
 
 

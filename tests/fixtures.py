@@ -25,3 +25,11 @@ def burn_cpu(seconds: float) -> str:
     while time.monotonic() < deadline:
         n += 1
     return "done"
+
+
+def sleep_for(seconds: float) -> str:
+    """Sleep ``seconds`` (a job that outlives a short timeout), then return "woke up"."""
+    import time
+
+    time.sleep(seconds)
+    return "woke up"
