@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from math import isqrt
 from typing import Annotated, Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 from rq import Retry, get_current_job
@@ -264,7 +264,7 @@ def _api_path(path: str) -> str:
         raise ValueError("give a path starting with a single /, not a URL: the API's host is fixed")
     if any(char in path for char in "\\#") or any(ord(char) <= 32 or ord(char) == 127 for char in path):
         raise ValueError("no spaces, control characters, backslashes or # in the path")
-    if ".." in parts.path.split("/"):
+    if ".." in unquote(parts.path).split("/"):
         raise ValueError("no .. segments in the path")
     return path
 

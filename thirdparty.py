@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 
@@ -41,7 +42,8 @@ def target_url(base: str, path: str) -> httpx.URL:
     url = httpx.URL(str(root).rstrip("/") + path)
     prefix = root.raw_path.split(b"?")[0].rstrip(b"/")
     inside = url.raw_path == prefix or url.raw_path.startswith(prefix + b"/") or url.raw_path.startswith(prefix + b"?")
-    if (url.scheme, url.host, url.port) != (root.scheme, root.host, root.port) or not inside:
+    escapes = ".." in unquote(path.split("?")[0]).split("/")  # servers that decode %2e%2e would climb
+    if (url.scheme, url.host, url.port) != (root.scheme, root.host, root.port) or not inside or escapes:
         raise APIRejected(f"{path!r} does not stay under THIRD_PARTY_URL")
     return url
 
