@@ -104,7 +104,8 @@ def call(config: Mapping[str, Any], path: str, payload: Any = None, retry_number
             raise APIUnavailable(f"{status} from {what} (Retry-After {asked:.0f} s)", delay)
         raise APIUnavailable(f"{status} from {what}", delay)
     if not response.is_success:
-        raise APIRejected(f"{status} from {what}")
+        said = " ".join(body[:200].decode("utf-8", "replace").split())  # the API's reason, on one line
+        raise APIRejected(f"{status} from {what}" + (f": {said}" if said else ""))
 
     content_type = response.headers.get("Content-Type", "")
     return {

@@ -338,7 +338,7 @@ def test_a_4xx_fails_at_once_after_one_attempt_whatever_the_policy(http, third_p
 
     assert job["status"] == "failed"  # a retried job would be "scheduled" here
     assert [attempt["outcome"] for attempt in job["attempts"]] == ["failed"]
-    assert job["error"] == "thirdparty.APIRejected: 400 Bad Request from GET /bad"
+    assert job["error"] == 'thirdparty.APIRejected: 400 Bad Request from GET /bad: {"error": "missing field"}'
     assert job["retries_left"] == 0 and job["max_retries"] == 4
     queue = Queue("default", connection=redis, serializer=JSONSerializer)
     assert job["id"] not in queue.scheduled_job_registry.get_job_ids()
