@@ -41,4 +41,3 @@ def test_a_job_past_its_timeout_is_retried_when_its_policy_says_so(http, redis):
     assert job["status"] == "failed"
     assert [(a["outcome"], a["error"]) for a in job["attempts"]] == [("failed", "timed out after 1 s")] * 2
     assert job["retries_left"] == 0
-
