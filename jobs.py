@@ -184,7 +184,8 @@ def job_view(job: Job) -> dict[str, Any]:
         "queue": job.origin,
         "status": status_name,
         "ended": status_name in ENDED_STATES,
-        "progress": meta.get("progress", 100 if status_name == "finished" else 0),
+        # A finished job is done, whether or not its task reported progress on the way.
+        "progress": 100 if status_name == "finished" else meta.get("progress", 0),
         "params": job.kwargs,
         "created_at": _iso(job.created_at),
         "enqueued_at": _iso(job.enqueued_at),
