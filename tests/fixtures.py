@@ -76,3 +76,11 @@ def log_and_fail(message: str) -> None:
 
     logging.getLogger("tests.fixtures").warning("about to fail: %s", message)
     raise RuntimeError(message)
+
+
+def sleep_for(seconds: float) -> str:
+    """Sleep ``seconds`` (a job that outlives a short timeout), then return "woke up"."""
+    import time
+
+    time.sleep(seconds)
+    return "woke up"
