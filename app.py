@@ -11,7 +11,11 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 import api
+import auth
+import dashboard
 import jobs
+import operators
+import rate_limits
 import security
 import settings
 import web
@@ -33,8 +37,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     security.init_app(app)
     csrf.init_app(app)
     csrf.exempt(api.bp)  # JSON only: browsers cannot send it cross-site without a CORS preflight
+    rate_limits.init_app(app)
+    auth.init_app(app)
+    dashboard.init_app(app)
     app.register_blueprint(web.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(operators.bp)
     _register_error_handlers(app)
     return app
 

@@ -1,21 +1,14 @@
 """The web's defences that sit around the routes: which proxy to trust, the security headers
-on every response, and rate limits per client (Flask-Limiter on the app's own Redis).
-
-``limiter`` is module level so any blueprint can limit a view with
-``@limiter.limit(...)``; ``init_app`` binds it to the app and its Redis.
+on every response, the per-client limit on submitting jobs (``rate_limits.limiter``), and
+clean refusals of malformed or oversized requests.
 """
 
 from __future__ import annotations
 
 from flask import Flask, Response, abort, current_app, request
-from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-import jobs
-
-limiter = Limiter(key_func=get_remote_address)
-"""Rate limits per client address (the real one once ProxyFix has read X-Forwarded-For)."""
+from rate_limits import limiter
 
 CONTENT_SECURITY_POLICY = "; ".join(
     [
@@ -95,19 +88,10 @@ def discard_request_body(limit: int) -> None:
 
 
 def init_app(app: Flask) -> None:
-    """Trust ``TRUSTED_PROXY_COUNT`` proxies, add the headers, and bind the limiter to the app's Redis."""
+    """Trust ``TRUSTED_PROXY_COUNT`` proxies, add the headers, refuse unreadable forms."""
     proxies = app.config["TRUSTED_PROXY_COUNT"]
     if proxies:
         # X-Forwarded-For gives the client's address (rate limits), -Proto says HTTPS (HSTS, cookies).
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)  # type: ignore[method-assign]
     app.after_request(add_security_headers)
     app.before_request(refuse_unreadable_form_names)  # before CSRFProtect's, which init_app adds later
-
-    # Every app states these: the limiter object is shared, and would carry one app's over to the next.
-    app.config.setdefault("RATELIMIT_ENABLED", True)
-    app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["REDIS_URL"])
-    redis = app.extensions[jobs.EXTENSION_KEY].redis  # jobs.init_app first: one pool for both
-    app.config.setdefault("RATELIMIT_STORAGE_OPTIONS", {"connection_pool": redis.connection_pool})
-    app.config.setdefault("RATELIMIT_KEY_PREFIX", "offload")
-    app.config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
-    limiter.init_app(app)

@@ -8,7 +8,11 @@ Run a worker exactly as production does::
 from the same environment as the web app (``settings.load``). ``-w worker.OffloadWorker``
 adds what plain RQ lacks: JSON serialization whatever the command line says, the Flask app
 built once per worker process (before any fork) with its context pushed around every
-job, and a record of each attempt in the job's meta for the job page.
+job, a record of each attempt in the job's meta for the job page, heavy libraries and
+models preloaded before the first fork (``tasks.preload``), retry hints from a task's
+exception (``retries.py``: a permanent error is never retried; a transient one says when),
+and fault handling: a dead worker's jobs found within a minute and re-run, Redis outages
+waited out instead of quitting, and jobs that are not JSON refused (SECURITY.md).
 """
 
 from __future__ import annotations
@@ -42,8 +46,11 @@ from rq.timeouts import JobTimeoutException
 from rq.utils import now
 from rq.worker import WorkerStatus
 
+import joblog
 import jobs
+import retries
 import settings
+import tasks
 from dev import redact
 
 _settings = settings.load()
@@ -58,6 +65,8 @@ DICT_CONFIG: dict[str, Any] = {
     "filters": {"redis_unreachable": {"()": "worker.RedisUnreachableFilter"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redis_unreachable"]}},
     "root": {"handlers": ["console"], "level": "INFO"},
+    # fontTools logs a line per table of every font it subsets into a PDF.
+    "loggers": {"fontTools": {"level": "WARNING"}},
 }
 
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
@@ -136,8 +145,8 @@ def _die_with_parent(parent_pid: int) -> None:
 
 
 class OffloadWorker(Worker):
-    """RQ's forking worker, with JSON jobs, the Flask app context and attempt records, and
-    the fault handling plain RQ lacks (the methods under "faults" below)."""
+    """RQ's forking worker, with JSON jobs, the Flask app context, attempt records and each job's log,
+    and the fault handling plain RQ lacks (the methods under "faults" below)."""
 
     def __init__(self, queues: Sequence[str | Queue] | str | Queue, *args: Any, **kwargs: Any) -> None:
         # The CLI builds its queues with the serializer of its -S flag; rebuild them as JSON.
@@ -169,13 +178,16 @@ class OffloadWorker(Worker):
 
     def bootstrap(self, *args: Any, **kwargs: Any) -> None:
         _ = self.flask_app  # build before the first fork, so no job pays for it
+        started = time.perf_counter()
+        tasks.preload()  # every work horse inherits what this loads (copy-on-write)
+        self.log.info("Worker %s: preloaded libraries and models in %.2f s", self.name, time.perf_counter() - started)
         super().bootstrap(*args, **kwargs)
 
     def perform_job(self, job, queue, execution) -> bool:  # type: ignore[no-untyped-def]
         attempts = job.meta.setdefault("attempts", [])
         attempts.append({"started_at": _now(), "ended_at": None, "outcome": None, "worker": self.name})
         self._until_redis_answers(f"recording the start of job {job.id}", job.save_meta)
-        with self.flask_app.app_context():
+        with self.flask_app.app_context(), joblog.capture(job, self.connection):
             return super().perform_job(job, queue, execution)
 
     def handle_execution_ended(self, job, queue, heartbeat_ttl) -> None:  # type: ignore[no-untyped-def]
@@ -192,6 +204,11 @@ class OffloadWorker(Worker):
         what = f"recording the end of job {job.id}"
         self._until_redis_answers(what, job.save_meta)
         self._until_redis_answers(what, super().handle_execution_ended, job, queue, heartbeat_ttl)
+
+    def handle_job_failure(self, job, queue, started_job_registry=None, exc_string="", execution=None):  # type: ignore[no-untyped-def]
+        # In the work horse this runs inside perform_job's except block, before RQ decides on a retry.
+        retries.apply_retry_hints(job, sys.exc_info()[1])
+        super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
 
     # ------------------------------------------------------------------ faults
     #
