@@ -5,6 +5,9 @@ clean refusals of malformed or oversized requests.
 
 from __future__ import annotations
 
+import math
+import time
+
 from flask import Flask, Response, abort, current_app, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -49,11 +52,14 @@ def limit_submissions(view):  # type: ignore[no-untyped-def]
 
 
 def add_security_headers(response: Response) -> Response:
-    """Set the security headers a view has not set itself; HSTS only over HTTPS."""
+    """Set the security headers a view has not set itself; HSTS only over HTTPS; when to retry a 429."""
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
     if request.is_secure:
         response.headers.setdefault("Strict-Transport-Security", HSTS)
+    breached = limiter.current_limit if response.status_code == 429 else None
+    if breached is not None:
+        response.headers["Retry-After"] = str(max(1, math.ceil(breached.reset_at - time.time())))
     return response
 
 

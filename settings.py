@@ -120,5 +120,5 @@ def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         # Proxies in front of the app that set X-Forwarded-For/-Proto (1 on Fly, 0 on a laptop).
         "TRUSTED_PROXY_COUNT": _int(env, "TRUSTED_PROXY_COUNT", 0),
         # Jobs one client (IP address) may submit, in Flask-Limiter's notation.
-        "SUBMIT_RATE_LIMIT": env.get("SUBMIT_RATE_LIMIT") or "60 per minute; 10 per second",
+        "SUBMIT_RATE_LIMIT": env.get("SUBMIT_RATE_LIMIT") or "60 per minute",
     }

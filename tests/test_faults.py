@@ -187,7 +187,7 @@ def test_redis_restart_with_aof_loses_no_job_and_web_and_workers_recover_by_them
         answers = 0
         while time.time() - down_at < 5:
             api = http.post(f"{base}/api/jobs", json={"task": "crunch_numbers", "params": {"limit": 100}})
-            page = http.get(f"{base}/jobs")
+            page = http.get(f"{base}/jobs/{ledger.job_ids[0]}")
             assert api.status_code == 503 and api.headers["Retry-After"]
             assert "unreachable" in api.json()["error"]
             assert page.status_code == 503 and "unreachable" in page.text and "Traceback" not in page.text
