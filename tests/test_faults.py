@@ -28,8 +28,6 @@ from tests.conftest import ROOT, Stack, process_env, wait_for
 from tests.faults import Ledger, alive, parse_time
 from worker import OffloadWorker
 
-pytestmark = pytest.mark.e2e
-
 
 def _crash(ledger: Ledger, job_id: str) -> dict:
     """The attempt the worker marked as crashed for ``job_id``."""
@@ -87,6 +85,7 @@ def test_abandoned_job_uses_its_retries_then_one_crash_rerun_then_fails_with_the
     assert "AbandonedJobError" in client.get(f"/api/jobs/{job_id}").get_json()["error"]
 
 
+@pytest.mark.e2e
 def test_killed_workers_and_work_horses_lose_no_job_and_finish_each_once(stack: Stack, redis: Redis, figures):
     jobs, seconds = 300, 0.2
     stack.start_worker("worker-2")
@@ -139,6 +138,7 @@ def test_killed_workers_and_work_horses_lose_no_job_and_finish_each_once(stack: 
     assert tally["reruns"] == len(kills)
 
 
+@pytest.mark.e2e
 def test_job_whose_work_horse_dies_twice_fails_with_the_reason_shown(stack: Stack, redis: Redis, http: httpx.Client):
     ledger = Ledger(redis, "twice")
     [job_id] = ledger.submit(1, seconds=5)
@@ -158,6 +158,7 @@ def test_job_whose_work_horse_dies_twice_fails_with_the_reason_shown(stack: Stac
 # --------------------------------------------------------------------------- 2. Redis restarted
 
 
+@pytest.mark.e2e
 def test_redis_restart_with_aof_loses_no_job_and_web_and_workers_recover_by_themselves(tmp_path: Path, figures):
     port = dev.free_port()
     url = f"redis://127.0.0.1:{port}/0"
@@ -231,6 +232,7 @@ def test_redis_restart_with_aof_loses_no_job_and_web_and_workers_recover_by_them
 # --------------------------------------------------------------------------- 3. Redis absent at start-up
 
 
+@pytest.mark.e2e
 def test_worker_without_redis_says_so_in_one_line_and_exits_1():
     port = dev.free_port()
     url = f"redis://:s3cret-pass@127.0.0.1:{port}/0"
@@ -246,6 +248,7 @@ def test_worker_without_redis_says_so_in_one_line_and_exits_1():
     assert "Connection refused" in lines[0] and "s3cret-pass" not in lines[0]
 
 
+@pytest.mark.e2e
 def test_web_without_redis_says_so_once_answers_503_and_recovers_when_redis_starts(tmp_path: Path):
     port = dev.free_port()
     url = f"redis://127.0.0.1:{port}/0"

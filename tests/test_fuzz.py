@@ -329,6 +329,7 @@ def test_oversized_upload_is_a_clean_413_page_and_enqueues_nothing(fuzz_app, red
     assert queued_job_count(redis) == 0
 
 
+@pytest.mark.e2e
 def test_oversized_bodies_get_413_through_gunicorn(http, redis):
     big = 3 * 1024 * 1024  # over the shipped MAX_CONTENT_LENGTH (2 MiB)
 

@@ -109,6 +109,7 @@ def test_every_route_and_error_sends_the_security_headers(unlimited_app: Flask, 
     assert checked >= 10
 
 
+@pytest.mark.e2e
 def test_headers_come_through_gunicorn_too(http: httpx.Client):
     for url in ("/", "/jobs", "/static/job.js", "/no/such/page"):
         _assert_secure_headers(http.get(url), url)
@@ -216,6 +217,7 @@ class _RunsCommandWhenUnpickled:
         return (os.system, (f"touch {shlex.quote(str(self.marker))}",))
 
 
+@pytest.mark.e2e
 def test_a_pickled_job_is_refused_by_the_worker_and_hidden_by_the_web(stack: Stack, redis: Redis, tmp_path: Path):
     marker = tmp_path / "unpickled"
     payload = _RunsCommandWhenUnpickled(marker)
@@ -268,6 +270,7 @@ def test_the_503_log_line_names_no_password(caplog):
     assert password not in caplog.text
 
 
+@pytest.mark.e2e
 def test_no_redis_password_or_secret_key_in_logs_or_pages(tmp_path: Path):
     password, secret_key = "pw-" + secrets.token_hex(8), "sk-" + secrets.token_hex(16)
     port = dev.free_port()
@@ -310,6 +313,7 @@ def test_secret_key_is_required_outside_development():
     assert settings.load({})["SECRET_KEY"] == settings.DEVELOPMENT_SECRET_KEY
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     "command",
     [["gunicorn", "app:app", "--bind", "127.0.0.1:0"], shlex.split(dev.WORKER_COMMAND)],
