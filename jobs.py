@@ -81,21 +81,26 @@ def get_queue(name: str) -> Queue:
     return current_app.extensions[EXTENSION_KEY].queues[name]
 
 
-def submit_job(task: Task, params: BaseModel) -> Job:
-    """Enqueue ``task`` with validated ``params`` and return the new job."""
+def submit_job(task: Task, params: BaseModel, run_at: datetime | None = None) -> Job:
+    """Enqueue ``task`` with validated ``params`` (or schedule it for ``run_at``) and return the new job."""
     config = current_app.config
-    return get_queue(task.queue).enqueue_call(
+    queue = get_queue(task.queue)
+    delay = max(0, int((run_at - datetime.now(UTC)).total_seconds())) if run_at else 0
+    job = queue.create_job(
         task.path,
         kwargs=params.model_dump(mode="json"),
         timeout=task.timeout,
         result_ttl=task.result_ttl if task.result_ttl is not None else config["RESULT_TTL"],
         failure_ttl=config["FAILURE_TTL"],
-        ttl=config["JOB_TTL"],
+        ttl=config["JOB_TTL"] + delay,  # a scheduled job's key must outlive its wait
         retry=task.retry,
         # RQ's default description repeats the arguments; a fixed title keeps user text out of it.
         description=task.title,
         meta={"task": task.name, "progress": 0},
     )
+    if run_at is None:
+        return queue.enqueue_job(job)
+    return queue.schedule_job(job, run_at)
 
 
 def fetch_job(job_id: str) -> Job | None:

@@ -66,4 +66,24 @@ def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "JOB_LIST_LIMIT": _int(env, "JOB_LIST_LIMIT", 100),
         # Largest request body the web accepts, in bytes (uploads included).
         "MAX_CONTENT_LENGTH": _int(env, "MAX_CONTENT_LENGTH", 2 * 1024 * 1024),
+        # --- newsletter (newsletter.py, mailer.py)
+        # smtp:// (plain), smtp+starttls:// (STARTTLS, required) or smtps:// (implicit TLS);
+        # credentials go in the URL (smtps://user:password@host:465) and are never logged.
+        "SMTP_URL": env.get("SMTP_URL", "smtp://127.0.0.1:1025"),
+        # Seconds to connect to the SMTP server and to wait for each of its replies.
+        "SMTP_TIMEOUT": _int(env, "SMTP_TIMEOUT", 30),
+        # A PEM file of CA certificates to trust for SMTP TLS, instead of the system's (empty: the system's).
+        "SMTP_CA_FILE": env.get("SMTP_CA_FILE", ""),
+        # The From header and envelope sender of newsletters.
+        "NEWSLETTER_FROM": env.get("NEWSLETTER_FROM", "Offload <newsletter@offload.invalid>"),
+        # Most distinct recipients one newsletter may have.
+        "NEWSLETTER_MAX_RECIPIENTS": _int(env, "NEWSLETTER_MAX_RECIPIENTS", 10_000),
+        # Seconds a batch, its delivery records and failures are kept after its send time. A job of
+        # the batch that runs later (requeued by hand) finds no batch and fails rather than mail twice.
+        "NEWSLETTER_TTL": _int(env, "NEWSLETTER_TTL", 14 * 24 * 3600),
+        # --- scheduling (scheduling.py)
+        # Furthest ahead a job may be scheduled, in seconds.
+        "SCHEDULE_MAX_AHEAD": _int(env, "SCHEDULE_MAX_AHEAD", 30 * 24 * 3600),
+        # A run_at this many seconds in the past is still accepted (clock skew, slow form); it runs at once.
+        "SCHEDULE_PAST_TOLERANCE": _int(env, "SCHEDULE_PAST_TOLERANCE", 60),
     }

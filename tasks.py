@@ -26,6 +26,10 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from rq import Retry, get_current_job
 
 
+class PermanentError(Exception):
+    """Raised by a task when trying again cannot help: its job fails at once, retries or not."""
+
+
 @dataclass(frozen=True)
 class Task:
     """A registered task: the function, its input model and how the queue treats it."""
@@ -39,6 +43,9 @@ class Task:
     timeout: int
     retry: Retry | None
     result_ttl: int | None
+    # Endpoint of the page that starts this task, when the form built from its signature
+    # cannot (a newsletter enqueues one job per recipient); such a task is not on /api/jobs.
+    own_form: str | None = None
 
     @property
     def path(self) -> str:
@@ -71,6 +78,7 @@ def task(
     timeout: int = 180,
     retry: Retry | None = None,
     result_ttl: int | None = None,
+    own_form: str | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register the decorated function as a task; its annotated signature is its input."""
 
@@ -87,6 +95,7 @@ def task(
             timeout=timeout,
             retry=retry,
             result_ttl=result_ttl,
+            own_form=own_form,
         )
         return func
 
@@ -182,3 +191,22 @@ def crunch_numbers(
         "largest_prime": largest,
         "seconds": round(time.perf_counter() - started, 3),
     }
+
+
+@task(
+    title="Send newsletter",
+    description="Mail a subject and text to up to 10,000 recipients: one job per recipient, each mailed once.",
+    queue="low",  # bulk work must not hold up interactive jobs
+    timeout=120,
+    # 4xx replies and dropped connections; each job's intervals get their own jitter (newsletter.py).
+    retry=Retry(max=6, interval=[15, 60, 300, 900, 1800, 3600]),
+    own_form="web.newsletter",
+)
+def send_newsletter(
+    batch_id: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")],
+    to: Annotated[str, Field(max_length=320)],
+) -> dict[str, Any]:
+    """Mail the newsletter of ``batch_id`` to ``to``, unless it was already accepted for them."""
+    import newsletter
+
+    return newsletter.deliver(batch_id, to)

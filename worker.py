@@ -25,6 +25,7 @@ from rq.serializers import JSONSerializer
 from rq.timeouts import JobTimeoutException
 
 import settings
+from tasks import PermanentError
 
 _settings = settings.load()
 
@@ -99,3 +100,10 @@ class OffloadWorker(Worker):
         job.meta["attempts"] = attempts
         job.save_meta()
         super().handle_execution_ended(job, queue, heartbeat_ttl)
+
+    def handle_job_failure(self, job, queue, *args: Any, **kwargs: Any) -> None:  # type: ignore[no-untyped-def]
+        # Called inside perform_job's except block: the task raised PermanentError when
+        # trying again cannot help (an SMTP 5xx), so its retry policy does not apply.
+        if isinstance(sys.exc_info()[1], PermanentError):
+            job.retries_left = 0
+        super().handle_job_failure(job, queue, *args, **kwargs)
