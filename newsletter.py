@@ -112,7 +112,7 @@ def _csv_entries(data: bytes) -> Iterable[str]:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise ValueError("the CSV file is not UTF-8 text") from None
+        raise ValueError("The CSV file is not UTF-8 text: save it as CSV UTF-8.") from None
     rows = [row for row in csv.reader(io.StringIO(text)) if any(cell.strip() for cell in row)]
     if not rows:
         return []

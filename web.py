@@ -90,7 +90,7 @@ def newsletter_form():
     try:
         recipients = newsletter.read_recipients(request.form.get("recipients", ""), upload.read() if upload else None)
     except ValueError as exc:
-        recipients, errors["recipients_csv"] = newsletter.Recipients(), str(exc).capitalize() + "."
+        recipients, errors["recipients_csv"] = newsletter.Recipients(), str(exc)
     submission = newsletter.check_newsletter(
         request.form, recipients, config["NEWSLETTER_MAX_RECIPIENTS"], skip_invalid="skip_invalid" in request.form
     )

@@ -44,13 +44,13 @@ class MailServer:
 
     # --- aiosmtpd handler hooks
 
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if address in self.permanent:
             return self.permanent[address]
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+    async def handle_DATA(self, server, session, envelope):
         with self.lock:
             if self.refuse_next > 0:
                 self.refuse_next -= 1

@@ -117,7 +117,7 @@ def test_nothing_listening_is_transient():
 
 def test_a_5xx_for_the_recipient_is_permanent():
     box = MailServer(permanent={"gone@example.org": "550 5.1.1 No such mailbox"})
-    with mail_server(box) as server, pytest.raises(PermanentMailError, match="550 5.1.1 No such mailbox"):
+    with mail_server(box) as server, pytest.raises(PermanentMailError, match=r"550 5\.1\.1 No such mailbox"):
         send(SmtpConfig.from_url(f"smtp://127.0.0.1:{server.port}"), message("gone@example.org"), lambda _: None)
 
 
