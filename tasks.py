@@ -200,7 +200,7 @@ def crunch_numbers(
     timeout=120,
     # 4xx replies and dropped connections; each job's intervals get their own jitter (newsletter.py).
     retry=Retry(max=6, interval=[15, 60, 300, 900, 1800, 3600]),
-    own_form="web.newsletter",
+    own_form="web.newsletter_form",
 )
 def send_newsletter(
     batch_id: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")],

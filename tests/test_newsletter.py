@@ -194,3 +194,11 @@ def test_reading_recipients_drops_case_insensitive_duplicates_and_keeps_the_firs
 
     assert recipients.valid == ["X@example.org", "y@example.org"]
     assert recipients.duplicates == 1
+
+
+def test_the_task_list_links_to_the_newsletter_form_instead_of_a_generated_one(client):
+    page = client.get("/").get_data(as_text=True)
+
+    assert 'href="/newsletter"' in page
+    assert 'action="/tasks/send_newsletter"' not in page
+    assert client.get("/newsletter").status_code == 200
