@@ -86,4 +86,12 @@ def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "SCHEDULE_MAX_AHEAD": _int(env, "SCHEDULE_MAX_AHEAD", 30 * 24 * 3600),
         # A run_at this many seconds in the past is still accepted (clock skew, slow form); it runs at once.
         "SCHEDULE_PAST_TOLERANCE": _int(env, "SCHEDULE_PAST_TOLERANCE", 60),
+        # --- periodic jobs (periodic.py): seconds between runs, and into each period
+        # The nightly cleanup: every day at 03:00 UTC.
+        "CLEANUP_EVERY": _int(env, "CLEANUP_EVERY", 24 * 3600),
+        "CLEANUP_OFFSET": _int(env, "CLEANUP_OFFSET", 3 * 3600),
+        # The digest: every hour, on the hour.
+        "DIGEST_EVERY": _int(env, "DIGEST_EVERY", 3600),
+        # Where the digest is mailed (through SMTP_URL); empty: it is only stored and shown as the job's result.
+        "DIGEST_TO": env.get("DIGEST_TO", ""),
     }

@@ -210,3 +210,38 @@ def send_newsletter(
     import newsletter
 
     return newsletter.deliver(batch_id, to)
+
+
+@task(
+    title="Clean up expired records",
+    description="Prunes what does not expire by itself: the index of expired newsletters, RQ's groups and registries. "
+    "Runs nightly (periodic.py); run it now here.",
+    queue="low",
+    timeout=600,
+)
+def cleanup_expired() -> dict[str, int]:
+    """Return how many index entries were pruned."""
+    from flask import current_app
+
+    import housekeeping
+    import jobs
+
+    return housekeeping.cleanup_expired(jobs.get_redis(), current_app.config["QUEUES"])
+
+
+@task(
+    title="Digest of the last hours",
+    description="Counts the jobs that ended, by task and outcome, and the newsletters sent; keeps the last 48 and "
+    "mails it to DIGEST_TO when set. Runs hourly (periodic.py).",
+    queue="low",
+    timeout=300,
+)
+def hourly_digest(hours: Annotated[int, Field(ge=1, le=168, title="Hours to cover")] = 1) -> dict[str, Any]:
+    """Return the digest of the last ``hours``."""
+    from flask import current_app
+
+    import housekeeping
+    import jobs
+
+    job = get_current_job()
+    return housekeeping.hourly_digest(jobs.get_redis(), current_app.config, hours, job.id if job else None)

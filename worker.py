@@ -21,6 +21,7 @@ from typing import Any
 
 from flask import Flask
 from rq import Queue, Worker
+from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.serializers import JSONSerializer
 from rq.timeouts import JobTimeoutException
 
@@ -75,6 +76,37 @@ class OffloadWorker(Worker):
 
             self._flask_app = create_app()
         return self._flask_app
+
+    def _start_scheduler(
+        self,
+        burst: bool = False,
+        logging_level: str | None = "INFO",
+        date_format: str = DEFAULT_LOGGING_DATE_FORMAT,
+        log_format: str = DEFAULT_LOGGING_FORMAT,
+    ) -> None:
+        # RQ 3.0.0's own method, with a scheduler that also enqueues the periodic jobs (periodic.py).
+        from periodic import OffloadScheduler
+
+        self.scheduler = OffloadScheduler(
+            self.queues,
+            connection=self.connection,
+            logging_level=logging_level if logging_level is not None else self.log.level,
+            date_format=date_format,
+            log_format=log_format,
+            serializer=self.serializer,
+            config=self.flask_app.config,
+        )
+        self.scheduler.acquire_locks()
+        if self.scheduler.acquired_locks:
+            if burst:
+                try:
+                    self.scheduler.register_birth()
+                    self.scheduler.enqueue_scheduled_jobs()
+                finally:
+                    self.scheduler.release_locks()
+                    self.scheduler.register_death()
+            else:
+                self.scheduler.start()
 
     def bootstrap(self, *args: Any, **kwargs: Any) -> None:
         _ = self.flask_app  # build before the first fork, so no job pays for it
