@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 import jobs
 import newsletter
+from auth import is_operator
 from scheduling import ScheduleError, parse_when
 from tasks import TASKS, get_task
 
@@ -149,8 +150,11 @@ def get_batch(batch_id: str):
 
 @bp.get("/jobs/<job_id>")
 def get_job(job_id: str):
-    """The job's state, progress, timings and result or error."""
+    """The job's state, progress, timings, its log and result or error (and traceback, for operators)."""
     job = jobs.fetch_job(job_id)
     if job is None:
         abort(404, "No such job: it never existed or its result has expired.")
-    return jsonify(jobs.job_view(job))
+    view = jobs.job_view(job)
+    if is_operator():
+        view["traceback"] = jobs.job_traceback(job)
+    return jsonify(view)

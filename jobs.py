@@ -23,6 +23,7 @@ from rq.job import Job, JobStatus
 from rq.registry import BaseRegistry
 from rq.serializers import JSONSerializer
 
+import joblog
 from tasks import TASKS, Task
 
 EXTENSION_KEY = "offload"
@@ -124,23 +125,38 @@ def _registries(queue: Queue) -> dict[str, BaseRegistry]:
     }
 
 
-def recent_jobs(state: str | None = None, limit: int = 100) -> list[Job]:
-    """Return up to ``limit`` jobs, newest first, optionally only those in ``state``."""
+def recent_jobs(
+    state: str | None = None, limit: int = 100, task: str | None = None, queue: str | None = None
+) -> list[Job]:
+    """Return up to ``limit`` jobs, newest first, optionally only those in ``state``, of ``task``, on ``queue``."""
     ids: list[str] = []
-    for queue in current_app.extensions[EXTENSION_KEY].queues.values():
+    for name, rq_queue in current_app.extensions[EXTENSION_KEY].queues.items():
+        if queue is not None and name != queue:
+            continue
         if state in (None, "queued"):
-            ids += queue.get_job_ids(0, limit - 1)
-        for name, registry in _registries(queue).items():
-            if state in (None, name) or (state == "stopped" and name == "failed"):
+            ids += rq_queue.get_job_ids(0, limit - 1)
+        for registry_name, registry in _registries(rq_queue).items():
+            if state in (None, registry_name) or (state == "stopped" and registry_name == "failed"):
                 ids += registry.get_job_ids(0, limit - 1, desc=True)
-    unique = list(dict.fromkeys(ids))
-    jobs = [job for job in Job.fetch_many(unique, connection=get_redis(), serializer=JSONSerializer) if job]
+    jobs = fetch_jobs(list(dict.fromkeys(ids)))
     if state is not None:
         # A registry can briefly hold a job that already moved on; trust the job's own status.
         jobs = [job for job in jobs if job.get_status(refresh=False) == state]
+    if task is not None:
+        jobs = [job for job in jobs if (job.meta or {}).get("task") == task]
+    return newest_first(jobs)[:limit]
+
+
+def fetch_jobs(job_ids: list[str]) -> list[Job]:
+    """Return the jobs with these ids that still exist, in the same order."""
+    valid = [job_id for job_id in job_ids if _JOB_ID.match(job_id)]
+    return [job for job in Job.fetch_many(valid, connection=get_redis(), serializer=JSONSerializer) if job]
+
+
+def newest_first(jobs: list[Job]) -> list[Job]:
+    """Return ``jobs`` sorted by creation time, newest first."""
     epoch = datetime.min.replace(tzinfo=UTC)
-    jobs.sort(key=lambda job: _aware(job.created_at) or epoch, reverse=True)
-    return jobs[:limit]
+    return sorted(jobs, key=lambda job: _aware(job.created_at) or epoch, reverse=True)
 
 
 def _aware(moment: datetime | None) -> datetime | None:
@@ -198,6 +214,7 @@ def job_view(job: Job) -> dict[str, Any]:
         "retries_left": job.retries_left if job.retries_left is not None else max_retries,
         "result": job.return_value() if status_name == "finished" else None,
         "error": short_error(job) if status_name in ("failed", "stopped") else None,
+        "log": job_log(job),
         "url": url_for("web.job_page", job_id=job.id),
         "api_url": url_for("api.get_job", job_id=job.id),
     }
@@ -207,3 +224,16 @@ def job_view(job: Job) -> dict[str, Any]:
             with contextlib.suppress(NoSuchJobError):
                 view["scheduled_for"] = _iso(queue.scheduled_job_registry.get_scheduled_time(job))
     return view
+
+
+def job_log(job: Job) -> list[str]:
+    """Return what the job's task logged while it ran (``joblog``), oldest line first."""
+    return joblog.read(get_redis(), job.id)
+
+
+def job_traceback(job: Job) -> str | None:
+    """Return the full traceback of a failed or stopped job: for operators only, never its submitter."""
+    if job.get_status(refresh=False) not in ("failed", "stopped"):
+        return None
+    result = job.latest_result()
+    return getattr(result, "exc_string", None) if result else None

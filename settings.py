@@ -45,6 +45,16 @@ def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         if offload_env != "development":
             raise SettingsError("SECRET_KEY must be set when OFFLOAD_ENV is not 'development'")
         secret_key = DEVELOPMENT_SECRET_KEY
+    operator_username = env.get("OPERATOR_USERNAME", "").strip()
+    operator_password_hash = env.get("OPERATOR_PASSWORD_HASH", "").strip()
+    if bool(operator_username) != bool(operator_password_hash):
+        raise SettingsError("set both OPERATOR_USERNAME and OPERATOR_PASSWORD_HASH, or neither")
+    if operator_password_hash and (
+        operator_password_hash.count("$") != 2 or operator_password_hash.split(":")[0] not in ("scrypt", "pbkdf2")
+    ):
+        raise SettingsError(
+            "OPERATOR_PASSWORD_HASH must be a hash made by `python -m auth` (method$salt$hash), not a password"
+        )
     return {
         # "development" allows laptop defaults; anything else ("production") demands real secrets.
         "OFFLOAD_ENV": offload_env,
@@ -66,6 +76,17 @@ def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "JOB_LIST_LIMIT": _int(env, "JOB_LIST_LIMIT", 100),
         # Largest request body the web accepts, in bytes (uploads included).
         "MAX_CONTENT_LENGTH": _int(env, "MAX_CONTENT_LENGTH", 2 * 1024 * 1024),
+        # The operator who may open /rq and the operator pages; both empty: those pages are off.
+        "OPERATOR_USERNAME": operator_username,
+        # A werkzeug password hash (scrypt), made by `python -m auth`; never the password itself.
+        "OPERATOR_PASSWORD_HASH": operator_password_hash,
+        # Hours an operator login lasts before the password is asked again.
+        "OPERATOR_SESSION_HOURS": _int(env, "OPERATOR_SESSION_HOURS", 12),
+        # Session cookies: never sent over plain HTTP outside development, never read by scripts,
+        # never sent on cross-site requests other than top-level navigation.
+        "SESSION_COOKIE_SECURE": offload_env != "development",
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
         # --- newsletter (newsletter.py, mailer.py)
         # smtp:// (plain), smtp+starttls:// (STARTTLS, required) or smtps:// (implicit TLS);
         # credentials go in the URL (smtps://user:password@host:465) and are never logged.

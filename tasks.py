@@ -15,6 +15,7 @@ workers (``worker.py`` preloads what is worth loading once per process).
 from __future__ import annotations
 
 import inspect
+import logging
 import time
 import typing
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from rq import Retry, get_current_job
 
+log = logging.getLogger(__name__)
 
 class PermanentError(Exception):
     """Raised by a task when trying again cannot help: its job fails at once, retries or not."""
@@ -152,6 +154,7 @@ def crunch_numbers(
             le=2_000_000_000,
             title="Count primes below",
             description="From 10 to 2,000,000,000; a billion takes a few seconds.",
+            examples=[50_000_000],
         ),
     ] = 1_000_000_000,
 ) -> dict[str, Any]:
@@ -164,6 +167,7 @@ def crunch_numbers(
         if small[p]:
             small[p * p :: p] = bytes(len(range(p * p, root + 1, p)))
     base_primes = [p for p in range(2, root + 1) if small[p]]
+    log.info("sieving below %d with %d base primes", limit, len(base_primes))
 
     # 50 segments: progress moves every 2 %, and a segment stays small in memory.
     segment = max(root + 1, -(-limit // 50))
@@ -185,6 +189,7 @@ def crunch_numbers(
             largest = low + last
         report_progress(high / limit, primes_so_far=count)
 
+    log.info("found %d primes below %d", count, limit)
     return {
         "limit": limit,
         "primes_below_limit": count,

@@ -6,17 +6,29 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Blueprint, abort, current_app, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, jsonify, redirect, render_template, request, session, url_for
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 import jobs
 import newsletter
 from api import field_errors
+from auth import is_operator
 from scheduling import ScheduleError, parse_when
 from tasks import TASKS, Task, get_task
 
 bp = Blueprint("web", __name__)
+
+MY_JOBS_KEY = "my_jobs"
+MY_JOBS_LIMIT = 30
+"""Job ids remembered per browser (in its signed session cookie, which must stay under 4 kB)."""
+
+
+def remember_job(job_id: str) -> None:
+    """Add ``job_id`` to this browser's "My jobs", newest first, forgetting the oldest past the cap."""
+    mine = [job_id, *(known for known in session.get(MY_JOBS_KEY, []) if known != job_id)]
+    session[MY_JOBS_KEY] = mine[:MY_JOBS_LIMIT]
+    session.permanent = True
 
 
 @bp.app_template_filter("pretty_json")
@@ -65,6 +77,7 @@ def submit(name: str):
         page = render_template("index.html", tasks=TASKS.values(), errors={name: errors}, values={name: request.form})
         return page, 400
     job = jobs.submit_job(task, params, run_at=run_at)
+    remember_job(job.id)
     return redirect(url_for("web.job_page", job_id=job.id), code=303)
 
 
@@ -130,7 +143,10 @@ def job_page(job_id: str):
     job = jobs.fetch_job(job_id)
     if job is None:
         abort(404, "No such job: it never existed or its result has expired.")
-    return render_template("job.html", job=jobs.job_view(job))
+    view = jobs.job_view(job)
+    if is_operator():
+        view["traceback"] = jobs.job_traceback(job)
+    return render_template("job.html", job=view)
 
 
 @bp.get("/healthz")
@@ -145,11 +161,13 @@ def healthz():
 
 @bp.get("/jobs")
 def job_list():
-    """Recent jobs, newest first, optionally filtered by state."""
+    """My jobs: the jobs this browser submitted, newest first, optionally filtered by state."""
     state = request.args.get("state") or None
     if state is not None and state not in jobs.LISTED_STATES:
         abort(400, f"Unknown state filter; use one of: {', '.join(jobs.LISTED_STATES)}.")
-    found = jobs.recent_jobs(state, limit=current_app.config["JOB_LIST_LIMIT"])
+    found = jobs.newest_first(jobs.fetch_jobs(session.get(MY_JOBS_KEY, [])))
+    if state is not None:
+        found = [job for job in found if job.get_status(refresh=False) == state]
     return render_template(
-        "jobs.html", jobs=[jobs.job_view(job) for job in found], state=state, states=jobs.LISTED_STATES
+        "jobs.html", jobs=[jobs.job_view(job) for job in found], filters={"state": state}, states=jobs.LISTED_STATES
     )

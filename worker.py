@@ -25,6 +25,7 @@ from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.serializers import JSONSerializer
 from rq.timeouts import JobTimeoutException
 
+import joblog
 import settings
 from tasks import PermanentError
 
@@ -57,7 +58,7 @@ def describe_failure(exc: BaseException | None, timeout: float | None) -> str:
 
 
 class OffloadWorker(Worker):
-    """RQ's forking worker, with JSON jobs, the Flask app context and attempt records."""
+    """RQ's forking worker, with JSON jobs, the Flask app context, attempt records and each job's log."""
 
     def __init__(self, queues: Sequence[str | Queue] | str | Queue, *args: Any, **kwargs: Any) -> None:
         # The CLI builds its queues with the serializer of its -S flag; rebuild them as JSON.
@@ -116,7 +117,7 @@ class OffloadWorker(Worker):
         attempts = job.meta.setdefault("attempts", [])
         attempts.append({"started_at": _now(), "ended_at": None, "outcome": None, "worker": self.name})
         job.save_meta()
-        with self.flask_app.app_context():
+        with self.flask_app.app_context(), joblog.capture(job, self.connection):
             return super().perform_job(job, queue, execution)
 
     def handle_execution_ended(self, job, queue, heartbeat_ttl) -> None:  # type: ignore[no-untyped-def]

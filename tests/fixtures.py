@@ -25,3 +25,26 @@ def burn_cpu(seconds: float) -> str:
     while time.monotonic() < deadline:
         n += 1
     return "done"
+
+
+def block_until_released(key: str, timeout: int = 60) -> str:
+    """Wait (without using CPU) until a test pushes to ``key``; keeps a worker busy meanwhile."""
+    job = get_current_job()
+    released = job.connection.blpop([key], timeout=timeout)
+    return "released" if released else "timed out"
+
+
+def log_lines(count: int, text: str = "line") -> str:
+    """Log ``count`` numbered lines through a module logger, as a task would, then fail if text says so."""
+    import logging
+
+    log = logging.getLogger("tests.fixtures")
+    for number in range(count):
+        log.info("%s %d", text, number)
+    try:
+        raise ValueError(f"{text} handled")
+    except ValueError:
+        log.exception("caught one")
+    if text == "fail":
+        raise RuntimeError("failing after logging")
+    return "logged"
