@@ -12,6 +12,7 @@ from werkzeug.exceptions import HTTPException
 
 import api
 import auth
+import control
 import dashboard
 import jobs
 import operators
@@ -41,6 +42,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(web.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(operators.bp)
+    app.register_blueprint(control.bp)
     _register_error_handlers(app)
     app.after_request(_security_headers)
     return app
