@@ -170,6 +170,8 @@ def run_app() -> int:
         manager = Manager(Printer(sys.stdout, colour=sys.stdout.isatty(), prefix=True))
         manager.add_process("web", WEB_COMMAND.format(port=port), env=env, cwd=str(ROOT))
         manager.add_process("worker", WORKER_COMMAND, env=env, cwd=str(ROOT))
+        if "SMTP_URL" not in os.environ:  # newsletters go to a local server that prints them (settings.py default)
+            manager.add_process("mail", "python -m aiosmtpd -n -l 127.0.0.1:1025", env=env, cwd=str(ROOT))
         manager.loop()
         return manager.returncode or 0
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
+from email.utils import format_datetime, parseaddr
 from itertools import islice
 from typing import Annotated, Any
 
@@ -326,7 +326,8 @@ def deliver(batch_id: str, to: str) -> dict[str, Any]:
     message["Subject"] = batch["subject"]
     message["Date"] = format_datetime(datetime.now(UTC))
     # The same id on every attempt: should the window in README ever resend, clients can tell.
-    message["Message-ID"] = make_msgid(idstring=f"{batch_id}.{uuid.uuid5(uuid.NAMESPACE_URL, to).hex}")
+    domain = parseaddr(batch["sender"])[1].rpartition("@")[2] or "offload.invalid"
+    message["Message-ID"] = f"<{batch_id}.{uuid.uuid5(uuid.NAMESPACE_URL, to).hex}@{domain}>"
     message.set_content(batch["body"])
 
     def record(reply: str) -> None:

@@ -88,6 +88,8 @@ def test_a_server_that_refuses_for_a_while_still_delivers_each_mail_exactly_once
     assert (batch["sent"], batch["failed"], batch["pending"]) == (8, 0, 0)
     assert smtp.received() == dict.fromkeys(recipients, 1)
     assert (smtp.refused, smtp.dropped) == (12, 12)
+    ids = {recipient: message["Message-ID"] for recipient, message in smtp.messages}
+    assert len(set(ids.values())) == 8 and all(batch["id"] in value for value in ids.values())
 
 
 def test_a_recipient_refused_for_good_fails_alone_without_retries(workers, smtp, redis, app):
