@@ -65,17 +65,18 @@ def hourly_digest(redis: Redis, config: Mapping[str, Any], hours: int, job_id: s
                     if ended is not None and start <= ended <= end:
                         task = (job.meta or {}).get("task") or job.func_name
                         counts.setdefault(task, Counter())[status] += 1
-    newsletters = []
+    # Totals only: anyone may run the digest from its form, and a batch id opens its recipient list.
+    newsletters = Counter()
     for raw in redis.zrangebyscore(newsletter.INDEX_KEY, start, end):
         batch = newsletter.batch_view(redis, raw.decode(), failures_shown=0)
         if batch:
-            newsletters.append({key: batch[key] for key in ("id", "subject", "total", "sent", "failed", "pending")})
+            newsletters.update(newsletters=1, mails=batch["total"], sent=batch["sent"], failed=batch["failed"])
     digest = {
         "job_id": job_id,
         "window_start": _iso(start),
         "window_end": _iso(end),
         "jobs": {task: dict(counter) for task, counter in sorted(counts.items())},
-        "newsletters": newsletters,
+        "newsletters": {key: newsletters[key] for key in ("newsletters", "mails", "sent", "failed")},
     }
     with redis.pipeline() as pipe:
         pipe.lpush(DIGESTS_KEY, json.dumps(digest))
@@ -93,9 +94,11 @@ def _mail(config: Mapping[str, Any], digest: dict[str, Any]) -> None:
     lines = [f"Jobs that ended between {digest['window_start']} and {digest['window_end']}:", ""]
     for task, counts in digest["jobs"].items() or [("(none)", {})]:
         lines.append(f"  {task}: {counts.get('finished', 0)} finished, {counts.get('failed', 0)} failed")
-    for batch in digest["newsletters"]:
-        sent = f"{batch['sent']}/{batch['total']} sent, {batch['failed']} failed"
-        lines.append(f"Newsletter {batch['subject']!r}: {sent}")
+    totals = digest["newsletters"]
+    lines.append(
+        f"Newsletters submitted: {totals['newsletters']}, {totals['sent']}/{totals['mails']} mails sent, "
+        f"{totals['failed']} failed"
+    )
     message = EmailMessage()
     message["From"] = config["NEWSLETTER_FROM"]
     message["To"] = config["DIGEST_TO"]

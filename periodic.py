@@ -70,9 +70,7 @@ def schedule(config: Mapping[str, Any]) -> tuple[Periodic, ...]:
     )
 
 
-def enqueue_due(
-    redis: Redis, config: Mapping[str, Any], queues: set[str], now: float | None = None
-) -> list[str]:
+def enqueue_due(redis: Redis, config: Mapping[str, Any], queues: set[str], now: float | None = None) -> list[str]:
     """Enqueue the current period's job of each periodic task on ``queues`` unless someone did; return their ids."""
     now = time.time() if now is None else now
     enqueued = []

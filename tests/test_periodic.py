@@ -99,3 +99,25 @@ def test_two_workers_run_each_period_exactly_once_even_when_the_scheduler_change
 
 def digests(redis: Redis) -> list[dict]:
     return [json.loads(raw) for raw in redis.lrange(housekeeping.DIGESTS_KEY, 0, -1)]
+
+
+def test_the_digest_counts_the_jobs_that_ended_and_names_no_newsletter(app, redis):
+    from rq import Queue, SimpleWorker
+    from rq.serializers import JSONSerializer
+
+    import jobs
+
+    queue = Queue("default", connection=redis, serializer=JSONSerializer)
+    queue.enqueue("tests.fixtures.fail_with", "broken", meta={"task": "crunch_numbers"})
+    queue.enqueue("tasks.crunch_numbers", limit=100, meta={"task": "crunch_numbers"})
+    SimpleWorker([queue], connection=redis, serializer=JSONSerializer).work(burst=True)
+    with app.app_context():
+        text = newsletter.NewsletterText(subject="Secret launch", body="Text")
+        batch_id = newsletter.submit_batch(jobs.get_queue("low"), text, ["a@example.org"], config=app.config)
+
+        digest = housekeeping.hourly_digest(redis, app.config, hours=1, job_id=None)
+
+    assert digest["jobs"] == {"crunch_numbers": {"finished": 1, "failed": 1}}
+    assert digest["newsletters"] == {"newsletters": 1, "mails": 1, "sent": 0, "failed": 0}
+    stored = redis.lindex(housekeeping.DIGESTS_KEY, 0).decode()
+    assert batch_id not in stored and "Secret launch" not in stored
