@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+from enum import Enum
 from typing import Any
 
 import rq_dashboard
@@ -111,6 +112,8 @@ def content_security_policy(page: str) -> str:
 
 def escape_strings(value: Any) -> Any:
     """Return ``value`` (a JSON value) with every string HTML-escaped."""
+    if isinstance(value, Enum):  # e.g. RQ's JobStatus: its value, not "JobStatus.FAILED"
+        value = value.value
     if isinstance(value, str):
         return str(escape(value))
     if isinstance(value, list):

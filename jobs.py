@@ -17,7 +17,7 @@ from typing import Any
 from flask import Flask, current_app, url_for
 from pydantic import BaseModel
 from redis import Redis
-from rq import Queue
+from rq import Queue, RateLimit
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.registry import BaseRegistry
@@ -68,6 +68,8 @@ def init_app(app: Flask) -> None:
             raise RuntimeError(
                 f"task {task.name!r} uses queue {task.queue!r}, which is not in QUEUES={app.config['QUEUES']}"
             )
+        if task.concurrency_limit and not isinstance(app.config.get(task.concurrency_limit), int):
+            raise RuntimeError(f"task {task.name!r} is capped by {task.concurrency_limit}, which is not a setting")
     redis = connect(app.config)
     app.extensions[EXTENSION_KEY] = Offload(redis=redis, queues=make_queues(redis, app.config))
 
@@ -87,6 +89,7 @@ def submit_job(task: Task, params: BaseModel, run_at: datetime | None = None) ->
     config = current_app.config
     queue = get_queue(task.queue)
     delay = max(0, int((run_at - datetime.now(UTC)).total_seconds())) if run_at else 0
+    limit = task.concurrency_limit
     job = queue.create_job(
         task.path,
         kwargs=params.model_dump(mode="json"),
@@ -95,6 +98,8 @@ def submit_job(task: Task, params: BaseModel, run_at: datetime | None = None) ->
         failure_ttl=config["FAILURE_TTL"],
         ttl=config["JOB_TTL"] + delay,  # a scheduled job's key must outlive its wait
         retry=task.retry,
+        # A concurrency cap shared by every task naming the same setting, across all workers.
+        rate_limit=RateLimit(limit, config[limit]) if limit else None,
         # RQ's default description repeats the arguments; a fixed title keeps user text out of it.
         description=task.title,
         meta={"task": task.name, "progress": 0},
@@ -200,7 +205,8 @@ def job_view(job: Job) -> dict[str, Any]:
         "queue": job.origin,
         "status": status_name,
         "ended": status_name in ENDED_STATES,
-        "progress": meta.get("progress", 100 if status_name == "finished" else 0),
+        # A finished job is done, whether or not its task reported progress on the way.
+        "progress": 100 if status_name == "finished" else meta.get("progress", 0),
         "params": job.kwargs,
         "created_at": _iso(job.created_at),
         "enqueued_at": _iso(job.enqueued_at),
@@ -218,6 +224,8 @@ def job_view(job: Job) -> dict[str, Any]:
         "url": url_for("web.job_page", job_id=job.id),
         "api_url": url_for("api.get_job", job_id=job.id),
     }
+    artifact = view["result"].get("artifact") if isinstance(view["result"], dict) else None
+    view["download_url"] = url_for("web.download_file", job_id=job.id, name=artifact["name"]) if artifact else None
     if status_name == "scheduled":
         queue = current_app.extensions[EXTENSION_KEY].queues.get(job.origin)
         if queue is not None:

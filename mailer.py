@@ -26,7 +26,7 @@ from email.policy import SMTP as SMTP_POLICY
 from email.utils import parseaddr
 from urllib.parse import unquote, urlsplit
 
-from tasks import PermanentError
+from retries import PermanentError
 
 SCHEMES = {"smtp": ("plain", 25), "smtp+starttls": ("starttls", 587), "smtps": ("tls", 465)}
 """URL scheme → (security, default port)."""

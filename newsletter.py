@@ -40,7 +40,8 @@ from rq import Callback, Queue, Retry, get_current_job
 from rq.group import Group
 from rq.job import Job
 
-from tasks import PermanentError, get_task
+from retries import PermanentError
+from tasks import get_task
 
 TASK = "send_newsletter"
 KEY_PREFIX = "offload:newsletter:"

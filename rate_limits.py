@@ -24,4 +24,7 @@ def init_app(app: Flask) -> None:
         },
     )
     app.config.setdefault("RATELIMIT_KEY_PREFIX", "offload")
+    # Redis down: count in this process's memory meanwhile, rather than fail the request.
+    app.config.setdefault("RATELIMIT_IN_MEMORY_FALLBACK_ENABLED", True)
+    app.config.setdefault("RATELIMIT_SWALLOW_ERRORS", True)
     limiter.init_app(app)

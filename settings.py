@@ -87,6 +87,26 @@ def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "SESSION_COOKIE_SECURE": offload_env != "development",
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
+        # --- workloads: files jobs make, the third-party API, the PDF font ---
+        # Largest file (artifact) a job may store next to its result, in bytes; it lives in Redis.
+        "ARTIFACT_MAX_BYTES": _int(env, "ARTIFACT_MAX_BYTES", 5 * 1024 * 1024),
+        # A TrueType font with wide Unicode coverage for PDF reports (Debian: fonts-dejavu-core);
+        # when the file is missing, reports fall back to Helvetica and Latin-1 text.
+        "REPORT_FONT": env.get("REPORT_FONT", "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"),
+        # The only host call_api talks to: users give a path, never a host (no SSRF).
+        "THIRD_PARTY_URL": env.get("THIRD_PARTY_URL", "https://httpbin.org"),
+        # Sent as "Authorization: Bearer ..." when set; a secret, so only from the environment.
+        "THIRD_PARTY_TOKEN": env.get("THIRD_PARTY_TOKEN", ""),
+        # Seconds to connect / to wait for each read before the attempt counts as failed.
+        "THIRD_PARTY_CONNECT_TIMEOUT": _int(env, "THIRD_PARTY_CONNECT_TIMEOUT", 3),
+        "THIRD_PARTY_READ_TIMEOUT": _int(env, "THIRD_PARTY_READ_TIMEOUT", 10),
+        # Most call_api jobs queued or running at once, across all workers (RQ RateLimit).
+        "THIRD_PARTY_CONCURRENCY": _int(env, "THIRD_PARTY_CONCURRENCY", 4),
+        # Exponential backoff between attempts: base * 2**n seconds, jittered, at most cap.
+        "THIRD_PARTY_BACKOFF_BASE": _int(env, "THIRD_PARTY_BACKOFF_BASE", 2),
+        "THIRD_PARTY_BACKOFF_CAP": _int(env, "THIRD_PARTY_BACKOFF_CAP", 120),
+        # A Retry-After longer than this fails the job instead of parking it for that long.
+        "THIRD_PARTY_RETRY_AFTER_MAX": _int(env, "THIRD_PARTY_RETRY_AFTER_MAX", 600),
         # --- newsletter (newsletter.py, mailer.py)
         # smtp:// (plain), smtp+starttls:// (STARTTLS, required) or smtps:// (implicit TLS);
         # credentials go in the URL (smtps://user:password@host:465) and are never logged.

@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Blueprint, abort, current_app, jsonify, redirect, render_template, request, session, url_for
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    send_file,
+    session,
+    url_for,
+)
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
+import artifacts
 import jobs
 import newsletter
 from api import field_errors
@@ -147,6 +160,25 @@ def job_page(job_id: str):
     if is_operator():
         view["traceback"] = jobs.job_traceback(job)
     return render_template("job.html", job=view)
+
+
+@bp.get("/jobs/<job_id>/files/<name>")
+def download_file(job_id: str, name: str):
+    """A file the job made, as an attachment; 410 once it has expired with the job's result."""
+    job = jobs.fetch_job(job_id)
+    result = job.return_value() if job is not None else None
+    if not isinstance(result, dict) or (result.get("artifact") or {}).get("name") != name:
+        abort(404, "No such file: its job never made it, or it has expired together with the job's result.")
+    found = artifacts.get_store().open(job_id, name)
+    if found is None:
+        abort(410, "This file has expired: files are kept only as long as their job's result. Run the job again.")
+    artifact, data = found
+    response = send_file(
+        io.BytesIO(data), mimetype=artifact.content_type, as_attachment=True, download_name=artifact.name
+    )
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Cache-Control"] = "private, no-store"
+    return response
 
 
 @bp.get("/healthz")

@@ -8,12 +8,15 @@ Run a worker exactly as production does::
 from the same environment as the web app (``settings.load``). ``-w worker.OffloadWorker``
 adds what plain RQ lacks: JSON serialization whatever the command line says, the Flask app
 built once per worker process (before any fork) with its context pushed around every
-job, and a record of each attempt in the job's meta for the job page.
+job, a record of each attempt in the job's meta for the job page, heavy libraries and
+models preloaded before the first fork (``tasks.preload``), and retry hints from a task's
+exception (``retries.py``: a permanent error is never retried; a transient one says when).
 """
 
 from __future__ import annotations
 
 import sys
+import time
 import traceback
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -26,8 +29,9 @@ from rq.serializers import JSONSerializer
 from rq.timeouts import JobTimeoutException
 
 import joblog
+import retries
 import settings
-from tasks import PermanentError
+import tasks
 
 _settings = settings.load()
 
@@ -40,6 +44,8 @@ DICT_CONFIG: dict[str, Any] = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": "INFO"},
+    # fontTools logs a line per table of every font it subsets into a PDF.
+    "loggers": {"fontTools": {"level": "WARNING"}},
 }
 
 
@@ -111,6 +117,9 @@ class OffloadWorker(Worker):
 
     def bootstrap(self, *args: Any, **kwargs: Any) -> None:
         _ = self.flask_app  # build before the first fork, so no job pays for it
+        started = time.perf_counter()
+        tasks.preload()  # every work horse inherits what this loads (copy-on-write)
+        self.log.info("Worker %s: preloaded libraries and models in %.2f s", self.name, time.perf_counter() - started)
         super().bootstrap(*args, **kwargs)
 
     def perform_job(self, job, queue, execution) -> bool:  # type: ignore[no-untyped-def]
@@ -134,9 +143,7 @@ class OffloadWorker(Worker):
         job.save_meta()
         super().handle_execution_ended(job, queue, heartbeat_ttl)
 
-    def handle_job_failure(self, job, queue, *args: Any, **kwargs: Any) -> None:  # type: ignore[no-untyped-def]
-        # Called inside perform_job's except block: the task raised PermanentError when
-        # trying again cannot help (an SMTP 5xx), so its retry policy does not apply.
-        if isinstance(sys.exc_info()[1], PermanentError):
-            job.retries_left = 0
-        super().handle_job_failure(job, queue, *args, **kwargs)
+    def handle_job_failure(self, job, queue, started_job_registry=None, exc_string="", execution=None):  # type: ignore[no-untyped-def]
+        # In the work horse this runs inside perform_job's except block, before RQ decides on a retry.
+        retries.apply_retry_hints(job, sys.exc_info()[1])
+        super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)

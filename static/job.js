@@ -35,6 +35,8 @@
     }
     const traceback = root.querySelector('[data-show-when="traceback"]');
     if (traceback && job.traceback) { setText("traceback", job.traceback); traceback.hidden = false; }
+    root.querySelector('[data-show-when="download"]').hidden = !job.download_url;
+    if (job.download_url) field("download").href = job.download_url;
 
     const rows = job.attempts.map((attempt, i) => {
       const tr = document.createElement("tr");

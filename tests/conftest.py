@@ -203,9 +203,15 @@ def process_env(redis_url: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def stack(redis_url: str, tmp_path: Path) -> Iterator[Stack]:
+def stack_env() -> dict[str, str]:
+    """Extra environment (settings) for the stack's processes; override it in a test module."""
+    return {}
+
+
+@pytest.fixture
+def stack(redis_url: str, tmp_path: Path, stack_env: dict[str, str]) -> Iterator[Stack]:
     """A running web (gunicorn) and one worker (``rq worker``), on the test Redis."""
-    stack = Stack(redis_url=redis_url, logs=tmp_path, env=process_env(redis_url))
+    stack = Stack(redis_url=redis_url, logs=tmp_path, env={**process_env(redis_url), **stack_env})
     try:
         stack.start_web()
         stack.start_worker()

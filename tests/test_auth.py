@@ -10,6 +10,7 @@ import pytest
 from werkzeug.security import check_password_hash
 
 import auth
+import dev
 import settings
 from app import create_app
 from tests.conftest import OPERATOR_ACCOUNT, OPERATOR_PASSWORD, log_in
@@ -181,3 +182,29 @@ def test_hash_command_refuses_a_short_password(monkeypatch, capsys):
 
     assert auth.main([]) == 1
     assert "at least 12 characters" in capsys.readouterr().err
+
+
+def test_failed_logins_stay_limited_in_memory_while_redis_is_down():
+    app = create_app(
+        {"TESTING": True, "REDIS_URL": f"redis://127.0.0.1:{dev.free_port()}/0", "WTF_CSRF_ENABLED": False}
+        | OPERATOR_ACCOUNT
+    )
+    client = app.test_client()
+
+    answers = [log_in(client, password="guess").status_code for _ in range(6)]
+
+    assert answers == [401] * 5 + [429]
+
+
+def test_logout_needs_its_csrf_token_so_other_sites_cannot_log_an_operator_out(redis_url):
+    app = create_app({"REDIS_URL": redis_url, **OPERATOR_ACCOUNT})
+    client = app.test_client()
+    token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").get_data(as_text=True)).group(1)
+    log_in(client, csrf_token=token)
+
+    refused = client.post("/logout")
+    still_in = "Log out" in client.get("/").get_data(as_text=True)
+    accepted = client.post("/logout", data={"csrf_token": token})
+
+    assert (refused.status_code, still_in, accepted.status_code) == (400, True, 303)
+    assert "Log out" not in client.get("/").get_data(as_text=True)

@@ -12,8 +12,17 @@ import rq_dashboard.web
 from rq import Queue, SimpleWorker
 from rq.serializers import JSONSerializer
 
+import auth
 from app import create_app
-from tests.conftest import OPERATOR_ACCOUNT, OPERATOR_PASSWORD, OPERATOR_USERNAME, log_in, wait_for
+from tests.conftest import (
+    OPERATOR_ACCOUNT,
+    OPERATOR_PASSWORD,
+    OPERATOR_USERNAME,
+    Stack,
+    log_in,
+    process_env,
+    wait_for,
+)
 
 XSS = '<img src=x onerror="window.__xss=1">'
 
@@ -192,3 +201,19 @@ def test_workers_json_shows_a_busy_workers_job_where_rq_dashboard_alone_fails(st
         finally:
             redis.rpush("release-me", "go")
     wait_for(lambda: job.get_status(refresh=True) == "finished", what="the job to finish")
+
+
+@pytest.mark.e2e
+def test_served_without_an_operator_account_rq_is_closed_and_the_log_says_why(redis_url, tmp_path):
+    env = {key: value for key, value in process_env(redis_url).items() if not key.startswith("OPERATOR_")}
+    stack = Stack(redis_url=redis_url, logs=tmp_path, env=env)
+    try:
+        stack.start_web()
+        response = httpx.get(stack.base_url + "/rq/", timeout=10)
+        login = httpx.get(stack.base_url + "/login", timeout=10)
+    finally:
+        stack.close()
+
+    assert response.status_code == 503 and login.status_code == 503
+    assert "OPERATOR_USERNAME and OPERATOR_PASSWORD_HASH" in response.text
+    assert auth.OFF_MESSAGE in stack.log("web")
