@@ -223,6 +223,7 @@ def job_view(job: Job) -> dict[str, Any]:
         "log": job_log(job),
         "url": url_for("web.job_page", job_id=job.id),
         "api_url": url_for("api.get_job", job_id=job.id),
+        "batch_url": url_for("web.batch_page", batch_id=meta["batch"]) if meta.get("batch") else None,
     }
     artifact = view["result"].get("artifact") if isinstance(view["result"], dict) else None
     view["download_url"] = url_for("web.download_file", job_id=job.id, name=artifact["name"]) if artifact else None

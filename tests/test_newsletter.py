@@ -43,6 +43,8 @@ def test_form_enqueues_one_job_per_distinct_recipient_under_one_batch(client, re
     assert len({tuple(job.retry_intervals) for job in jobs}) > 1  # each job has its own jitter
     page = client.get(response.headers["Location"]).get_data(as_text=True)
     assert "November news" in page and 'data-field="pending">3<' in page
+    job_page = client.get(f"/jobs/{jobs[0].id}").get_data(as_text=True)
+    assert f'href="/batches/{batch_id}"' in job_page
 
 
 def test_a_csv_upload_is_read_by_its_email_column_and_merged_with_the_pasted_list(client, redis):
