@@ -13,6 +13,7 @@ from rq.serializers import JSONSerializer
 
 import newsletter
 from app import create_app
+from tasks import TASKS
 from tests.conftest import queued_job_count
 
 
@@ -40,6 +41,7 @@ def test_form_enqueues_one_job_per_distinct_recipient_under_one_batch(client, re
     assert {job.kwargs["batch_id"] for job in jobs} == {batch_id}
     assert {job.group_id for job in jobs} == {batch_id}
     assert all(job.retries_left == 6 and len(job.retry_intervals) == 6 for job in jobs)
+    assert {job.timeout for job in jobs} == {TASKS["send_newsletter"].timeout}
     assert len({tuple(job.retry_intervals) for job in jobs}) > 1  # each job has its own jitter
     page = client.get(response.headers["Location"]).get_data(as_text=True)
     assert "November news" in page and 'data-field="pending">3<' in page
