@@ -12,6 +12,8 @@ from werkzeug.exceptions import HTTPException
 
 import api
 import jobs
+import metrics
+import ondemand
 import settings
 import web
 
@@ -29,6 +31,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)  # tokens live as long as the session
 
     jobs.init_app(app)
+    metrics.init_app(app)
+    ondemand.init_app(app)
     csrf.init_app(app)
     csrf.exempt(api.bp)  # JSON only: browsers cannot send it cross-site without a CORS preflight
     app.register_blueprint(web.bp)

@@ -23,6 +23,7 @@ from rq.job import Job, JobStatus
 from rq.registry import BaseRegistry
 from rq.serializers import JSONSerializer
 
+import ondemand
 from tasks import TASKS, Task
 
 EXTENSION_KEY = "offload"
@@ -55,7 +56,8 @@ def connect(config: dict[str, Any]) -> Redis:
 
 def make_queues(redis: Redis, config: dict[str, Any]) -> dict[str, Queue]:
     """Return the configured queues, all with RQ's JSON serializer."""
-    return {name: Queue(name, connection=redis, serializer=JSONSerializer) for name in config["QUEUES"]}
+    names = dict.fromkeys(config["QUEUES"] + config["ONDEMAND_QUEUES"])  # on-demand queues: ondemand.py
+    return {name: Queue(name, connection=redis, serializer=JSONSerializer) for name in names}
 
 
 def init_app(app: Flask) -> None:
@@ -63,9 +65,10 @@ def init_app(app: Flask) -> None:
     if EXTENSION_KEY in app.extensions:
         raise RuntimeError("jobs.init_app was already called on this app")
     for task in TASKS.values():
-        if task.queue not in app.config["QUEUES"]:
+        if task.queue not in app.config["QUEUES"] + app.config["ONDEMAND_QUEUES"]:
             raise RuntimeError(
                 f"task {task.name!r} uses queue {task.queue!r}, which is not in QUEUES={app.config['QUEUES']}"
+                f" or ONDEMAND_QUEUES={app.config['ONDEMAND_QUEUES']}"
             )
     redis = connect(app.config)
     app.extensions[EXTENSION_KEY] = Offload(redis=redis, queues=make_queues(redis, app.config))
@@ -84,7 +87,7 @@ def get_queue(name: str) -> Queue:
 def submit_job(task: Task, params: BaseModel) -> Job:
     """Enqueue ``task`` with validated ``params`` and return the new job."""
     config = current_app.config
-    return get_queue(task.queue).enqueue_call(
+    job = get_queue(task.queue).enqueue_call(
         task.path,
         kwargs=params.model_dump(mode="json"),
         timeout=task.timeout,
@@ -96,6 +99,8 @@ def submit_job(task: Task, params: BaseModel) -> Job:
         description=task.title,
         meta={"task": task.name, "progress": 0},
     )
+    ondemand.job_enqueued(task.queue, job.id)  # on an on-demand queue: start a worker for it
+    return job
 
 
 def fetch_job(job_id: str) -> Job | None:

@@ -45,6 +45,8 @@ def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         if offload_env != "development":
             raise SettingsError("SECRET_KEY must be set when OFFLOAD_ENV is not 'development'")
         secret_key = DEVELOPMENT_SECRET_KEY
+    if env.get("ONDEMAND_BACKEND", "local") not in ("local", "fly"):
+        raise SettingsError(f"ONDEMAND_BACKEND must be 'local' or 'fly', got {env['ONDEMAND_BACKEND']!r}")
     return {
         # "development" allows laptop defaults; anything else ("production") demands real secrets.
         "OFFLOAD_ENV": offload_env,
@@ -66,4 +68,32 @@ def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "JOB_LIST_LIMIT": _int(env, "JOB_LIST_LIMIT", 100),
         # Largest request body the web accepts, in bytes (uploads included).
         "MAX_CONTENT_LENGTH": _int(env, "MAX_CONTENT_LENGTH", 2 * 1024 * 1024),
+        # --- deploy (docs/deploy.md) ---
+        # Queues no stock worker listens to: a job sent to one starts an `rq worker --burst`
+        # for it (ondemand.py) that exits when the queue is empty.
+        "ONDEMAND_QUEUES": _list(env, "ONDEMAND_QUEUES", ["ondemand"]),
+        # "local" runs that worker as a subprocess; "fly" starts a Fly Machine per worker.
+        "ONDEMAND_BACKEND": env.get("ONDEMAND_BACKEND", "local"),
+        # Most on-demand workers draining one queue at once.
+        "ONDEMAND_MAX_WORKERS": _int(env, "ONDEMAND_MAX_WORKERS", 2),
+        # The Machines API: public address, or http://_api.internal:4280 inside Fly; a deploy token.
+        "FLY_API_URL": env.get("FLY_API_URL", "https://api.machines.dev"),
+        "FLY_API_TOKEN": env.get("FLY_API_TOKEN", ""),
+        # Set by Fly on every Machine: this app's name, the image it runs, its region.
+        "FLY_APP_NAME": env.get("FLY_APP_NAME", ""),
+        "FLY_IMAGE_REF": env.get("FLY_IMAGE_REF", ""),
+        "FLY_REGION": env.get("FLY_REGION", ""),
+        # Size of an on-demand worker Machine.
+        "ONDEMAND_VM_CPUS": _int(env, "ONDEMAND_VM_CPUS", 1),
+        "ONDEMAND_VM_MEMORY_MB": _int(env, "ONDEMAND_VM_MEMORY_MB", 1024),
+        # Bearer token for GET /metrics on the public port; unset, /metrics answers 404.
+        "METRICS_TOKEN": env.get("METRICS_TOKEN", ""),
+        # How soon the job of a worker that died (a deploy's SIGKILL after kill_timeout) is
+        # retried by another: a busy worker's heartbeat every WORKER_JOB_MONITORING_INTERVAL s,
+        # the job counts as abandoned WORKER_HEARTBEAT_GRACE s after the last one, and an idle
+        # worker looks for abandoned jobs every WORKER_MAINTENANCE_INTERVAL s. RQ's own values
+        # are 30, 60 and 600 (up to 11.5 min); each pass costs a few Redis commands.
+        "WORKER_JOB_MONITORING_INTERVAL": _int(env, "WORKER_JOB_MONITORING_INTERVAL", 10),
+        "WORKER_HEARTBEAT_GRACE": _int(env, "WORKER_HEARTBEAT_GRACE", 20),
+        "WORKER_MAINTENANCE_INTERVAL": _int(env, "WORKER_MAINTENANCE_INTERVAL", 60),
     }

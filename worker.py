@@ -21,10 +21,12 @@ from typing import Any
 
 from flask import Flask
 from rq import Queue, Worker
+from rq.defaults import DEFAULT_JOB_MONITORING_INTERVAL, DEFAULT_MAINTENANCE_TASK_INTERVAL
 from rq.serializers import JSONSerializer
 from rq.timeouts import JobTimeoutException
 
 import settings
+from metrics import JobMetricsMixin
 
 _settings = settings.load()
 
@@ -54,7 +56,7 @@ def describe_failure(exc: BaseException | None, timeout: float | None) -> str:
     return line[:500]
 
 
-class OffloadWorker(Worker):
+class OffloadWorker(JobMetricsMixin, Worker):
     """RQ's forking worker, with JSON jobs, the Flask app context and attempt records."""
 
     def __init__(self, queues: Sequence[str | Queue] | str | Queue, *args: Any, **kwargs: Any) -> None:
@@ -99,3 +101,29 @@ class OffloadWorker(Worker):
         job.meta["attempts"] = attempts
         job.save_meta()
         super().handle_execution_ended(job, queue, heartbeat_ttl)
+
+    # --- deploys: how soon the job of a worker that died is retried elsewhere (docs/deploy.md) ---
+
+    def work(self, *args: Any, **kwargs: Any) -> bool:
+        self.apply_abandoned_job_settings()
+        return super().work(*args, **kwargs)
+
+    def apply_abandoned_job_settings(self) -> None:
+        """Take the heartbeat and maintenance intervals from settings, unless the command line set them."""
+        if self.job_monitoring_interval == DEFAULT_JOB_MONITORING_INTERVAL:
+            self.job_monitoring_interval = _settings["WORKER_JOB_MONITORING_INTERVAL"]
+        if self.maintenance_interval == DEFAULT_MAINTENANCE_TASK_INTERVAL:
+            self.maintenance_interval = _settings["WORKER_MAINTENANCE_INTERVAL"]
+
+    @property
+    def dequeue_timeout(self) -> int:
+        # An idle worker runs maintenance (which retries abandoned jobs) only when its
+        # blocking dequeue times out: RQ waits worker_ttl - 15 = 405 s.
+        return max(1, min(self.worker_ttl - 15, self.maintenance_interval))
+
+    def get_heartbeat_ttl(self, job, working_time: float = 0.0) -> int:  # type: ignore[no-untyped-def]
+        # RQ's own TTL adds a fixed 60 s after each heartbeat; WORKER_HEARTBEAT_GRACE replaces it.
+        grace = _settings["WORKER_HEARTBEAT_GRACE"]
+        if job.timeout and job.timeout > 0:
+            return int(min(job.timeout - working_time, self.job_monitoring_interval)) + grace
+        return self.job_monitoring_interval + grace
