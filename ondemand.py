@@ -241,6 +241,7 @@ class FlyBackend:
         memory_mb: int = 1024,
         kill_timeout: int = 300,
         budget: float = 15.0,
+        start_timeout: int = 10,
     ) -> None:
         missing = [
             name
@@ -255,6 +256,7 @@ class FlyBackend:
         self.guest = {"cpu_kind": "shared", "cpus": cpus, "memory_mb": memory_mb}
         self.kill_timeout = kill_timeout
         self.budget = budget
+        self.start_timeout = start_timeout
         self.client = httpx.Client(
             base_url=api_url.rstrip("/"),
             headers={"Authorization": f"Bearer {token}"},
@@ -321,13 +323,17 @@ class FlyBackend:
 
     def _wait_started(self, machine: dict[str, Any], deadline: float) -> bool:
         """Wait for the new Machine to start; destroy it and return False if it does not."""
-        seconds = max(1, min(10, int(deadline - time.monotonic())))
+        seconds = max(1, min(self.start_timeout, int(deadline - time.monotonic())))
         params = {"state": "started", "timeout": seconds, "instance_id": machine.get("instance_id", "")}
         response = self._request("GET", f"/machines/{machine['id']}/wait", deadline + seconds, params=params)
         if response.is_success:
             return True
-        if response.status_code != 408:
-            # Not a timeout: a burst worker with nothing to do may already have exited.
+        if response.status_code == 408:
+            # A burst worker with nothing to do may have started and gone already.
+            current = self._request("GET", f"/machines/{machine['id']}", deadline + seconds)
+            if not current.is_success or current.json().get("state") not in ("created", "starting"):
+                return True
+        else:
             log.info("waiting for Machine %s answered %s; leaving it", machine["id"], response.status_code)
             return True
         self._request("DELETE", f"/machines/{machine['id']}", deadline + 10, params={"force": "true"})

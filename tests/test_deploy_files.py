@@ -203,9 +203,7 @@ def test_fly_toml_commands_serve_a_job_end_to_end(fly_stack, redis):
     with httpx.Client(base_url=fly_stack.base_url, timeout=10) as http:
         created = http.post("/api/jobs", json={"task": "crunch_numbers", "params": {"limit": 1_000_000}})
         assert created.status_code == 202, created.text
-        job = wait_for(
-            lambda: (view := http.get(created.headers["Location"]).json())["ended"] and view, what="the job"
-        )
+        job = wait_for(lambda: (view := http.get(created.headers["Location"]).json())["ended"] and view, what="the job")
         assert job["status"] == "finished", job
         assert job["result"]["primes_below_limit"] == 78498
 

@@ -4,6 +4,7 @@ stock ``rq worker`` process, then, kill_timeout later, SIGKILL to everything on 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from collections.abc import Iterator
@@ -55,10 +56,8 @@ def descendants(pid: int) -> list[int]:
 def kill_machine(pid: int) -> None:
     """What Fly does at kill_timeout: SIGKILL to the worker and everything it started."""
     for victim in [pid, *descendants(pid)]:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(victim, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def test_sigterm_mid_job_finishes_the_job_then_the_worker_exits(workers, redis):
