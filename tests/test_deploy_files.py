@@ -233,3 +233,19 @@ def _ok(url: str) -> bool:
         return httpx.get(url, timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+# --------------------------------------------------------------------------- docker-compose.yml
+
+
+def test_docker_compose_runs_fly_toml_s_commands_on_a_redis_that_never_evicts():
+    import yaml
+
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    assert services["web"]["command"] == fly_argv("app")
+    assert services["worker"]["command"] == fly_argv("worker")
+    assert services["worker"]["stop_signal"] == FLY["kill_signal"]
+    assert seconds(services["worker"]["stop_grace_period"]) == seconds(FLY["kill_timeout"])
+    assert services["worker"]["healthcheck"]["test"] == ["CMD", "python", "-m", "liveness"]
+    valkey = services["valkey"]["command"]
+    assert valkey[valkey.index("--maxmemory-policy") + 1] == "noeviction"
