@@ -109,7 +109,9 @@ def redis_server(
         directory.mkdir(parents=True, exist_ok=True)
         args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory), "--save", ""]
         args += ["--appendonly", "yes" if appendonly else "no", "--protected-mode", "yes", "--loglevel", "warning"]
-        process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        # Its own session: a Ctrl-C in the terminal reaches web and worker, which still need it
+        # while they shut down; the server is stopped last, when the block ends.
+        process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             url = f"redis://127.0.0.1:{port}/0"
             deadline = time.monotonic() + 15
