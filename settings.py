@@ -68,6 +68,12 @@ def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "JOB_LIST_LIMIT": _int(env, "JOB_LIST_LIMIT", 100),
         # Largest request body the web accepts, in bytes (uploads included).
         "MAX_CONTENT_LENGTH": _int(env, "MAX_CONTENT_LENGTH", 2 * 1024 * 1024),
+        # --- faults: how soon a dead worker's job is noticed, and what happens to it
+        # Seconds between a busy worker's heartbeats (RQ's job monitoring interval, 30 there).
+        # A job whose worker misses two of them in a row counts as abandoned.
+        "WORKER_HEARTBEAT_INTERVAL": _int(env, "WORKER_HEARTBEAT_INTERVAL", 10),
+        # Seconds between a worker's maintenance passes, which find abandoned jobs (RQ: 600).
+        "WORKER_MAINTENANCE_INTERVAL": _int(env, "WORKER_MAINTENANCE_INTERVAL", 20),
         # --- deploy (docs/deploy.md) ---
         # Queues no stock worker listens to: a job sent to one starts an `rq worker --burst`
         # for it (ondemand.py) that exits when the queue is empty.
@@ -88,12 +94,4 @@ def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "ONDEMAND_VM_MEMORY_MB": _int(env, "ONDEMAND_VM_MEMORY_MB", 1024),
         # Bearer token for GET /metrics on the public port; unset, /metrics answers 404.
         "METRICS_TOKEN": env.get("METRICS_TOKEN", ""),
-        # How soon the job of a worker that died (a deploy's SIGKILL after kill_timeout) is
-        # retried by another: a busy worker's heartbeat every WORKER_JOB_MONITORING_INTERVAL s,
-        # the job counts as abandoned WORKER_HEARTBEAT_GRACE s after the last one, and an idle
-        # worker looks for abandoned jobs every WORKER_MAINTENANCE_INTERVAL s. RQ's own values
-        # are 30, 60 and 600 (up to 11.5 min); each pass costs a few Redis commands.
-        "WORKER_JOB_MONITORING_INTERVAL": _int(env, "WORKER_JOB_MONITORING_INTERVAL", 10),
-        "WORKER_HEARTBEAT_GRACE": _int(env, "WORKER_HEARTBEAT_GRACE", 20),
-        "WORKER_MAINTENANCE_INTERVAL": _int(env, "WORKER_MAINTENANCE_INTERVAL", 60),
     }

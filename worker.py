@@ -65,6 +65,11 @@ class OffloadWorker(JobMetricsMixin, Worker):
             queues = [queues]
         names = [queue.name if isinstance(queue, Queue) else queue for queue in queues]
         kwargs["serializer"] = JSONSerializer
+        # `rq worker` always passes RQ's defaults; those mean "not chosen", so Offload's apply.
+        if kwargs.get("job_monitoring_interval", DEFAULT_JOB_MONITORING_INTERVAL) == DEFAULT_JOB_MONITORING_INTERVAL:
+            kwargs["job_monitoring_interval"] = _settings["WORKER_HEARTBEAT_INTERVAL"]
+        if kwargs.get("maintenance_interval", DEFAULT_MAINTENANCE_TASK_INTERVAL) == DEFAULT_MAINTENANCE_TASK_INTERVAL:
+            kwargs["maintenance_interval"] = _settings["WORKER_MAINTENANCE_INTERVAL"]
         super().__init__(names, *args, **kwargs)
         self._flask_app: Flask | None = None
 
@@ -102,28 +107,20 @@ class OffloadWorker(JobMetricsMixin, Worker):
         job.save_meta()
         super().handle_execution_ended(job, queue, heartbeat_ttl)
 
-    # --- deploys: how soon the job of a worker that died is retried elsewhere (docs/deploy.md) ---
-
-    def work(self, *args: Any, **kwargs: Any) -> bool:
-        self.apply_abandoned_job_settings()
-        return super().work(*args, **kwargs)
-
-    def apply_abandoned_job_settings(self) -> None:
-        """Take the heartbeat and maintenance intervals from settings, unless the command line set them."""
-        if self.job_monitoring_interval == DEFAULT_JOB_MONITORING_INTERVAL:
-            self.job_monitoring_interval = _settings["WORKER_JOB_MONITORING_INTERVAL"]
-        if self.maintenance_interval == DEFAULT_MAINTENANCE_TASK_INTERVAL:
-            self.maintenance_interval = _settings["WORKER_MAINTENANCE_INTERVAL"]
+    # ------------------------------------------------------------------ faults
+    #
+    # A dead worker's jobs are found within a minute (heartbeat TTL and maintenance interval
+    # from settings, instead of RQ's 60 s grace and 10 min): what a deploy's SIGKILL after
+    # kill_timeout needs (docs/deploy.md). Same code as the reliability branch's.
 
     @property
     def dequeue_timeout(self) -> int:
-        # An idle worker runs maintenance (which retries abandoned jobs) only when its
-        # blocking dequeue times out: RQ waits worker_ttl - 15 = 405 s.
+        # RQ blocks up to 405 s waiting for a job, and runs maintenance only between waits.
         return max(1, min(self.worker_ttl - 15, self.maintenance_interval))
 
     def get_heartbeat_ttl(self, job, working_time: float = 0.0) -> int:  # type: ignore[no-untyped-def]
-        # RQ's own TTL adds a fixed 60 s after each heartbeat; WORKER_HEARTBEAT_GRACE replaces it.
-        grace = _settings["WORKER_HEARTBEAT_GRACE"]
+        # RQ adds a fixed 60 s; two missed heartbeats are evidence enough that the worker died.
+        interval = self.job_monitoring_interval
         if job.timeout and job.timeout > 0:
-            return int(min(job.timeout - working_time, self.job_monitoring_interval)) + grace
-        return self.job_monitoring_interval + grace
+            return int(max(0, min(job.timeout - working_time, interval))) + 2 * interval
+        return 3 * interval

@@ -36,12 +36,15 @@ def commandstats(redis: Redis) -> dict[str, int]:
     return {name.removeprefix("cmdstat_"): stats["calls"] for name, stats in redis.info("commandstats").items()}
 
 
-def measure_calls(redis: Redis, call, times: int = 20) -> float:
-    """Redis commands one ``call()`` sends, averaged over ``times`` calls."""
-    before = sum(commandstats(redis).values())
+def measure_calls(redis: Redis, call, background: float, times: int = 20) -> float:
+    """Redis commands one ``call()`` sends, averaged over ``times`` calls, less the
+    ``background`` rate (commands a second) the idle processes send meanwhile."""
+    before, started = sum(commandstats(redis).values()), time.monotonic()
     for _ in range(times):
         call()
-    return (sum(commandstats(redis).values()) - before - 1) / times  # less the INFO itself
+    elapsed = time.monotonic() - started
+    sent = sum(commandstats(redis).values()) - before - 1  # less the INFO itself
+    return max(0.0, sent - background * elapsed) / times
 
 
 def main() -> int:
@@ -88,8 +91,13 @@ def main() -> int:
             stats["info"] = stats.get("info", 1) - 1  # our own INFO
             total = sum(stats.values())
 
-            healthz = measure_calls(redis, lambda: httpx.get(f"http://127.0.0.1:{web_port}/healthz", timeout=5))
-            scrape = measure_calls(redis, lambda: httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5))
+            background = total / args.seconds
+            healthz = measure_calls(
+                redis, lambda: httpx.get(f"http://127.0.0.1:{web_port}/healthz", timeout=5), background
+            )
+            scrape = measure_calls(
+                redis, lambda: httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5), background
+            )
         finally:
             for process in processes:
                 process.terminate()

@@ -21,9 +21,8 @@ from tests.conftest import Stack, process_env, wait_for
 pytestmark = pytest.mark.e2e
 
 FAST_ABANDON = {
-    # Seconds, instead of a deploy's 10 / 20 / 60: the same code path, quicker to watch.
-    "WORKER_JOB_MONITORING_INTERVAL": "1",
-    "WORKER_HEARTBEAT_GRACE": "2",
+    # Seconds, instead of a deploy's 10 and 20: the same code path, quicker to watch.
+    "WORKER_HEARTBEAT_INTERVAL": "1",
     "WORKER_MAINTENANCE_INTERVAL": "1",
 }
 
