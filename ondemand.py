@@ -122,9 +122,14 @@ def ensure_worker(redis: Redis, backend: Backend, queue: str, max_workers: int) 
 def leave_if_drained(redis: Redis, queue_names: Iterable[str], worker_id: str) -> bool:
     """Forget ``worker_id`` and return True if its queues are empty; else False (it goes on)."""
     names = list(queue_names)
-    locks = [redis.lock(lock_key(name), timeout=LOCK_TIMEOUT, blocking_timeout=LOCK_WAIT) for name in names]
-    for lock in locks:
-        lock.acquire()
+    locks = []
+    for name in names:
+        lock = redis.lock(lock_key(name), timeout=LOCK_TIMEOUT, blocking_timeout=LOCK_WAIT)
+        if not lock.acquire():
+            for held in reversed(locks):
+                held.release()
+            raise LockError(f"could not take the on-demand lock of queue {name!r}")
+        locks.append(lock)
     try:
         if any(redis.llen(Queue(name, connection=redis).key) for name in names):
             return False
