@@ -16,7 +16,11 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     OFFLOAD_ENV=production
-RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin offload
+# Runtime files only, no compilers: the PDF reports' Unicode font (settings.REPORT_FONT).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends fonts-dejavu-core \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin offload
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 # Owned by root, read-only to the app: a compromised job cannot rewrite the code.

@@ -8,6 +8,7 @@ from flask import Blueprint, abort, jsonify, request, url_for
 from pydantic import ValidationError
 
 import jobs
+from auth import is_operator
 from tasks import TASKS, get_task
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -81,8 +82,11 @@ def create_job():
 
 @bp.get("/jobs/<job_id>")
 def get_job(job_id: str):
-    """The job's state, progress, timings and result or error."""
+    """The job's state, progress, timings, its log and result or error (and traceback, for operators)."""
     job = jobs.fetch_job(job_id)
     if job is None:
         abort(404, "No such job: it never existed or its result has expired.")
-    return jsonify(jobs.job_view(job))
+    view = jobs.job_view(job)
+    if is_operator():
+        view["traceback"] = jobs.job_traceback(job)
+    return jsonify(view)

@@ -47,6 +47,16 @@ def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         secret_key = DEVELOPMENT_SECRET_KEY
     if env.get("ONDEMAND_BACKEND", "local") not in ("local", "fly"):
         raise SettingsError(f"ONDEMAND_BACKEND must be 'local' or 'fly', got {env['ONDEMAND_BACKEND']!r}")
+    operator_username = env.get("OPERATOR_USERNAME", "").strip()
+    operator_password_hash = env.get("OPERATOR_PASSWORD_HASH", "").strip()
+    if bool(operator_username) != bool(operator_password_hash):
+        raise SettingsError("set both OPERATOR_USERNAME and OPERATOR_PASSWORD_HASH, or neither")
+    if operator_password_hash and (
+        operator_password_hash.count("$") != 2 or operator_password_hash.split(":")[0] not in ("scrypt", "pbkdf2")
+    ):
+        raise SettingsError(
+            "OPERATOR_PASSWORD_HASH must be a hash made by `python -m auth` (method$salt$hash), not a password"
+        )
     return {
         # "development" allows laptop defaults; anything else ("production") demands real secrets.
         "OFFLOAD_ENV": offload_env,
@@ -94,4 +104,35 @@ def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "ONDEMAND_VM_MEMORY_MB": _int(env, "ONDEMAND_VM_MEMORY_MB", 1024),
         # Bearer token for GET /metrics on the public port; unset, /metrics answers 404.
         "METRICS_TOKEN": env.get("METRICS_TOKEN", ""),
+        # The operator who may open /rq and the operator pages; both empty: those pages are off.
+        "OPERATOR_USERNAME": operator_username,
+        # A werkzeug password hash (scrypt), made by `python -m auth`; never the password itself.
+        "OPERATOR_PASSWORD_HASH": operator_password_hash,
+        # Hours an operator login lasts before the password is asked again.
+        "OPERATOR_SESSION_HOURS": _int(env, "OPERATOR_SESSION_HOURS", 12),
+        # Session cookies: never sent over plain HTTP outside development, never read by scripts,
+        # never sent on cross-site requests other than top-level navigation.
+        "SESSION_COOKIE_SECURE": offload_env != "development",
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        # --- workloads: files jobs make, the third-party API, the PDF font ---
+        # Largest file (artifact) a job may store next to its result, in bytes; it lives in Redis.
+        "ARTIFACT_MAX_BYTES": _int(env, "ARTIFACT_MAX_BYTES", 5 * 1024 * 1024),
+        # A TrueType font with wide Unicode coverage for PDF reports (Debian: fonts-dejavu-core);
+        # when the file is missing, reports fall back to Helvetica and Latin-1 text.
+        "REPORT_FONT": env.get("REPORT_FONT", "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"),
+        # The only host call_api talks to: users give a path, never a host (no SSRF).
+        "THIRD_PARTY_URL": env.get("THIRD_PARTY_URL", "https://httpbin.org"),
+        # Sent as "Authorization: Bearer ..." when set; a secret, so only from the environment.
+        "THIRD_PARTY_TOKEN": env.get("THIRD_PARTY_TOKEN", ""),
+        # Seconds to connect / to wait for each read before the attempt counts as failed.
+        "THIRD_PARTY_CONNECT_TIMEOUT": _int(env, "THIRD_PARTY_CONNECT_TIMEOUT", 3),
+        "THIRD_PARTY_READ_TIMEOUT": _int(env, "THIRD_PARTY_READ_TIMEOUT", 10),
+        # Most call_api jobs queued or running at once, across all workers (RQ RateLimit).
+        "THIRD_PARTY_CONCURRENCY": _int(env, "THIRD_PARTY_CONCURRENCY", 4),
+        # Exponential backoff between attempts: base * 2**n seconds, jittered, at most cap.
+        "THIRD_PARTY_BACKOFF_BASE": _int(env, "THIRD_PARTY_BACKOFF_BASE", 2),
+        "THIRD_PARTY_BACKOFF_CAP": _int(env, "THIRD_PARTY_BACKOFF_CAP", 120),
+        # A Retry-After longer than this fails the job instead of parking it for that long.
+        "THIRD_PARTY_RETRY_AFTER_MAX": _int(env, "THIRD_PARTY_RETRY_AFTER_MAX", 600),
     }

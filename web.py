@@ -2,18 +2,42 @@
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any
 
-from flask import Blueprint, abort, current_app, jsonify, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    abort,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    send_file,
+    session,
+    url_for,
+)
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
+import artifacts
 import jobs
 from api import field_errors
+from auth import is_operator
 from tasks import TASKS, Task, get_task
 
 bp = Blueprint("web", __name__)
+
+MY_JOBS_KEY = "my_jobs"
+MY_JOBS_LIMIT = 30
+"""Job ids remembered per browser (in its signed session cookie, which must stay under 4 kB)."""
+
+
+def remember_job(job_id: str) -> None:
+    """Add ``job_id`` to this browser's "My jobs", newest first, forgetting the oldest past the cap."""
+    mine = [job_id, *(known for known in session.get(MY_JOBS_KEY, []) if known != job_id)]
+    session[MY_JOBS_KEY] = mine[:MY_JOBS_LIMIT]
+    session.permanent = True
 
 
 @bp.app_template_filter("pretty_json")
@@ -53,6 +77,7 @@ def submit(name: str):
         errors = {name: field_errors(exc)}
         return render_template("index.html", tasks=TASKS.values(), errors=errors, values={name: request.form}), 400
     job = jobs.submit_job(task, params)
+    remember_job(job.id)
     return redirect(url_for("web.job_page", job_id=job.id), code=303)
 
 
@@ -62,7 +87,29 @@ def job_page(job_id: str):
     job = jobs.fetch_job(job_id)
     if job is None:
         abort(404, "No such job: it never existed or its result has expired.")
-    return render_template("job.html", job=jobs.job_view(job))
+    view = jobs.job_view(job)
+    if is_operator():
+        view["traceback"] = jobs.job_traceback(job)
+    return render_template("job.html", job=view)
+
+
+@bp.get("/jobs/<job_id>/files/<name>")
+def download_file(job_id: str, name: str):
+    """A file the job made, as an attachment; 410 once it has expired with the job's result."""
+    job = jobs.fetch_job(job_id)
+    result = job.return_value() if job is not None else None
+    if not isinstance(result, dict) or (result.get("artifact") or {}).get("name") != name:
+        abort(404, "No such file: its job never made it, or it has expired together with the job's result.")
+    found = artifacts.get_store().open(job_id, name)
+    if found is None:
+        abort(410, "This file has expired: files are kept only as long as their job's result. Run the job again.")
+    artifact, data = found
+    response = send_file(
+        io.BytesIO(data), mimetype=artifact.content_type, as_attachment=True, download_name=artifact.name
+    )
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Cache-Control"] = "private, no-store"
+    return response
 
 
 @bp.get("/healthz")
@@ -77,11 +124,13 @@ def healthz():
 
 @bp.get("/jobs")
 def job_list():
-    """Recent jobs, newest first, optionally filtered by state."""
+    """My jobs: the jobs this browser submitted, newest first, optionally filtered by state."""
     state = request.args.get("state") or None
     if state is not None and state not in jobs.LISTED_STATES:
         abort(400, f"Unknown state filter; use one of: {', '.join(jobs.LISTED_STATES)}.")
-    found = jobs.recent_jobs(state, limit=current_app.config["JOB_LIST_LIMIT"])
+    found = jobs.newest_first(jobs.fetch_jobs(session.get(MY_JOBS_KEY, [])))
+    if state is not None:
+        found = [job for job in found if job.get_status(refresh=False) == state]
     return render_template(
-        "jobs.html", jobs=[jobs.job_view(job) for job in found], state=state, states=jobs.LISTED_STATES
+        "jobs.html", jobs=[jobs.job_view(job) for job in found], filters={"state": state}, states=jobs.LISTED_STATES
     )

@@ -8,12 +8,15 @@ Run a worker exactly as production does::
 from the same environment as the web app (``settings.load``). ``-w worker.OffloadWorker``
 adds what plain RQ lacks: JSON serialization whatever the command line says, the Flask app
 built once per worker process (before any fork) with its context pushed around every
-job, and a record of each attempt in the job's meta for the job page.
+job, a record of each attempt in the job's meta for the job page, heavy libraries and
+models preloaded before the first fork (``tasks.preload``), and retry hints from a task's
+exception (``retries.py``: a permanent error is never retried; a transient one says when).
 """
 
 from __future__ import annotations
 
 import sys
+import time
 import traceback
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -25,7 +28,10 @@ from rq.defaults import DEFAULT_JOB_MONITORING_INTERVAL, DEFAULT_MAINTENANCE_TAS
 from rq.serializers import JSONSerializer
 from rq.timeouts import JobTimeoutException
 
+import joblog
+import retries
 import settings
+import tasks
 from metrics import JobMetricsMixin
 
 _settings = settings.load()
@@ -39,6 +45,8 @@ DICT_CONFIG: dict[str, Any] = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": "INFO"},
+    # fontTools logs a line per table of every font it subsets into a PDF.
+    "loggers": {"fontTools": {"level": "WARNING"}},
 }
 
 
@@ -57,7 +65,7 @@ def describe_failure(exc: BaseException | None, timeout: float | None) -> str:
 
 
 class OffloadWorker(JobMetricsMixin, Worker):
-    """RQ's forking worker, with JSON jobs, the Flask app context and attempt records."""
+    """RQ's forking worker, with JSON jobs, the Flask app context, attempt records and each job's log."""
 
     def __init__(self, queues: Sequence[str | Queue] | str | Queue, *args: Any, **kwargs: Any) -> None:
         # The CLI builds its queues with the serializer of its -S flag; rebuild them as JSON.
@@ -84,13 +92,16 @@ class OffloadWorker(JobMetricsMixin, Worker):
 
     def bootstrap(self, *args: Any, **kwargs: Any) -> None:
         _ = self.flask_app  # build before the first fork, so no job pays for it
+        started = time.perf_counter()
+        tasks.preload()  # every work horse inherits what this loads (copy-on-write)
+        self.log.info("Worker %s: preloaded libraries and models in %.2f s", self.name, time.perf_counter() - started)
         super().bootstrap(*args, **kwargs)
 
     def perform_job(self, job, queue, execution) -> bool:  # type: ignore[no-untyped-def]
         attempts = job.meta.setdefault("attempts", [])
         attempts.append({"started_at": _now(), "ended_at": None, "outcome": None, "worker": self.name})
         job.save_meta()
-        with self.flask_app.app_context():
+        with self.flask_app.app_context(), joblog.capture(job, self.connection):
             return super().perform_job(job, queue, execution)
 
     def handle_execution_ended(self, job, queue, heartbeat_ttl) -> None:  # type: ignore[no-untyped-def]
@@ -106,6 +117,11 @@ class OffloadWorker(JobMetricsMixin, Worker):
         job.meta["attempts"] = attempts
         job.save_meta()
         super().handle_execution_ended(job, queue, heartbeat_ttl)
+
+    def handle_job_failure(self, job, queue, started_job_registry=None, exc_string="", execution=None):  # type: ignore[no-untyped-def]
+        # In the work horse this runs inside perform_job's except block, before RQ decides on a retry.
+        retries.apply_retry_hints(job, sys.exc_info()[1])
+        super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
 
     # ------------------------------------------------------------------ faults
     #
