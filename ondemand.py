@@ -35,9 +35,8 @@ import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import httpx
 from flask import Flask, current_app
 from redis import Redis
 from redis.exceptions import LockError, RedisError
@@ -45,6 +44,9 @@ from rq import Queue
 
 import settings
 from worker import OffloadWorker
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("offload.ondemand")
 
@@ -262,6 +264,8 @@ class FlyBackend:
         self.kill_timeout = kill_timeout
         self.budget = budget
         self.start_timeout = start_timeout
+        import httpx  # here, not at import: the web loads this module but only Fly's workers need it
+
         self.client = httpx.Client(
             base_url=api_url.rstrip("/"),
             headers={"Authorization": f"Bearer {token}"},
@@ -270,6 +274,8 @@ class FlyBackend:
 
     def _request(self, method: str, path: str, deadline: float, **kwargs: Any) -> httpx.Response:
         """Send one API request, waiting out 429s (Retry-After) until ``deadline``."""
+        import httpx
+
         delay = 0.5
         while True:
             try:
