@@ -21,6 +21,7 @@ from rq.serializers import JSONSerializer
 
 from tasks import TASKS, Task
 from tests.conftest import OPERATOR_PASSWORD, OPERATOR_USERNAME, ROOT, wait_for
+from tests.thirdparty_server import ThirdParty
 
 pytestmark = pytest.mark.e2e
 
@@ -43,6 +44,13 @@ PAYLOAD = " ".join(PAYLOADS)
 """Text a user could type anywhere; if any part of it ever runs, ``window.__xss`` is set."""
 
 JOB_URL = re.compile(r"/jobs/[0-9a-f-]{36}$")
+
+
+@pytest.fixture
+def stack_env() -> Iterator[dict[str, str]]:
+    """Tasks that call out reach servers in this process, never the internet."""
+    with ThirdParty() as third_party:
+        yield {"THIRD_PARTY_URL": third_party.url}
 
 
 @pytest.fixture(scope="module")
