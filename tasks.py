@@ -160,7 +160,7 @@ def preload() -> None:
     title="Crunch numbers",
     description="Count the prime numbers below a limit with a segmented sieve of Eratosthenes.",
     queue="default",
-    timeout=600,
+    timeout=240,  # under fly.toml kill_timeout (300 s), so a deploy lets it finish
     retry=Retry(max=2, interval=[10, 30]),
     result_ttl=24 * 3600,
 )
