@@ -12,8 +12,11 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 import api
 import auth
+import control
 import dashboard
 import jobs
+import metrics
+import ondemand
 import operators
 import rate_limits
 import security
@@ -34,6 +37,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)  # tokens live as long as the session
 
     jobs.init_app(app)
+    metrics.init_app(app)
+    ondemand.init_app(app)
     security.init_app(app)
     csrf.init_app(app)
     csrf.exempt(api.bp)  # JSON only: browsers cannot send it cross-site without a CORS preflight
@@ -43,6 +48,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(web.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(operators.bp)
+    app.register_blueprint(control.bp)
     _register_error_handlers(app)
     return app
 

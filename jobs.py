@@ -25,6 +25,7 @@ from rq.registry import BaseRegistry
 from rq.serializers import JSONSerializer
 
 import joblog
+import ondemand
 from dev import redact
 from tasks import TASKS, Task
 
@@ -67,7 +68,8 @@ def redis_problem(config: dict[str, Any]) -> str | None:
 
 def make_queues(redis: Redis, config: dict[str, Any]) -> dict[str, Queue]:
     """Return the configured queues, all with RQ's JSON serializer."""
-    return {name: Queue(name, connection=redis, serializer=JSONSerializer) for name in config["QUEUES"]}
+    names = dict.fromkeys(config["QUEUES"] + config["ONDEMAND_QUEUES"])  # on-demand queues: ondemand.py
+    return {name: Queue(name, connection=redis, serializer=JSONSerializer) for name in names}
 
 
 def init_app(app: Flask) -> None:
@@ -75,9 +77,10 @@ def init_app(app: Flask) -> None:
     if EXTENSION_KEY in app.extensions:
         raise RuntimeError("jobs.init_app was already called on this app")
     for task in TASKS.values():
-        if task.queue not in app.config["QUEUES"]:
+        if task.queue not in app.config["QUEUES"] + app.config["ONDEMAND_QUEUES"]:
             raise RuntimeError(
                 f"task {task.name!r} uses queue {task.queue!r}, which is not in QUEUES={app.config['QUEUES']}"
+                f" or ONDEMAND_QUEUES={app.config['ONDEMAND_QUEUES']}"
             )
         if task.concurrency_limit and not isinstance(app.config.get(task.concurrency_limit), int):
             raise RuntimeError(f"task {task.name!r} is capped by {task.concurrency_limit}, which is not a setting")
@@ -95,17 +98,19 @@ def get_queue(name: str) -> Queue:
     return current_app.extensions[EXTENSION_KEY].queues[name]
 
 
-def submit_job(task: Task, params: BaseModel) -> Job:
-    """Enqueue ``task`` with validated ``params`` and return the new job."""
+def submit_job(task: Task, params: BaseModel, run_at: datetime | None = None) -> Job:
+    """Enqueue ``task`` with validated ``params`` (or schedule it for ``run_at``) and return the new job."""
     config = current_app.config
+    queue = get_queue(task.queue)
+    delay = max(0, int((run_at - datetime.now(UTC)).total_seconds())) if run_at else 0
     limit = task.concurrency_limit
-    return get_queue(task.queue).enqueue_call(
+    job = queue.create_job(
         task.path,
         kwargs=params.model_dump(mode="json"),
         timeout=task.timeout,
         result_ttl=task.result_ttl if task.result_ttl is not None else config["RESULT_TTL"],
         failure_ttl=config["FAILURE_TTL"],
-        ttl=config["JOB_TTL"],
+        ttl=config["JOB_TTL"] + delay,  # a scheduled job's key must outlive its wait
         retry=task.retry,
         # A concurrency cap shared by every task naming the same setting, across all workers.
         rate_limit=RateLimit(limit, config[limit]) if limit else None,
@@ -113,6 +118,11 @@ def submit_job(task: Task, params: BaseModel) -> Job:
         description=task.title,
         meta={"task": task.name, "progress": 0},
     )
+    if run_at is not None:
+        return queue.schedule_job(job, run_at)
+    job = queue.enqueue_job(job)
+    ondemand.job_enqueued(task.queue, job.id)  # on an on-demand queue: start a worker for it
+    return job
 
 
 def fetch_job(job_id: str) -> Job | None:
@@ -248,6 +258,7 @@ def job_view(job: Job) -> dict[str, Any]:
         "log": job_log(job),
         "url": url_for("web.job_page", job_id=job.id),
         "api_url": url_for("api.get_job", job_id=job.id),
+        "batch_url": url_for("web.batch_page", batch_id=meta["batch"]) if meta.get("batch") else None,
     }
     artifact = view["result"].get("artifact") if isinstance(view["result"], dict) else None
     view["download_url"] = url_for("web.download_file", job_id=job.id, name=artifact["name"]) if artifact else None

@@ -48,7 +48,9 @@ def submit_limit() -> str:
 
 def limit_submissions(view):  # type: ignore[no-untyped-def]
     """Decorate a view that submits jobs: every such view shares one per-client budget."""
-    return limiter.shared_limit(submit_limit, scope="submit", error_message=SUBMIT_LIMIT_MESSAGE)(view)
+    return limiter.shared_limit(submit_limit, scope="submit", methods=["POST"], error_message=SUBMIT_LIMIT_MESSAGE)(
+        view
+    )
 
 
 def add_security_headers(response: Response) -> Response:

@@ -45,6 +45,8 @@ def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         if offload_env != "development":
             raise SettingsError("SECRET_KEY must be set when OFFLOAD_ENV is not 'development'")
         secret_key = DEVELOPMENT_SECRET_KEY
+    if env.get("ONDEMAND_BACKEND", "local") not in ("local", "fly"):
+        raise SettingsError(f"ONDEMAND_BACKEND must be 'local' or 'fly', got {env['ONDEMAND_BACKEND']!r}")
     operator_username = env.get("OPERATOR_USERNAME", "").strip()
     operator_password_hash = env.get("OPERATOR_PASSWORD_HASH", "").strip()
     if bool(operator_username) != bool(operator_password_hash):
@@ -76,6 +78,35 @@ def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "JOB_LIST_LIMIT": _int(env, "JOB_LIST_LIMIT", 100),
         # Largest request body the web accepts, in bytes (uploads included).
         "MAX_CONTENT_LENGTH": _int(env, "MAX_CONTENT_LENGTH", 2 * 1024 * 1024),
+        # --- faults: how soon a dead worker's job is noticed, and what happens to it
+        # Seconds between a busy worker's heartbeats (RQ's job monitoring interval, 30 there).
+        # A job whose worker misses two of them in a row counts as abandoned.
+        "WORKER_HEARTBEAT_INTERVAL": _int(env, "WORKER_HEARTBEAT_INTERVAL", 10),
+        # Seconds between a worker's maintenance passes, which find abandoned jobs (RQ: 600).
+        "WORKER_MAINTENANCE_INTERVAL": _int(env, "WORKER_MAINTENANCE_INTERVAL", 20),
+        # Extra runs a job gets when its worker or work horse dies under it, on top of its
+        # task's own Retry (which a crash uses first). 0: such a job fails at once.
+        "CRASH_RERUNS": _int(env, "CRASH_RERUNS", 1),
+        # --- deploy (docs/deploy.md) ---
+        # Queues no stock worker listens to: a job sent to one starts an `rq worker --burst`
+        # for it (ondemand.py) that exits when the queue is empty.
+        "ONDEMAND_QUEUES": _list(env, "ONDEMAND_QUEUES", ["ondemand"]),
+        # "local" runs that worker as a subprocess; "fly" starts a Fly Machine per worker.
+        "ONDEMAND_BACKEND": env.get("ONDEMAND_BACKEND", "local"),
+        # Most on-demand workers draining one queue at once.
+        "ONDEMAND_MAX_WORKERS": _int(env, "ONDEMAND_MAX_WORKERS", 2),
+        # The Machines API: public address, or http://_api.internal:4280 inside Fly; a deploy token.
+        "FLY_API_URL": env.get("FLY_API_URL", "https://api.machines.dev"),
+        "FLY_API_TOKEN": env.get("FLY_API_TOKEN", ""),
+        # Set by Fly on every Machine: this app's name, the image it runs, its region.
+        "FLY_APP_NAME": env.get("FLY_APP_NAME", ""),
+        "FLY_IMAGE_REF": env.get("FLY_IMAGE_REF", ""),
+        "FLY_REGION": env.get("FLY_REGION", ""),
+        # Size of an on-demand worker Machine.
+        "ONDEMAND_VM_CPUS": _int(env, "ONDEMAND_VM_CPUS", 1),
+        "ONDEMAND_VM_MEMORY_MB": _int(env, "ONDEMAND_VM_MEMORY_MB", 1024),
+        # Bearer token for GET /metrics on the public port; unset, /metrics answers 404.
+        "METRICS_TOKEN": env.get("METRICS_TOKEN", ""),
         # The operator who may open /rq and the operator pages; both empty: those pages are off.
         "OPERATOR_USERNAME": operator_username,
         # A werkzeug password hash (scrypt), made by `python -m auth`; never the password itself.
@@ -107,15 +138,34 @@ def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "THIRD_PARTY_BACKOFF_CAP": _int(env, "THIRD_PARTY_BACKOFF_CAP", 120),
         # A Retry-After longer than this fails the job instead of parking it for that long.
         "THIRD_PARTY_RETRY_AFTER_MAX": _int(env, "THIRD_PARTY_RETRY_AFTER_MAX", 600),
-        # --- faults: how soon a dead worker's job is noticed, and what happens to it
-        # Seconds between a busy worker's heartbeats (RQ's job monitoring interval, 30 there).
-        # A job whose worker misses two of them in a row counts as abandoned.
-        "WORKER_HEARTBEAT_INTERVAL": _int(env, "WORKER_HEARTBEAT_INTERVAL", 10),
-        # Seconds between a worker's maintenance passes, which find abandoned jobs (RQ: 600).
-        "WORKER_MAINTENANCE_INTERVAL": _int(env, "WORKER_MAINTENANCE_INTERVAL", 20),
-        # Extra runs a job gets when its worker or work horse dies under it, on top of its
-        # task's own Retry (which a crash uses first). 0: such a job fails at once.
-        "CRASH_RERUNS": _int(env, "CRASH_RERUNS", 1),
+        # --- newsletter (newsletter.py, mailer.py)
+        # smtp:// (plain), smtp+starttls:// (STARTTLS, required) or smtps:// (implicit TLS);
+        # credentials go in the URL (smtps://user:password@host:465) and are never logged.
+        "SMTP_URL": env.get("SMTP_URL", "smtp://127.0.0.1:1025"),
+        # Seconds to connect to the SMTP server and to wait for each of its replies.
+        "SMTP_TIMEOUT": _int(env, "SMTP_TIMEOUT", 30),
+        # A PEM file of CA certificates to trust for SMTP TLS, instead of the system's (empty: the system's).
+        "SMTP_CA_FILE": env.get("SMTP_CA_FILE", ""),
+        # The From header and envelope sender of newsletters.
+        "NEWSLETTER_FROM": env.get("NEWSLETTER_FROM", "Offload <newsletter@offload.invalid>"),
+        # Most distinct recipients one newsletter may have.
+        "NEWSLETTER_MAX_RECIPIENTS": _int(env, "NEWSLETTER_MAX_RECIPIENTS", 10_000),
+        # Seconds a batch, its delivery records and failures are kept after its send time. A job of
+        # the batch that runs later (requeued by hand) finds no batch and fails rather than mail twice.
+        "NEWSLETTER_TTL": _int(env, "NEWSLETTER_TTL", 14 * 24 * 3600),
+        # --- scheduling (scheduling.py)
+        # Furthest ahead a job may be scheduled, in seconds.
+        "SCHEDULE_MAX_AHEAD": _int(env, "SCHEDULE_MAX_AHEAD", 30 * 24 * 3600),
+        # A run_at this many seconds in the past is still accepted (clock skew, slow form); it runs at once.
+        "SCHEDULE_PAST_TOLERANCE": _int(env, "SCHEDULE_PAST_TOLERANCE", 60),
+        # --- periodic jobs (periodic.py): seconds between runs, and into each period
+        # The nightly cleanup: every day at 03:00 UTC.
+        "CLEANUP_EVERY": _int(env, "CLEANUP_EVERY", 24 * 3600),
+        "CLEANUP_OFFSET": _int(env, "CLEANUP_OFFSET", 3 * 3600),
+        # The digest: every hour, on the hour.
+        "DIGEST_EVERY": _int(env, "DIGEST_EVERY", 3600),
+        # Where the digest is mailed (through SMTP_URL); empty: it is only stored and shown as the job's result.
+        "DIGEST_TO": env.get("DIGEST_TO", ""),
         # --- web defences (security.py)
         # Proxies in front of the app that set X-Forwarded-For/-Proto (1 on Fly, 0 on a laptop).
         "TRUSTED_PROXY_COUNT": _int(env, "TRUSTED_PROXY_COUNT", 0),

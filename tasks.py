@@ -49,6 +49,9 @@ class Task:
     retry: Retry | None
     result_ttl: int | None
     concurrency_limit: str | None = None
+    # Endpoint of the page that starts this task, when the form built from its signature
+    # cannot (a newsletter enqueues one job per recipient); such a task is not on /api/jobs.
+    own_form: str | None = None
 
     @property
     def path(self) -> str:
@@ -82,6 +85,7 @@ def task(
     retry: Retry | None = None,
     result_ttl: int | None = None,
     concurrency_limit: str | None = None,
+    own_form: str | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register the decorated function as a task; its annotated signature is its input.
 
@@ -103,6 +107,7 @@ def task(
             retry=retry,
             result_ttl=result_ttl,
             concurrency_limit=concurrency_limit,
+            own_form=own_form,
         )
         return func
 
@@ -161,7 +166,7 @@ def preload() -> None:
     title="Crunch numbers",
     description="Count the prime numbers below a limit with a segmented sieve of Eratosthenes.",
     queue="default",
-    timeout=600,
+    timeout=240,  # under fly.toml kill_timeout (300 s), so a deploy lets it finish
     retry=Retry(max=2, interval=[10, 30]),
     result_ttl=24 * 3600,
 )
@@ -360,3 +365,57 @@ def run_model(
     from inference import identify_language
 
     return identify_language(text, top)
+
+
+@task(
+    title="Send newsletter",
+    description="Mail a subject and text to up to 10,000 recipients: one job per recipient, each mailed once.",
+    queue="low",  # bulk work must not hold up interactive jobs
+    timeout=120,
+    # 4xx replies and dropped connections; each job's intervals get their own jitter (newsletter.py).
+    retry=Retry(max=6, interval=[15, 60, 300, 900, 1800, 3600]),
+    own_form="web.newsletter_form",
+)
+def send_newsletter(
+    batch_id: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")],
+    to: Annotated[str, Field(max_length=320)],
+) -> dict[str, Any]:
+    """Mail the newsletter of ``batch_id`` to ``to``, unless it was already accepted for them."""
+    import newsletter
+
+    return newsletter.deliver(batch_id, to)
+
+
+@task(
+    title="Clean up expired records",
+    description="Prunes what does not expire by itself: the index of expired newsletters, RQ's groups and registries. "
+    "Runs nightly (periodic.py); run it now here.",
+    queue="low",
+    timeout=240,  # ends before fly.toml's kill_timeout, so a deploy never cuts it short
+)
+def cleanup_expired() -> dict[str, int]:
+    """Return how many index entries were pruned."""
+    from flask import current_app
+
+    import housekeeping
+    import jobs
+
+    return housekeeping.cleanup_expired(jobs.get_redis(), current_app.config["QUEUES"])
+
+
+@task(
+    title="Digest of the last hours",
+    description="Counts the jobs that ended, by task and outcome, and the newsletters sent; keeps the last 48 and "
+    "mails it to DIGEST_TO when set. Runs hourly (periodic.py).",
+    queue="low",
+    timeout=120,
+)
+def hourly_digest(hours: Annotated[int, Field(ge=1, le=168, title="Hours to cover")] = 1) -> dict[str, Any]:
+    """Return the digest of the last ``hours``."""
+    from flask import current_app
+
+    import housekeeping
+    import jobs
+
+    job = get_current_job()
+    return housekeeping.hourly_digest(jobs.get_redis(), current_app.config, hours, job.id if job else None)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from flask import (
     Blueprint,
     abort,
+    current_app,
     jsonify,
     redirect,
     render_template,
@@ -22,8 +24,10 @@ from redis.exceptions import RedisError
 
 import artifacts
 import jobs
+import newsletter
 from api import field_errors
 from auth import is_operator
+from scheduling import ScheduleError, parse_when
 from security import limit_submissions
 from tasks import TASKS, Task, get_task
 
@@ -72,15 +76,81 @@ def submit(name: str):
     task = get_task(name)
     if task is None:
         abort(404, f"There is no task called {name!r}.")
+    if task.own_form:
+        abort(404, f"{task.title} starts from its own form.")
     values = form_values(task, request.form)
+    errors: dict[str, str] = {}
     try:
         params = task.params.model_validate(values)
     except ValidationError as exc:
-        errors = {name: field_errors(exc)}
-        return render_template("index.html", tasks=TASKS.values(), errors=errors, values={name: request.form}), 400
-    job = jobs.submit_job(task, params)
+        errors = field_errors(exc)
+    try:
+        run_at = form_schedule(request.form)
+    except ScheduleError as exc:
+        errors[exc.field] = exc.message
+    if errors:
+        page = render_template("index.html", tasks=TASKS.values(), errors={name: errors}, values={name: request.form})
+        return page, 400
+    job = jobs.submit_job(task, params, run_at=run_at)
     remember_job(job.id)
     return redirect(url_for("web.job_page", job_id=job.id), code=303)
+
+
+def form_schedule(form: Mapping[str, str]):
+    """The UTC time a form asks its job to run at (its run_at / run_in fields), or None for now."""
+    config = current_app.config
+    return parse_when(
+        form.get("run_at", "").strip(),
+        form.get("run_in", "").strip(),
+        max_ahead=config["SCHEDULE_MAX_AHEAD"],
+        tolerance=config["SCHEDULE_PAST_TOLERANCE"],
+    )
+
+
+@bp.route("/newsletter", methods=["GET", "POST"])
+@limit_submissions
+def newsletter_form():
+    """The newsletter form; a valid submit enqueues one job per recipient and shows the batch (303)."""
+    if request.method == "GET":
+        return render_template("newsletter.html", errors={}, values={}, invalid=[], recipients=None)
+    config = current_app.config
+    upload = request.files.get("recipients_csv")
+    errors: dict[str, str] = {}
+    try:
+        recipients = newsletter.read_recipients(request.form.get("recipients", ""), upload.read() if upload else None)
+    except ValueError as exc:
+        recipients, errors["recipients_csv"] = newsletter.Recipients(), str(exc)
+    submission = newsletter.check_newsletter(
+        request.form, recipients, config["NEWSLETTER_MAX_RECIPIENTS"], skip_invalid="skip_invalid" in request.form
+    )
+    errors = {**submission.errors, **errors}
+    try:
+        run_at = form_schedule(request.form)
+    except ScheduleError as exc:
+        errors[exc.field] = exc.message
+    if errors:
+        page = render_template(
+            "newsletter.html",
+            errors=errors,
+            values=request.form,
+            invalid=recipients.invalid[: newsletter.INVALID_SHOWN],
+            recipients=recipients,
+        )
+        return page, 400
+    assert submission.text is not None
+    batch_id = newsletter.submit_batch(
+        jobs.get_queue(newsletter.queue_name()), submission.text, recipients.valid, config=config, run_at=run_at
+    )
+    return redirect(url_for("web.batch_page", batch_id=batch_id), code=303)
+
+
+@bp.get("/batches/<batch_id>")
+def batch_page(batch_id: str):
+    """One newsletter batch: sent / failed / pending, updated live, and the failures with their reasons."""
+    batch = newsletter.batch_view(jobs.get_redis(), batch_id)
+    if batch is None:
+        abort(404, "No such newsletter: it never existed or it has expired.")
+    return render_template("batch.html", batch=batch)
 
 
 @bp.get("/jobs/<job_id>")

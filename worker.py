@@ -40,7 +40,6 @@ from rq.defaults import (
 from rq.exceptions import NoSuchJobError, StopRequested
 from rq.job import JobStatus
 from rq.registry import clean_registries
-from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
 from rq.timeouts import JobTimeoutException
 from rq.utils import now
@@ -52,6 +51,8 @@ import retries
 import settings
 import tasks
 from dev import redact
+from metrics import JobMetricsMixin
+from periodic import OffloadScheduler
 
 _settings = settings.load()
 
@@ -108,9 +109,10 @@ def describe_failure(exc: BaseException | None, timeout: float | None) -> str:
     return line[:500]
 
 
-class OffloadScheduler(RQScheduler):
-    """RQ's scheduler (``--with-scheduler``), waiting out Redis outages: RQ's dies with a
-    traceback, and the worker can only restart it once its lock has expired (61 s later)."""
+class PatientScheduler(OffloadScheduler):
+    """The scheduler ``--with-scheduler`` runs (periodic jobs too), waiting out Redis outages:
+    RQ's dies with a traceback, and the worker can only restart it once its lock has expired
+    (61 s later), so scheduled jobs and retries would wait."""
 
     def work(self) -> None:
         self._install_signal_handlers()
@@ -144,7 +146,7 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-class OffloadWorker(Worker):
+class OffloadWorker(JobMetricsMixin, Worker):
     """RQ's forking worker, with JSON jobs, the Flask app context, attempt records and each job's log,
     and the fault handling plain RQ lacks (the methods under "faults" below)."""
 
@@ -175,6 +177,36 @@ class OffloadWorker(Worker):
 
             self._flask_app = create_app()
         return self._flask_app
+
+    def _start_scheduler(
+        self,
+        burst: bool = False,
+        logging_level: str | None = "INFO",
+        date_format: str = DEFAULT_LOGGING_DATE_FORMAT,
+        log_format: str = DEFAULT_LOGGING_FORMAT,
+    ) -> None:
+        # RQ 3.0.0's own method, with a scheduler that also enqueues the periodic jobs (periodic.py)
+        # and waits out Redis outages (PatientScheduler).
+        self.scheduler = PatientScheduler(
+            self.queues,
+            connection=self.connection,
+            logging_level=logging_level if logging_level is not None else self.log.level,
+            date_format=date_format,
+            log_format=log_format,
+            serializer=self.serializer,
+            config=self.flask_app.config,
+        )
+        self.scheduler.acquire_locks()
+        if self.scheduler.acquired_locks:
+            if burst:
+                try:
+                    self.scheduler.register_birth()
+                    self.scheduler.enqueue_scheduled_jobs()
+                finally:
+                    self.scheduler.release_locks()
+                    self.scheduler.register_death()
+            else:
+                self.scheduler.start()
 
     def bootstrap(self, *args: Any, **kwargs: Any) -> None:
         _ = self.flask_app  # build before the first fork, so no job pays for it
@@ -249,29 +281,6 @@ class OffloadWorker(Worker):
         super().setup_work_horse_signals()
         # A horse outliving its worker would run on while maintenance re-runs its job elsewhere.
         _die_with_parent(self.pid or os.getppid())
-
-    def _start_scheduler(self, burst=False, logging_level="INFO", date_format=None, log_format=None) -> None:  # type: ignore[no-untyped-def]
-        # RQ's, with OffloadScheduler in place of RQScheduler.
-        self.scheduler = OffloadScheduler(
-            self.queues,
-            connection=self.connection,
-            logging_level=logging_level if logging_level is not None else self.log.level,
-            date_format=date_format or DEFAULT_LOGGING_DATE_FORMAT,
-            log_format=log_format or DEFAULT_LOGGING_FORMAT,
-            serializer=self.serializer,
-        )
-        self.scheduler.acquire_locks()
-        if not self.scheduler.acquired_locks:
-            return
-        if not burst:
-            self.scheduler.start()
-            return
-        try:
-            self.scheduler.register_birth()
-            self.scheduler.enqueue_scheduled_jobs()
-        finally:
-            self.scheduler.release_locks()
-            self.scheduler.register_death()
 
     def clean_registries(self) -> None:
         # RQ's, with the crash re-runs granted first, under the same per-queue lock.

@@ -16,6 +16,7 @@
     const status = field("status");
     status.textContent = job.status;
     status.className = `status status-${job.status}`;
+    for (const form of root.querySelectorAll("[data-show-in]")) form.hidden = !form.dataset.showIn.split(" ").includes(job.status);
     field("progress").value = job.progress;
     setText("progress-text", job.progress);
     for (const name of ["enqueued_at", "scheduled_for", "started_at", "ended_at"]) setText(name, job[name]);

@@ -21,6 +21,7 @@ from rq.serializers import JSONSerializer
 
 from tasks import TASKS, Task
 from tests.conftest import OPERATOR_PASSWORD, OPERATOR_USERNAME, ROOT, wait_for
+from tests.mailserver import MailServer, mail_server
 from tests.thirdparty_server import ThirdParty
 
 pytestmark = pytest.mark.e2e
@@ -47,10 +48,20 @@ JOB_URL = re.compile(r"/jobs/[0-9a-f-]{36}$")
 
 
 @pytest.fixture
-def stack_env() -> Iterator[dict[str, str]]:
+def smtp() -> Iterator[MailServer]:
+    with mail_server() as server:
+        yield server
+
+
+@pytest.fixture
+def stack_env(smtp: MailServer) -> Iterator[dict[str, str]]:
     """Tasks that call out reach servers in this process, never the internet."""
     with ThirdParty() as third_party:
-        yield {"THIRD_PARTY_URL": third_party.url}
+        yield {"THIRD_PARTY_URL": third_party.url, "SMTP_URL": f"smtp://127.0.0.1:{smtp.port}"}
+
+
+FORM_TASKS = sorted(name for name, task in TASKS.items() if task.own_form is None)
+"""The tasks whose form is generated on the index page (the newsletter has its own page)."""
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +189,7 @@ def test_progress_bar_moves_while_the_job_runs_and_the_end_shows_without_reload(
     assert not tab.errors
 
 
-@pytest.mark.parametrize("name", sorted(TASKS))
+@pytest.mark.parametrize("name", FORM_TASKS)
 def test_each_task_form_runs_its_job_to_the_end(tab: Tab, name: str):
     task = TASKS[name]
 
@@ -274,7 +285,7 @@ def test_xss_payloads_in_every_field_stay_inert_for_a_logged_in_operator(browser
     operator = open_tab(browser, stack.base_url)
     try:
         # Every task's form, with the payload in every field (even number inputs, typed as text).
-        for task in TASKS.values():
+        for task in map(TASKS.get, FORM_TASKS):
             submit_task_form(visitor, task, dict.fromkeys(task.params.model_fields, PAYLOAD), force_text=True)
             visitor.assert_inert(f"the answer to {task.name}'s form")
             strings = {spec["name"] for spec in task.form_fields() if spec.get("type") == "string"}
@@ -318,6 +329,55 @@ def test_xss_payloads_in_every_field_stay_inert_for_a_logged_in_operator(browser
         redis.rpush("xss-release", "go")
         visitor.page.context.close()
         operator.page.context.close()
+
+
+# --------------------------------------------------------------------------- newsletter, scheduling, job control
+
+
+def test_newsletter_lists_bad_addresses_then_its_batch_page_counts_the_mails_live(tab: Tab, smtp: MailServer):
+    page = tab.page
+    page.goto("/newsletter")
+    page.get_by_label("Subject", exact=True).fill(PAYLOAD[:200])
+    page.get_by_label("Text", exact=True).fill(PAYLOAD)
+    page.get_by_label("Recipients", exact=True).fill("ada@example.org\nbob@example.org\nnot-an-address\n" + PAYLOADS[0])
+    page.get_by_role("button", name="Send the newsletter").click()
+
+    expect(page.locator("#invalid-recipients")).to_contain_text("not-an-address")
+    expect(page.locator("#invalid-recipients")).to_contain_text(PAYLOADS[0])  # as text
+    tab.assert_inert("the refused newsletter form")
+    tab.shot("newsletter-invalid")
+    page.get_by_label("Skip invalid addresses").check()
+    page.get_by_role("button", name="Send the newsletter").click()
+
+    expect(page).to_have_url(re.compile(r"/batches/[0-9a-f]{32}$"))
+    expect(page.locator('[data-field="sent"]')).to_have_text("2", timeout=60_000)  # polled, no reload
+    expect(page.locator('[data-field="pending"]')).to_have_text("0")
+    expect(page.locator("[data-live-note]")).to_be_hidden()
+    tab.assert_inert("the batch page")
+    tab.shot("newsletter-batch")
+    assert smtp.received() == {"ada@example.org": 1, "bob@example.org": 1}
+    assert not tab.errors
+
+
+def test_an_operator_cancels_a_job_scheduled_from_its_form(tab: Tab):
+    page = tab.page
+    page.goto("/")
+    form = page.locator("#task-crunch_numbers form")
+    form.locator("summary").click()
+    form.get_by_label("Or after (seconds)").fill("3600")
+    form.get_by_role("button", name=re.compile("^Run ")).click()
+    job_id = job_id_of(tab)
+    expect(page.locator('[data-field="status"]')).to_have_text("scheduled")
+    expect(page.locator('[data-field="scheduled_for"]')).not_to_have_text("—")
+
+    tab.log_in("/operator/jobs")
+    page.goto(f"/jobs/{job_id}")
+    page.get_by_role("button", name="Cancel this job").click()
+
+    expect(page.locator('[data-field="status"]')).to_have_text("canceled")
+    expect(page.get_by_role("button", name="Cancel this job")).to_be_hidden()
+    tab.shot("job-canceled")
+    assert not tab.errors
 
 
 # --------------------------------------------------------------------------- phone width
