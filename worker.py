@@ -46,7 +46,6 @@ from rq.utils import now
 from rq.worker import WorkerStatus
 
 import joblog
-import jobs
 import retries
 import settings
 import tasks
@@ -375,7 +374,9 @@ class OffloadWorker(JobMetricsMixin, Worker):
             self.log.warning("Worker %s: no heartbeat for job %s, Redis unreachable (%s)", self.name, job.id, exc)
 
     def execute_job(self, job, queue) -> None:  # type: ignore[no-untyped-def]
-        refusal = jobs.unreadable(job)
+        from jobs import unreadable  # here: jobs imports ondemand, which imports this module
+
+        refusal = unreadable(job)
         if refusal:
             # Pickled or forged: never decoded another way, never run; it fails with the reason.
             self.log.error("Worker %s: refused job %s: %s", self.name, job.id, refusal)
