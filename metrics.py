@@ -28,6 +28,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue, Worker
+from rq.exceptions import DeserializationError
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
@@ -51,7 +52,10 @@ def task_key(label: str) -> str:
 
 def task_label(job: Job) -> str:
     """The task a job runs: its registered name, or the function path for jobs enqueued by hand."""
-    return (job.meta or {}).get("task") or job.func_name
+    try:
+        return (job.meta or {}).get("task") or job.func_name
+    except DeserializationError:
+        return "unreadable"  # not JSON: the worker refuses it (worker.OffloadWorker.execute_job)
 
 
 def record_job(redis: Redis, job: Job, outcome: str, seconds: float | None = None) -> None:
