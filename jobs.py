@@ -23,6 +23,7 @@ from rq.job import Job, JobStatus
 from rq.registry import BaseRegistry
 from rq.serializers import JSONSerializer
 
+from scheduling import OffloadQueue
 from tasks import TASKS, Task
 
 EXTENSION_KEY = "offload"
@@ -55,7 +56,8 @@ def connect(config: dict[str, Any]) -> Redis:
 
 def make_queues(redis: Redis, config: dict[str, Any]) -> dict[str, Queue]:
     """Return the configured queues, all with RQ's JSON serializer."""
-    return {name: Queue(name, connection=redis, serializer=JSONSerializer) for name in config["QUEUES"]}
+    # OffloadQueue wakes the scheduler when it schedules a job (see scheduling.py).
+    return {name: OffloadQueue(name, connection=redis, serializer=JSONSerializer) for name in config["QUEUES"]}
 
 
 def init_app(app: Flask) -> None:

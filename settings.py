@@ -66,4 +66,8 @@ def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "JOB_LIST_LIMIT": _int(env, "JOB_LIST_LIMIT", 100),
         # Largest request body the web accepts, in bytes (uploads included).
         "MAX_CONTENT_LENGTH": _int(env, "MAX_CONTENT_LENGTH", 2 * 1024 * 1024),
+        # A worker's job process (which runs job after job) is replaced after this many jobs,
+        # or once its peak memory passes this many MB, so a leaking job cannot grow forever.
+        "JOB_PROCESS_MAX_JOBS": _int(env, "JOB_PROCESS_MAX_JOBS", 1000),
+        "JOB_PROCESS_MAX_MEMORY_MB": _int(env, "JOB_PROCESS_MAX_MEMORY_MB", 1024),
     }
