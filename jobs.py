@@ -23,7 +23,7 @@ from rq.job import Job, JobStatus
 from rq.registry import BaseRegistry
 from rq.serializers import JSONSerializer
 
-from scheduling import OffloadQueue
+from queues import OffloadQueue
 from tasks import TASKS, Task
 
 EXTENSION_KEY = "offload"
@@ -56,7 +56,7 @@ def connect(config: dict[str, Any]) -> Redis:
 
 def make_queues(redis: Redis, config: dict[str, Any]) -> dict[str, Queue]:
     """Return the configured queues, all with RQ's JSON serializer."""
-    # OffloadQueue wakes the scheduler when it schedules a job (see scheduling.py).
+    # OffloadQueue: one round trip per enqueue, and it wakes the scheduler (queues.py).
     return {name: OffloadQueue(name, connection=redis, serializer=JSONSerializer) for name in config["QUEUES"]}
 
 

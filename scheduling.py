@@ -4,7 +4,7 @@ RQ's scheduler (``rq worker --with-scheduler``) polls Redis every second: a hear
 lock refresh per queue and a scan per queue, ~8 commands a second, ~29,000 an hour from a
 worker doing nothing (and Upstash bills per command). Here the scheduler reads when the
 earliest scheduled job is due and sleeps until then, at most ``MAX_SLEEP`` seconds. Every
-job Offload schedules goes through :class:`OffloadQueue` (the web's queues in ``jobs.py``,
+job Offload schedules goes through ``queues.OffloadQueue`` (the web's queues in ``jobs.py``,
 the worker's for retries), which publishes on ``WAKE_CHANNEL`` in the same round trip, so
 the scheduler wakes at once and recomputes its sleep. A job scheduled some other way (a
 plain ``rq.Queue``) still runs, at most ``MAX_SLEEP`` seconds late.
@@ -18,7 +18,6 @@ import time
 from typing import Any
 
 import redis.exceptions
-from rq import Queue
 from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.scheduler import RQScheduler
 
@@ -27,17 +26,6 @@ WAKE_CHANNEL = "offload:scheduler:wake"
 
 MAX_SLEEP = 60
 """Longest the scheduler sleeps between reads (its locks live ``MAX_SLEEP + 60`` s)."""
-
-
-class OffloadQueue(Queue):
-    """RQ's queue, which wakes the scheduler whenever it schedules a job."""
-
-    def schedule_job(self, job, datetime, pipeline=None, unique=False):  # type: ignore[no-untyped-def]
-        job = super().schedule_job(job, datetime, pipeline=pipeline, unique=unique)
-        # A unique job is written by a script at once, whatever pipeline was given.
-        connection = pipeline if pipeline is not None and not unique else self.connection
-        connection.publish(WAKE_CHANNEL, self.name)
-        return job
 
 
 class _Wake(Exception):

@@ -42,6 +42,7 @@ from rq.worker import WorkerStatus
 
 import scheduling
 import settings
+from queues import OffloadQueue
 
 _settings = settings.load()
 
@@ -106,7 +107,7 @@ class OffloadWorker(Worker):
         if isinstance(queues, (str, Queue)):
             queues = [queues]
         names = [queue.name if isinstance(queue, Queue) else queue for queue in queues]
-        kwargs.update(serializer=JSONSerializer, job_class=OffloadJob, queue_class=scheduling.OffloadQueue)
+        kwargs.update(serializer=JSONSerializer, job_class=OffloadJob, queue_class=OffloadQueue)
         super().__init__(names, *args, **kwargs)
         self._flask_app: Flask | None = None
         self.job_process_max_jobs = job_process_max_jobs
