@@ -113,6 +113,7 @@ def run(options: Options) -> list[Row]:
             crashes["simple"].finished,
             NAMES["simple"],
             digits=0,
+            compare=False,
         ),
         Row(
             "drain",

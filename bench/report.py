@@ -19,10 +19,12 @@ class Row:
     target: str = ""
     meets: Callable[[float], bool] | None = None
     digits: int = 1
+    compare: bool = True
+    """False when the two figures are side by side but their ratio means nothing."""
 
     @property
     def ratio(self) -> float | None:
-        if self.offload is None or not self.baseline:
+        if self.offload is None or not self.baseline or not self.compare:
             return None
         return self.offload / self.baseline
 

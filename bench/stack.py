@@ -64,7 +64,7 @@ def command_counts(redis: Redis) -> Counter[str]:
 
 
 def noop_jobs(count: int) -> list:
-    """Return ``count`` no-op jobs ready for ``Queue.enqueue_many``, with production's TTLs."""
+    """Return ``count`` no-op jobs ready for ``Queue.enqueue_many``, kept an hour."""
     return [
         Queue.prepare_data(NOOP, result_ttl=3600, failure_ttl=3600, ttl=3600, description="No-op") for _ in range(count)
     ]
