@@ -9,7 +9,7 @@
   makes 10,000 jobs in one request cost about what a bare ``enqueue_many`` costs.
 - Scheduling a job (``enqueue_at``/``enqueue_in``, a retry with a delay) wakes the
   scheduler in the same round trip, so it can sleep until the next job is due instead of
-  polling every second (see scheduling.py).
+  polling every second (see scheduler.py).
 
 RQ is pinned (requirements.txt); tests/test_queues.py checks that a job stored here is the
 job RQ stores.
@@ -20,7 +20,7 @@ from __future__ import annotations
 from rq import Queue
 from rq.job import JobStatus
 
-from scheduling import WAKE_CHANNEL
+from scheduler import WAKE_CHANNEL
 
 
 class OffloadQueue(Queue):

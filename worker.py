@@ -40,7 +40,7 @@ from rq.utils import now as rq_now
 from rq.utils import utcformat
 from rq.worker import WorkerStatus
 
-import scheduling
+import scheduler
 import settings
 from queues import OffloadQueue
 
@@ -341,4 +341,4 @@ class OffloadWorker(Worker):
     # --------------------------------------------------------------- scheduler
 
     def _start_scheduler(self, *args: Any, **kwargs: Any) -> None:
-        scheduling.start_scheduler(self, *args, **kwargs)
+        scheduler.start_scheduler(self, *args, **kwargs)

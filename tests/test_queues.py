@@ -11,7 +11,7 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from queues import OffloadQueue
-from scheduling import WAKE_CHANNEL
+from scheduler import WAKE_CHANNEL
 from tests.conftest import wait_for
 
 OPTIONS = {

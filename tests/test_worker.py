@@ -16,7 +16,7 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from queues import OffloadQueue
-from scheduling import WAKE_CHANNEL
+from scheduler import WAKE_CHANNEL
 from tests.conftest import Stack, process_env, wait_for
 
 pytestmark = pytest.mark.e2e
