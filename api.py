@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, abort, jsonify, request, url_for
+from flask import Blueprint, abort, current_app, jsonify, request, url_for
 from pydantic import ValidationError
 
 import jobs
+import newsletter
+from auth import is_operator
+from scheduling import ScheduleError, parse_when
 from tasks import TASKS, get_task
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -55,7 +58,7 @@ def create_job():
         return _bad_request("The body is not valid JSON.", {"body": "not valid JSON"})
     if not isinstance(body, dict):
         return _bad_request("The body must be a JSON object.", {"body": "must be an object"})
-    unknown = sorted(set(body) - {"task", "params"})
+    unknown = sorted(set(body) - {"task", "params", "run_at", "run_in"})
     if unknown:
         return _bad_request("Unknown keys in the body.", {key: "unknown key" for key in unknown})
     name = body.get("task")
@@ -64,6 +67,8 @@ def create_job():
     task = get_task(name)
     if task is None:
         return jsonify(error=f"There is no task called {name[:100]!r}.", fields={"task": "unknown task"}), 404
+    if task.own_form:
+        return _bad_request(f"{name} is not started here.", {"task": "has its own endpoint (see the README)"})
     params = body.get("params", {})
     if not isinstance(params, dict):
         return _bad_request("params must be a JSON object.", {"params": "must be an object"})
@@ -71,18 +76,85 @@ def create_job():
         validated = task.params.model_validate(params)
     except ValidationError as exc:
         return _bad_request("Some parameters are invalid.", field_errors(exc, prefix="params."))
+    try:
+        run_at = body_schedule(body)
+    except ScheduleError as exc:
+        return _bad_request(exc.message, {exc.field: exc.message})
 
-    job = jobs.submit_job(task, validated)
+    job = jobs.submit_job(task, validated, run_at=run_at)
     response = jsonify(jobs.job_view(job))
     response.status_code = 202
     response.headers["Location"] = url_for("api.get_job", job_id=job.id)
     return response
 
 
+def body_schedule(body: dict[str, Any]):
+    """The UTC time a JSON body asks to run at (``run_at`` ISO time or ``run_in`` seconds), or None for now."""
+    config = current_app.config
+    return parse_when(
+        body.get("run_at"),
+        body.get("run_in"),
+        max_ahead=config["SCHEDULE_MAX_AHEAD"],
+        tolerance=config["SCHEDULE_PAST_TOLERANCE"],
+    )
+
+
+@bp.post("/newsletters")
+def create_newsletter():
+    """Validate ``{"subject", "body", "recipients": [...]}``, enqueue one job per recipient, answer 202."""
+    if not request.is_json:
+        abort(415, "Send a JSON body with Content-Type: application/json.")
+    body: Any = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        return _bad_request("The body must be a JSON object.", {"body": "must be an object"})
+    unknown = sorted(set(body) - {"subject", "body", "recipients", "skip_invalid", "run_at", "run_in"})
+    if unknown:
+        return _bad_request("Unknown keys in the body.", {key: "unknown key" for key in unknown})
+    given = body.get("recipients")
+    if not isinstance(given, list) or not all(isinstance(entry, str) for entry in given):
+        return _bad_request("recipients must be a list of addresses.", {"recipients": "must be a list of strings"})
+    config = current_app.config
+    recipients = newsletter.read_recipients("\n".join(entry.replace("\n", " ") for entry in given))
+    submission = newsletter.check_newsletter(
+        body, recipients, config["NEWSLETTER_MAX_RECIPIENTS"], skip_invalid=body.get("skip_invalid") is True
+    )
+    errors = dict(submission.errors)
+    try:
+        run_at = body_schedule(body)
+    except ScheduleError as exc:
+        errors[exc.field] = exc.message
+    if errors:
+        invalid = [{"address": entry, "reason": reason} for entry, reason in recipients.invalid]
+        response = jsonify(
+            error="The newsletter was not sent.", fields=errors, invalid_recipients=invalid[: newsletter.INVALID_SHOWN]
+        )
+        return response, 400
+    assert submission.text is not None
+    batch_id = newsletter.submit_batch(
+        jobs.get_queue(newsletter.queue_name()), submission.text, recipients.valid, config=config, run_at=run_at
+    )
+    response = jsonify(newsletter.batch_view(jobs.get_redis(), batch_id))
+    response.status_code = 202
+    response.headers["Location"] = url_for("api.get_batch", batch_id=batch_id)
+    return response
+
+
+@bp.get("/batches/<batch_id>")
+def get_batch(batch_id: str):
+    """A newsletter batch: sent / failed / pending counts and the failures with their reasons."""
+    batch = newsletter.batch_view(jobs.get_redis(), batch_id)
+    if batch is None:
+        abort(404, "No such newsletter: it never existed or it has expired.")
+    return jsonify(batch)
+
+
 @bp.get("/jobs/<job_id>")
 def get_job(job_id: str):
-    """The job's state, progress, timings and result or error."""
+    """The job's state, progress, timings, its log and result or error (and traceback, for operators)."""
     job = jobs.fetch_job(job_id)
     if job is None:
         abort(404, "No such job: it never existed or its result has expired.")
-    return jsonify(jobs.job_view(job))
+    view = jobs.job_view(job)
+    if is_operator():
+        view["traceback"] = jobs.job_traceback(job)
+    return jsonify(view)

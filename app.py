@@ -11,7 +11,12 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 
 import api
+import auth
+import control
+import dashboard
 import jobs
+import operators
+import rate_limits
 import settings
 import web
 
@@ -31,10 +36,30 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     jobs.init_app(app)
     csrf.init_app(app)
     csrf.exempt(api.bp)  # JSON only: browsers cannot send it cross-site without a CORS preflight
+    rate_limits.init_app(app)
+    auth.init_app(app)
+    dashboard.init_app(app)
     app.register_blueprint(web.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(operators.bp)
+    app.register_blueprint(control.bp)
     _register_error_handlers(app)
+    app.after_request(_security_headers)
     return app
+
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+"""Our pages load only their own files and run no inline script; /rq sets its own (dashboard.py)."""
+
+
+def _security_headers(response: Response) -> Response:
+    response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    return response
 
 
 def _wants_json() -> bool:

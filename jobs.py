@@ -17,12 +17,13 @@ from typing import Any
 from flask import Flask, current_app, url_for
 from pydantic import BaseModel
 from redis import Redis
-from rq import Queue
+from rq import Queue, RateLimit
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.registry import BaseRegistry
 from rq.serializers import JSONSerializer
 
+import joblog
 from queues import OffloadQueue
 from tasks import TASKS, Task
 
@@ -69,6 +70,8 @@ def init_app(app: Flask) -> None:
             raise RuntimeError(
                 f"task {task.name!r} uses queue {task.queue!r}, which is not in QUEUES={app.config['QUEUES']}"
             )
+        if task.concurrency_limit and not isinstance(app.config.get(task.concurrency_limit), int):
+            raise RuntimeError(f"task {task.name!r} is capped by {task.concurrency_limit}, which is not a setting")
     redis = connect(app.config)
     app.extensions[EXTENSION_KEY] = Offload(redis=redis, queues=make_queues(redis, app.config))
 
@@ -83,21 +86,29 @@ def get_queue(name: str) -> Queue:
     return current_app.extensions[EXTENSION_KEY].queues[name]
 
 
-def submit_job(task: Task, params: BaseModel) -> Job:
-    """Enqueue ``task`` with validated ``params`` and return the new job."""
+def submit_job(task: Task, params: BaseModel, run_at: datetime | None = None) -> Job:
+    """Enqueue ``task`` with validated ``params`` (or schedule it for ``run_at``) and return the new job."""
     config = current_app.config
-    return get_queue(task.queue).enqueue_call(
+    queue = get_queue(task.queue)
+    delay = max(0, int((run_at - datetime.now(UTC)).total_seconds())) if run_at else 0
+    limit = task.concurrency_limit
+    job = queue.create_job(
         task.path,
         kwargs=params.model_dump(mode="json"),
         timeout=task.timeout,
         result_ttl=task.result_ttl if task.result_ttl is not None else config["RESULT_TTL"],
         failure_ttl=config["FAILURE_TTL"],
-        ttl=config["JOB_TTL"],
+        ttl=config["JOB_TTL"] + delay,  # a scheduled job's key must outlive its wait
         retry=task.retry,
+        # A concurrency cap shared by every task naming the same setting, across all workers.
+        rate_limit=RateLimit(limit, config[limit]) if limit else None,
         # RQ's default description repeats the arguments; a fixed title keeps user text out of it.
         description=task.title,
         meta={"task": task.name, "progress": 0},
     )
+    if run_at is None:
+        return queue.enqueue_job(job)
+    return queue.schedule_job(job, run_at)
 
 
 def fetch_job(job_id: str) -> Job | None:
@@ -121,23 +132,38 @@ def _registries(queue: Queue) -> dict[str, BaseRegistry]:
     }
 
 
-def recent_jobs(state: str | None = None, limit: int = 100) -> list[Job]:
-    """Return up to ``limit`` jobs, newest first, optionally only those in ``state``."""
+def recent_jobs(
+    state: str | None = None, limit: int = 100, task: str | None = None, queue: str | None = None
+) -> list[Job]:
+    """Return up to ``limit`` jobs, newest first, optionally only those in ``state``, of ``task``, on ``queue``."""
     ids: list[str] = []
-    for queue in current_app.extensions[EXTENSION_KEY].queues.values():
+    for name, rq_queue in current_app.extensions[EXTENSION_KEY].queues.items():
+        if queue is not None and name != queue:
+            continue
         if state in (None, "queued"):
-            ids += queue.get_job_ids(0, limit - 1)
-        for name, registry in _registries(queue).items():
-            if state in (None, name) or (state == "stopped" and name == "failed"):
+            ids += rq_queue.get_job_ids(0, limit - 1)
+        for registry_name, registry in _registries(rq_queue).items():
+            if state in (None, registry_name) or (state == "stopped" and registry_name == "failed"):
                 ids += registry.get_job_ids(0, limit - 1, desc=True)
-    unique = list(dict.fromkeys(ids))
-    jobs = [job for job in Job.fetch_many(unique, connection=get_redis(), serializer=JSONSerializer) if job]
+    jobs = fetch_jobs(list(dict.fromkeys(ids)))
     if state is not None:
         # A registry can briefly hold a job that already moved on; trust the job's own status.
         jobs = [job for job in jobs if job.get_status(refresh=False) == state]
+    if task is not None:
+        jobs = [job for job in jobs if (job.meta or {}).get("task") == task]
+    return newest_first(jobs)[:limit]
+
+
+def fetch_jobs(job_ids: list[str]) -> list[Job]:
+    """Return the jobs with these ids that still exist, in the same order."""
+    valid = [job_id for job_id in job_ids if _JOB_ID.match(job_id)]
+    return [job for job in Job.fetch_many(valid, connection=get_redis(), serializer=JSONSerializer) if job]
+
+
+def newest_first(jobs: list[Job]) -> list[Job]:
+    """Return ``jobs`` sorted by creation time, newest first."""
     epoch = datetime.min.replace(tzinfo=UTC)
-    jobs.sort(key=lambda job: _aware(job.created_at) or epoch, reverse=True)
-    return jobs[:limit]
+    return sorted(jobs, key=lambda job: _aware(job.created_at) or epoch, reverse=True)
 
 
 def _aware(moment: datetime | None) -> datetime | None:
@@ -181,7 +207,8 @@ def job_view(job: Job) -> dict[str, Any]:
         "queue": job.origin,
         "status": status_name,
         "ended": status_name in ENDED_STATES,
-        "progress": meta.get("progress", 100 if status_name == "finished" else 0),
+        # A finished job is done, whether or not its task reported progress on the way.
+        "progress": 100 if status_name == "finished" else meta.get("progress", 0),
         "params": job.kwargs,
         "created_at": _iso(job.created_at),
         "enqueued_at": _iso(job.enqueued_at),
@@ -195,12 +222,29 @@ def job_view(job: Job) -> dict[str, Any]:
         "retries_left": job.retries_left if job.retries_left is not None else max_retries,
         "result": job.return_value() if status_name == "finished" else None,
         "error": short_error(job) if status_name in ("failed", "stopped") else None,
+        "log": job_log(job),
         "url": url_for("web.job_page", job_id=job.id),
         "api_url": url_for("api.get_job", job_id=job.id),
+        "batch_url": url_for("web.batch_page", batch_id=meta["batch"]) if meta.get("batch") else None,
     }
+    artifact = view["result"].get("artifact") if isinstance(view["result"], dict) else None
+    view["download_url"] = url_for("web.download_file", job_id=job.id, name=artifact["name"]) if artifact else None
     if status_name == "scheduled":
         queue = current_app.extensions[EXTENSION_KEY].queues.get(job.origin)
         if queue is not None:
             with contextlib.suppress(NoSuchJobError):
                 view["scheduled_for"] = _iso(queue.scheduled_job_registry.get_scheduled_time(job))
     return view
+
+
+def job_log(job: Job) -> list[str]:
+    """Return what the job's task logged while it ran (``joblog``), oldest line first."""
+    return joblog.read(get_redis(), job.id)
+
+
+def job_traceback(job: Job) -> str | None:
+    """Return the full traceback of a failed or stopped job: for operators only, never its submitter."""
+    if job.get_status(refresh=False) not in ("failed", "stopped"):
+        return None
+    result = job.latest_result()
+    return getattr(result, "exc_string", None) if result else None

@@ -20,7 +20,8 @@ from __future__ import annotations
 from rq import Queue
 from rq.job import JobStatus
 
-from scheduler import WAKE_CHANNEL
+WAKE_CHANNEL = "offload:scheduler:wake"
+"""Pub/sub channel a queue publishes on when it schedules a job (scheduler.py listens)."""
 
 
 class OffloadQueue(Queue):

@@ -45,6 +45,16 @@ def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         if offload_env != "development":
             raise SettingsError("SECRET_KEY must be set when OFFLOAD_ENV is not 'development'")
         secret_key = DEVELOPMENT_SECRET_KEY
+    operator_username = env.get("OPERATOR_USERNAME", "").strip()
+    operator_password_hash = env.get("OPERATOR_PASSWORD_HASH", "").strip()
+    if bool(operator_username) != bool(operator_password_hash):
+        raise SettingsError("set both OPERATOR_USERNAME and OPERATOR_PASSWORD_HASH, or neither")
+    if operator_password_hash and (
+        operator_password_hash.count("$") != 2 or operator_password_hash.split(":")[0] not in ("scrypt", "pbkdf2")
+    ):
+        raise SettingsError(
+            "OPERATOR_PASSWORD_HASH must be a hash made by `python -m auth` (method$salt$hash), not a password"
+        )
     return {
         # "development" allows laptop defaults; anything else ("production") demands real secrets.
         "OFFLOAD_ENV": offload_env,
@@ -66,6 +76,65 @@ def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "JOB_LIST_LIMIT": _int(env, "JOB_LIST_LIMIT", 100),
         # Largest request body the web accepts, in bytes (uploads included).
         "MAX_CONTENT_LENGTH": _int(env, "MAX_CONTENT_LENGTH", 2 * 1024 * 1024),
+        # The operator who may open /rq and the operator pages; both empty: those pages are off.
+        "OPERATOR_USERNAME": operator_username,
+        # A werkzeug password hash (scrypt), made by `python -m auth`; never the password itself.
+        "OPERATOR_PASSWORD_HASH": operator_password_hash,
+        # Hours an operator login lasts before the password is asked again.
+        "OPERATOR_SESSION_HOURS": _int(env, "OPERATOR_SESSION_HOURS", 12),
+        # Session cookies: never sent over plain HTTP outside development, never read by scripts,
+        # never sent on cross-site requests other than top-level navigation.
+        "SESSION_COOKIE_SECURE": offload_env != "development",
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        # --- workloads: files jobs make, the third-party API, the PDF font ---
+        # Largest file (artifact) a job may store next to its result, in bytes; it lives in Redis.
+        "ARTIFACT_MAX_BYTES": _int(env, "ARTIFACT_MAX_BYTES", 5 * 1024 * 1024),
+        # A TrueType font with wide Unicode coverage for PDF reports (Debian: fonts-dejavu-core);
+        # when the file is missing, reports fall back to Helvetica and Latin-1 text.
+        "REPORT_FONT": env.get("REPORT_FONT", "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"),
+        # The only host call_api talks to: users give a path, never a host (no SSRF).
+        "THIRD_PARTY_URL": env.get("THIRD_PARTY_URL", "https://httpbin.org"),
+        # Sent as "Authorization: Bearer ..." when set; a secret, so only from the environment.
+        "THIRD_PARTY_TOKEN": env.get("THIRD_PARTY_TOKEN", ""),
+        # Seconds to connect / to wait for each read before the attempt counts as failed.
+        "THIRD_PARTY_CONNECT_TIMEOUT": _int(env, "THIRD_PARTY_CONNECT_TIMEOUT", 3),
+        "THIRD_PARTY_READ_TIMEOUT": _int(env, "THIRD_PARTY_READ_TIMEOUT", 10),
+        # Most call_api jobs queued or running at once, across all workers (RQ RateLimit).
+        "THIRD_PARTY_CONCURRENCY": _int(env, "THIRD_PARTY_CONCURRENCY", 4),
+        # Exponential backoff between attempts: base * 2**n seconds, jittered, at most cap.
+        "THIRD_PARTY_BACKOFF_BASE": _int(env, "THIRD_PARTY_BACKOFF_BASE", 2),
+        "THIRD_PARTY_BACKOFF_CAP": _int(env, "THIRD_PARTY_BACKOFF_CAP", 120),
+        # A Retry-After longer than this fails the job instead of parking it for that long.
+        "THIRD_PARTY_RETRY_AFTER_MAX": _int(env, "THIRD_PARTY_RETRY_AFTER_MAX", 600),
+        # --- newsletter (newsletter.py, mailer.py)
+        # smtp:// (plain), smtp+starttls:// (STARTTLS, required) or smtps:// (implicit TLS);
+        # credentials go in the URL (smtps://user:password@host:465) and are never logged.
+        "SMTP_URL": env.get("SMTP_URL", "smtp://127.0.0.1:1025"),
+        # Seconds to connect to the SMTP server and to wait for each of its replies.
+        "SMTP_TIMEOUT": _int(env, "SMTP_TIMEOUT", 30),
+        # A PEM file of CA certificates to trust for SMTP TLS, instead of the system's (empty: the system's).
+        "SMTP_CA_FILE": env.get("SMTP_CA_FILE", ""),
+        # The From header and envelope sender of newsletters.
+        "NEWSLETTER_FROM": env.get("NEWSLETTER_FROM", "Offload <newsletter@offload.invalid>"),
+        # Most distinct recipients one newsletter may have.
+        "NEWSLETTER_MAX_RECIPIENTS": _int(env, "NEWSLETTER_MAX_RECIPIENTS", 10_000),
+        # Seconds a batch, its delivery records and failures are kept after its send time. A job of
+        # the batch that runs later (requeued by hand) finds no batch and fails rather than mail twice.
+        "NEWSLETTER_TTL": _int(env, "NEWSLETTER_TTL", 14 * 24 * 3600),
+        # --- scheduling (scheduling.py)
+        # Furthest ahead a job may be scheduled, in seconds.
+        "SCHEDULE_MAX_AHEAD": _int(env, "SCHEDULE_MAX_AHEAD", 30 * 24 * 3600),
+        # A run_at this many seconds in the past is still accepted (clock skew, slow form); it runs at once.
+        "SCHEDULE_PAST_TOLERANCE": _int(env, "SCHEDULE_PAST_TOLERANCE", 60),
+        # --- periodic jobs (periodic.py): seconds between runs, and into each period
+        # The nightly cleanup: every day at 03:00 UTC.
+        "CLEANUP_EVERY": _int(env, "CLEANUP_EVERY", 24 * 3600),
+        "CLEANUP_OFFSET": _int(env, "CLEANUP_OFFSET", 3 * 3600),
+        # The digest: every hour, on the hour.
+        "DIGEST_EVERY": _int(env, "DIGEST_EVERY", 3600),
+        # Where the digest is mailed (through SMTP_URL); empty: it is only stored and shown as the job's result.
+        "DIGEST_TO": env.get("DIGEST_TO", ""),
         # A worker's job process (which runs job after job) is replaced after this many jobs,
         # or once its peak memory passes this many MB, so a leaking job cannot grow forever.
         "JOB_PROCESS_MAX_JOBS": _int(env, "JOB_PROCESS_MAX_JOBS", 1000),

@@ -15,15 +15,22 @@ workers (``worker.py`` preloads what is worth loading once per process).
 from __future__ import annotations
 
 import inspect
+import json
+import logging
 import time
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from math import isqrt
 from typing import Annotated, Any
+from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 from rq import Retry, get_current_job
+
+from retries import backoff_intervals
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,10 @@ class Task:
     timeout: int
     retry: Retry | None
     result_ttl: int | None
+    concurrency_limit: str | None = None
+    # Endpoint of the page that starts this task, when the form built from its signature
+    # cannot (a newsletter enqueues one job per recipient); such a task is not on /api/jobs.
+    own_form: str | None = None
 
     @property
     def path(self) -> str:
@@ -71,8 +82,14 @@ def task(
     timeout: int = 180,
     retry: Retry | None = None,
     result_ttl: int | None = None,
+    concurrency_limit: str | None = None,
+    own_form: str | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register the decorated function as a task; its annotated signature is its input."""
+    """Register the decorated function as a task; its annotated signature is its input.
+
+    ``concurrency_limit`` names a setting (e.g. ``THIRD_PARTY_CONCURRENCY``): at most that many
+    jobs of every task naming it are queued or running at once, across all workers.
+    """
 
     def register(func: Callable[..., Any]) -> Callable[..., Any]:
         if func.__name__ in TASKS:
@@ -87,6 +104,8 @@ def task(
             timeout=timeout,
             retry=retry,
             result_ttl=result_ttl,
+            concurrency_limit=concurrency_limit,
+            own_form=own_form,
         )
         return func
 
@@ -124,6 +143,16 @@ def report_progress(fraction: float, **details: Any) -> None:
     job.save_meta()
 
 
+def preload() -> None:
+    """Load what jobs should not each load; the worker calls this once, before it forks."""
+    import fpdf  # noqa: F401 - importing fpdf2 (with Pillow, fontTools) takes most of a second
+
+    import inference
+    import thirdparty  # noqa: F401 - httpx
+
+    inference.load_model()
+
+
 # --------------------------------------------------------------------------- tasks
 
 
@@ -143,6 +172,7 @@ def crunch_numbers(
             le=2_000_000_000,
             title="Count primes below",
             description="From 10 to 2,000,000,000; a billion takes a few seconds.",
+            examples=[50_000_000],
         ),
     ] = 1_000_000_000,
 ) -> dict[str, Any]:
@@ -155,6 +185,7 @@ def crunch_numbers(
         if small[p]:
             small[p * p :: p] = bytes(len(range(p * p, root + 1, p)))
     base_primes = [p for p in range(2, root + 1) if small[p]]
+    log.info("sieving below %d with %d base primes", limit, len(base_primes))
 
     # 50 segments: progress moves every 2 %, and a segment stays small in memory.
     segment = max(root + 1, -(-limit // 50))
@@ -176,9 +207,209 @@ def crunch_numbers(
             largest = low + last
         report_progress(high / limit, primes_so_far=count)
 
+    log.info("found %d primes below %d", count, limit)
     return {
         "limit": limit,
         "primes_below_limit": count,
         "largest_prime": largest,
         "seconds": round(time.perf_counter() - started, 3),
     }
+
+
+def _csv_table(text: str) -> str:
+    from reports import parse_table  # light: fpdf2 loads only when a PDF is built
+
+    parse_table(text)
+    return text
+
+
+@task(
+    title="Generate a PDF report",
+    description="Lays out a title, text and a table as a PDF; the job page then offers the file for download.",
+    queue="default",
+    timeout=120,
+    retry=Retry(max=1, interval=10),
+)
+def generate_report(
+    title: Annotated[str, Field(min_length=1, max_length=200, title="Title")] = "Quarterly sales",
+    text: Annotated[
+        str,
+        Field(
+            max_length=20_000,
+            title="Text",
+            description="Paragraphs, separated by a blank line.",
+            json_schema_extra={"format": "textarea"},
+        ),
+    ] = "Sales grew in every region this quarter.\n\nThe table below has the figures.",
+    table: Annotated[
+        str,
+        AfterValidator(_csv_table),
+        Field(
+            max_length=20_000,
+            title="Table (CSV)",
+            description="The first row holds the headings; up to 200 rows of 8 cells.",
+            json_schema_extra={"format": "textarea"},
+        ),
+    ] = "Region,Q1,Q2\nNorth,120,135\nSouth,98,110",
+) -> dict[str, Any]:
+    """Build the PDF, store it next to this job for as long as its result, return its metadata."""
+    from flask import current_app
+
+    import artifacts
+    import reports
+
+    job = get_current_job()
+    if job is None:
+        raise RuntimeError("generate_report stores its file next to its job: run it on a worker")
+    rows = reports.parse_table(table)
+    data = reports.build_pdf(title, text, rows, font_path=current_app.config["REPORT_FONT"])
+    report_progress(0.8)
+    ttl = job.get_result_ttl(current_app.config["RESULT_TTL"])
+    artifact = artifacts.get_store().save(job.id, reports.file_name(title), "application/pdf", data, ttl=ttl)
+    return {"artifact": artifact.to_json(), "table_rows": len(rows)}
+
+
+def _api_path(path: str) -> str:
+    parts = urlsplit(path)
+    if not path.startswith("/") or path.startswith("//") or parts.scheme or parts.netloc:
+        raise ValueError("give a path starting with a single /, not a URL: the API's host is fixed")
+    if any(char in path for char in "\\#") or any(ord(char) <= 32 or ord(char) == 127 for char in path):
+        raise ValueError("no spaces, control characters, backslashes or # in the path")
+    if ".." in unquote(parts.path).split("/"):
+        raise ValueError("no .. segments in the path")
+    return path
+
+
+def _json_text(text: str) -> str:
+    if text.strip():
+        try:
+            json.loads(text)
+        except ValueError as exc:
+            raise ValueError(f"not valid JSON ({exc})") from None
+    return text
+
+
+CALL_API_RETRY = Retry(max=4, interval=backoff_intervals(4, base=5, cap=120))
+"""Up to 4 retries. A transient API failure raises ``RetryLater`` with a jittered backoff (and
+``Retry-After``) that replaces the interval; these 5, 10, 20, 40 s apply to the rest (a job
+timeout, a worker that died mid-call)."""
+
+
+@task(
+    title="Call a slow, flaky API",
+    description=(
+        "One HTTP request to the third-party API configured in THIRD_PARTY_URL. Timeouts, 429 and 5xx "
+        "are retried with exponential backoff; other 4xx fail at once. Calls are capped across workers."
+    ),
+    queue="default",
+    timeout=60,
+    retry=CALL_API_RETRY,
+    concurrency_limit="THIRD_PARTY_CONCURRENCY",
+)
+def call_api(
+    path: Annotated[
+        str,
+        AfterValidator(_api_path),
+        Field(
+            min_length=1,
+            max_length=500,
+            title="Path",
+            description="Path and query under the API's base URL, e.g. /status/503 or /get?q=1.",
+        ),
+    ] = "/get",
+    payload: Annotated[
+        str,
+        AfterValidator(_json_text),
+        Field(
+            max_length=10_000,
+            title="JSON payload",
+            description="Optional: when given, it is POSTed as the JSON body; otherwise the call is a GET.",
+            json_schema_extra={"format": "textarea"},
+        ),
+    ] = "",
+) -> dict[str, Any]:
+    """Make the call and return the answer's status, timing and body (JSON or text)."""
+    from flask import current_app
+
+    import thirdparty
+
+    job = get_current_job()
+    retry_number = CALL_API_RETRY.max - job.retries_left if job and job.retries_left is not None else 0
+    body = json.loads(payload) if payload.strip() else None
+    return thirdparty.call(current_app.config, path, body, retry_number=retry_number)
+
+
+@task(
+    title="Identify the language (ML model)",
+    description=(
+        "Runs a small naive Bayes model (py3langid, 97 languages) over your text. Workers load the "
+        "model once, before their first job, so each job only pays for the inference."
+    ),
+    queue="high",
+    timeout=30,
+)
+def run_model(
+    text: Annotated[
+        str,
+        Field(min_length=1, max_length=10_000, title="Text", json_schema_extra={"format": "textarea"}),
+    ] = "Der schnelle braune Fuchs springt über den faulen Hund.",
+    top: Annotated[int, Field(ge=1, le=10, title="Candidates to list")] = 3,
+) -> dict[str, Any]:
+    """Return the most likely languages of ``text``, the inference time and whether the model was warm."""
+    from inference import identify_language
+
+    return identify_language(text, top)
+
+
+@task(
+    title="Send newsletter",
+    description="Mail a subject and text to up to 10,000 recipients: one job per recipient, each mailed once.",
+    queue="low",  # bulk work must not hold up interactive jobs
+    timeout=120,
+    # 4xx replies and dropped connections; each job's intervals get their own jitter (newsletter.py).
+    retry=Retry(max=6, interval=[15, 60, 300, 900, 1800, 3600]),
+    own_form="web.newsletter_form",
+)
+def send_newsletter(
+    batch_id: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")],
+    to: Annotated[str, Field(max_length=320)],
+) -> dict[str, Any]:
+    """Mail the newsletter of ``batch_id`` to ``to``, unless it was already accepted for them."""
+    import newsletter
+
+    return newsletter.deliver(batch_id, to)
+
+
+@task(
+    title="Clean up expired records",
+    description="Prunes what does not expire by itself: the index of expired newsletters, RQ's groups and registries. "
+    "Runs nightly (periodic.py); run it now here.",
+    queue="low",
+    timeout=600,
+)
+def cleanup_expired() -> dict[str, int]:
+    """Return how many index entries were pruned."""
+    from flask import current_app
+
+    import housekeeping
+    import jobs
+
+    return housekeeping.cleanup_expired(jobs.get_redis(), current_app.config["QUEUES"])
+
+
+@task(
+    title="Digest of the last hours",
+    description="Counts the jobs that ended, by task and outcome, and the newsletters sent; keeps the last 48 and "
+    "mails it to DIGEST_TO when set. Runs hourly (periodic.py).",
+    queue="low",
+    timeout=300,
+)
+def hourly_digest(hours: Annotated[int, Field(ge=1, le=168, title="Hours to cover")] = 1) -> dict[str, Any]:
+    """Return the digest of the last ``hours``."""
+    from flask import current_app
+
+    import housekeeping
+    import jobs
+
+    job = get_current_job()
+    return housekeeping.hourly_digest(jobs.get_redis(), current_app.config, hours, job.id if job else None)

@@ -2,18 +2,46 @@
 
 from __future__ import annotations
 
+import io
 import json
+from collections.abc import Mapping
 from typing import Any
 
-from flask import Blueprint, abort, current_app, jsonify, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    send_file,
+    session,
+    url_for,
+)
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
+import artifacts
 import jobs
+import newsletter
 from api import field_errors
+from auth import is_operator
+from scheduling import ScheduleError, parse_when
 from tasks import TASKS, Task, get_task
 
 bp = Blueprint("web", __name__)
+
+MY_JOBS_KEY = "my_jobs"
+MY_JOBS_LIMIT = 30
+"""Job ids remembered per browser (in its signed session cookie, which must stay under 4 kB)."""
+
+
+def remember_job(job_id: str) -> None:
+    """Add ``job_id`` to this browser's "My jobs", newest first, forgetting the oldest past the cap."""
+    mine = [job_id, *(known for known in session.get(MY_JOBS_KEY, []) if known != job_id)]
+    session[MY_JOBS_KEY] = mine[:MY_JOBS_LIMIT]
+    session.permanent = True
 
 
 @bp.app_template_filter("pretty_json")
@@ -46,14 +74,80 @@ def submit(name: str):
     task = get_task(name)
     if task is None:
         abort(404, f"There is no task called {name!r}.")
+    if task.own_form:
+        abort(404, f"{task.title} starts from its own form.")
     values = form_values(task, request.form)
+    errors: dict[str, str] = {}
     try:
         params = task.params.model_validate(values)
     except ValidationError as exc:
-        errors = {name: field_errors(exc)}
-        return render_template("index.html", tasks=TASKS.values(), errors=errors, values={name: request.form}), 400
-    job = jobs.submit_job(task, params)
+        errors = field_errors(exc)
+    try:
+        run_at = form_schedule(request.form)
+    except ScheduleError as exc:
+        errors[exc.field] = exc.message
+    if errors:
+        page = render_template("index.html", tasks=TASKS.values(), errors={name: errors}, values={name: request.form})
+        return page, 400
+    job = jobs.submit_job(task, params, run_at=run_at)
+    remember_job(job.id)
     return redirect(url_for("web.job_page", job_id=job.id), code=303)
+
+
+def form_schedule(form: Mapping[str, str]):
+    """The UTC time a form asks its job to run at (its run_at / run_in fields), or None for now."""
+    config = current_app.config
+    return parse_when(
+        form.get("run_at", "").strip(),
+        form.get("run_in", "").strip(),
+        max_ahead=config["SCHEDULE_MAX_AHEAD"],
+        tolerance=config["SCHEDULE_PAST_TOLERANCE"],
+    )
+
+
+@bp.route("/newsletter", methods=["GET", "POST"])
+def newsletter_form():
+    """The newsletter form; a valid submit enqueues one job per recipient and shows the batch (303)."""
+    if request.method == "GET":
+        return render_template("newsletter.html", errors={}, values={}, invalid=[], recipients=None)
+    config = current_app.config
+    upload = request.files.get("recipients_csv")
+    errors: dict[str, str] = {}
+    try:
+        recipients = newsletter.read_recipients(request.form.get("recipients", ""), upload.read() if upload else None)
+    except ValueError as exc:
+        recipients, errors["recipients_csv"] = newsletter.Recipients(), str(exc)
+    submission = newsletter.check_newsletter(
+        request.form, recipients, config["NEWSLETTER_MAX_RECIPIENTS"], skip_invalid="skip_invalid" in request.form
+    )
+    errors = {**submission.errors, **errors}
+    try:
+        run_at = form_schedule(request.form)
+    except ScheduleError as exc:
+        errors[exc.field] = exc.message
+    if errors:
+        page = render_template(
+            "newsletter.html",
+            errors=errors,
+            values=request.form,
+            invalid=recipients.invalid[: newsletter.INVALID_SHOWN],
+            recipients=recipients,
+        )
+        return page, 400
+    assert submission.text is not None
+    batch_id = newsletter.submit_batch(
+        jobs.get_queue(newsletter.queue_name()), submission.text, recipients.valid, config=config, run_at=run_at
+    )
+    return redirect(url_for("web.batch_page", batch_id=batch_id), code=303)
+
+
+@bp.get("/batches/<batch_id>")
+def batch_page(batch_id: str):
+    """One newsletter batch: sent / failed / pending, updated live, and the failures with their reasons."""
+    batch = newsletter.batch_view(jobs.get_redis(), batch_id)
+    if batch is None:
+        abort(404, "No such newsletter: it never existed or it has expired.")
+    return render_template("batch.html", batch=batch)
 
 
 @bp.get("/jobs/<job_id>")
@@ -62,7 +156,29 @@ def job_page(job_id: str):
     job = jobs.fetch_job(job_id)
     if job is None:
         abort(404, "No such job: it never existed or its result has expired.")
-    return render_template("job.html", job=jobs.job_view(job))
+    view = jobs.job_view(job)
+    if is_operator():
+        view["traceback"] = jobs.job_traceback(job)
+    return render_template("job.html", job=view)
+
+
+@bp.get("/jobs/<job_id>/files/<name>")
+def download_file(job_id: str, name: str):
+    """A file the job made, as an attachment; 410 once it has expired with the job's result."""
+    job = jobs.fetch_job(job_id)
+    result = job.return_value() if job is not None else None
+    if not isinstance(result, dict) or (result.get("artifact") or {}).get("name") != name:
+        abort(404, "No such file: its job never made it, or it has expired together with the job's result.")
+    found = artifacts.get_store().open(job_id, name)
+    if found is None:
+        abort(410, "This file has expired: files are kept only as long as their job's result. Run the job again.")
+    artifact, data = found
+    response = send_file(
+        io.BytesIO(data), mimetype=artifact.content_type, as_attachment=True, download_name=artifact.name
+    )
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Cache-Control"] = "private, no-store"
+    return response
 
 
 @bp.get("/healthz")
@@ -77,11 +193,13 @@ def healthz():
 
 @bp.get("/jobs")
 def job_list():
-    """Recent jobs, newest first, optionally filtered by state."""
+    """My jobs: the jobs this browser submitted, newest first, optionally filtered by state."""
     state = request.args.get("state") or None
     if state is not None and state not in jobs.LISTED_STATES:
         abort(400, f"Unknown state filter; use one of: {', '.join(jobs.LISTED_STATES)}.")
-    found = jobs.recent_jobs(state, limit=current_app.config["JOB_LIST_LIMIT"])
+    found = jobs.newest_first(jobs.fetch_jobs(session.get(MY_JOBS_KEY, [])))
+    if state is not None:
+        found = [job for job in found if job.get_status(refresh=False) == state]
     return render_template(
-        "jobs.html", jobs=[jobs.job_view(job) for job in found], state=state, states=jobs.LISTED_STATES
+        "jobs.html", jobs=[jobs.job_view(job) for job in found], filters={"state": state}, states=jobs.LISTED_STATES
     )

@@ -8,8 +8,11 @@ Run a worker exactly as production does::
 from the same environment as the web app (``settings.load``). ``-w worker.OffloadWorker``
 adds what plain RQ lacks: JSON serialization whatever the command line says, the Flask app
 built once per worker process with its context pushed around every job, a record of each
-attempt in the job's meta for the job page, and the speed of running jobs in-process
-without giving up the safety of a separate process (see "The job process" below).
+attempt in the job's meta for the job page, heavy libraries and models preloaded before the
+job process forks (``tasks.preload``), retry hints from a task's exception (``retries.py``:
+a permanent error is never retried; a transient one says when), and the speed of running
+jobs in-process without giving up the safety of a separate process (see "The job process"
+below).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from typing import Any
 
 from flask import Flask
 from rq import Queue, Worker
+from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.executions import Execution
 from rq.job import Job
 from rq.serializers import JSONSerializer
@@ -40,9 +44,12 @@ from rq.utils import now as rq_now
 from rq.utils import utcformat
 from rq.worker import WorkerStatus
 
-import scheduler
+import joblog
+import retries
 import settings
+import tasks
 from queues import OffloadQueue
+from scheduler import SleepingScheduler
 
 _settings = settings.load()
 
@@ -55,6 +62,8 @@ DICT_CONFIG: dict[str, Any] = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": "INFO"},
+    # fontTools logs a line per table of every font it subsets into a PDF.
+    "loggers": {"fontTools": {"level": "WARNING"}},
 }
 
 
@@ -124,15 +133,48 @@ class OffloadWorker(Worker):
             self._flask_app = create_app()
         return self._flask_app
 
+    def _start_scheduler(
+        self,
+        burst: bool = False,
+        logging_level: str | None = "INFO",
+        date_format: str = DEFAULT_LOGGING_DATE_FORMAT,
+        log_format: str = DEFAULT_LOGGING_FORMAT,
+    ) -> None:
+        # RQ 3.0.0's own method, with a scheduler that also enqueues the periodic jobs (periodic.py)
+        # and sleeps until the next job is due (scheduler.py).
+        self.scheduler = SleepingScheduler(
+            self.queues,
+            connection=self.connection,
+            logging_level=logging_level if logging_level is not None else self.log.level,
+            date_format=date_format,
+            log_format=log_format,
+            serializer=self.serializer,
+            config=self.flask_app.config,
+        )
+        self.scheduler.acquire_locks()
+        if self.scheduler.acquired_locks:
+            if burst:
+                try:
+                    self.scheduler.register_birth()
+                    self.scheduler.enqueue_scheduled_jobs()
+                finally:
+                    self.scheduler.release_locks()
+                    self.scheduler.register_death()
+            else:
+                self.scheduler.start()
+
     def bootstrap(self, *args: Any, **kwargs: Any) -> None:
         _ = self.flask_app  # build before the job process forks, so no job pays for it
+        started = time.perf_counter()
+        tasks.preload()  # the job process inherits what this loads (copy-on-write)
+        self.log.info("Worker %s: preloaded libraries and models in %.2f s", self.name, time.perf_counter() - started)
         super().bootstrap(*args, **kwargs)
 
     # --------------------------------------------------------------- attempt records
 
     def perform_job(self, job, queue, execution) -> bool:  # type: ignore[no-untyped-def]
         # The attempt's start is recorded by OffloadJob.prepare_for_execution.
-        with self.flask_app.app_context():
+        with self.flask_app.app_context(), joblog.capture(job, self.connection):
             return super().perform_job(job, queue, execution)
 
     def handle_execution_ended(self, job, queue, heartbeat_ttl) -> None:  # type: ignore[no-untyped-def]
@@ -151,6 +193,11 @@ class OffloadWorker(Worker):
         job.connection.hset(
             job.key, mapping={"last_heartbeat": utcformat(job.last_heartbeat), "meta": job.serializer.dumps(job.meta)}
         )
+
+    def handle_job_failure(self, job, queue, started_job_registry=None, exc_string="", execution=None):  # type: ignore[no-untyped-def]
+        # In the work horse this runs inside perform_job's except block, before RQ decides on a retry.
+        retries.apply_retry_hints(job, sys.exc_info()[1])
+        super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
 
     # --------------------------------------------------------------- the job process
     #
@@ -338,7 +385,3 @@ class OffloadWorker(Worker):
             return
         super().set_state(state, pipeline=pipeline)
 
-    # --------------------------------------------------------------- scheduler
-
-    def _start_scheduler(self, *args: Any, **kwargs: Any) -> None:
-        scheduler.start_scheduler(self, *args, **kwargs)

@@ -16,6 +16,7 @@
     const status = field("status");
     status.textContent = job.status;
     status.className = `status status-${job.status}`;
+    for (const form of root.querySelectorAll("[data-show-in]")) form.hidden = !form.dataset.showIn.split(" ").includes(job.status);
     field("progress").value = job.progress;
     setText("progress-text", job.progress);
     for (const name of ["enqueued_at", "scheduled_for", "started_at", "ended_at"]) setText(name, job[name]);
@@ -26,6 +27,16 @@
     root.querySelector('[data-show-when="failed"]').hidden = !job.error;
     root.querySelector('[data-show-when="finished"]').hidden = job.status !== "finished";
     if (job.status === "finished") setText("result", JSON.stringify(job.result, null, 2));
+    const log = field("log");
+    if (log && job.log) {
+      log.textContent = job.log.join("\n");
+      log.hidden = job.log.length === 0;
+      root.querySelector('[data-show-when="no-log"]').hidden = job.log.length > 0;
+    }
+    const traceback = root.querySelector('[data-show-when="traceback"]');
+    if (traceback && job.traceback) { setText("traceback", job.traceback); traceback.hidden = false; }
+    root.querySelector('[data-show-when="download"]').hidden = !job.download_url;
+    if (job.download_url) field("download").href = job.download_url;
 
     const rows = job.attempts.map((attempt, i) => {
       const tr = document.createElement("tr");

@@ -19,10 +19,20 @@ import pytest
 from redis import Redis
 from rq import Queue
 from rq.serializers import JSONSerializer
+from werkzeug.security import generate_password_hash
 
 import dev
 
 ROOT = Path(__file__).resolve().parent.parent
+
+OPERATOR_USERNAME = "operator"
+OPERATOR_PASSWORD = "correct horse battery staple"  # the tests' own account
+OPERATOR_ACCOUNT = {
+    "OPERATOR_USERNAME": OPERATOR_USERNAME,
+    # pbkdf2 with few rounds keeps logins fast in tests; `python -m auth` makes scrypt hashes.
+    "OPERATOR_PASSWORD_HASH": generate_password_hash(OPERATOR_PASSWORD, method="pbkdf2:sha256:1000"),
+}
+"""The operator account every test app and test stack is configured with."""
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 20.0, interval: float = 0.05, what: str = "condition"):
@@ -99,7 +109,7 @@ def queue(redis: Redis) -> Queue:
 def app(redis_url: str):
     from app import create_app
 
-    return create_app({"TESTING": True, "REDIS_URL": redis_url, "WTF_CSRF_ENABLED": False})
+    return create_app({"TESTING": True, "REDIS_URL": redis_url, "WTF_CSRF_ENABLED": False, **OPERATOR_ACCOUNT})
 
 
 @pytest.fixture
@@ -188,13 +198,20 @@ def process_env(redis_url: str) -> dict[str, str]:
         "REDIS_URL": redis_url,
         "OFFLOAD_ENV": "development",
         "PYTHONUNBUFFERED": "1",
+        **OPERATOR_ACCOUNT,
     }
 
 
 @pytest.fixture
-def stack(redis_url: str, tmp_path: Path) -> Iterator[Stack]:
+def stack_env() -> dict[str, str]:
+    """Extra environment (settings) for the stack's processes; override it in a test module."""
+    return {}
+
+
+@pytest.fixture
+def stack(redis_url: str, tmp_path: Path, stack_env: dict[str, str]) -> Iterator[Stack]:
     """A running web (gunicorn) and one worker (``rq worker``), on the test Redis."""
-    stack = Stack(redis_url=redis_url, logs=tmp_path, env=process_env(redis_url))
+    stack = Stack(redis_url=redis_url, logs=tmp_path, env={**process_env(redis_url), **stack_env})
     try:
         stack.start_web()
         stack.start_worker()
@@ -209,3 +226,8 @@ def stack(redis_url: str, tmp_path: Path) -> Iterator[Stack]:
 def http(stack: Stack) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=stack.base_url, timeout=10) as client:
         yield client
+
+
+def log_in(client, username: str = OPERATOR_USERNAME, password: str = OPERATOR_PASSWORD, **form: str):
+    """Post the operator login form with the test client; return the response."""
+    return client.post("/login", data={"username": username, "password": password, **form})

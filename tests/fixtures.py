@@ -27,6 +27,65 @@ def burn_cpu(seconds: float) -> str:
     return "done"
 
 
+def block_until_released(key: str, timeout: int = 60, label: str = "") -> str:
+    """Wait (without using CPU) until a test pushes to ``key``; keeps a worker busy meanwhile."""
+    job = get_current_job()
+    released = job.connection.blpop([key], timeout=timeout)
+    return "released" if released else "timed out"
+
+
+def log_lines(count: int, text: str = "line") -> str:
+    """Log ``count`` numbered lines through a module logger, as a task would, then fail if text says so."""
+    import logging
+
+    log = logging.getLogger("tests.fixtures")
+    for number in range(count):
+        log.info("%s %d", text, number)
+    try:
+        raise ValueError(f"{text} handled")
+    except ValueError:
+        log.exception("caught one")
+    if text == "fail":
+        raise RuntimeError("failing after logging")
+    return "logged"
+
+
+def step_progress(key: str, steps: int) -> int:
+    """Move progress one step each time a test pushes to ``key``, logging each step; return ``steps``."""
+    import logging
+
+    from tasks import report_progress
+
+    job = get_current_job()
+    for step in range(1, steps + 1):
+        if not job.connection.blpop([key], timeout=60):
+            raise TimeoutError(f"step {step} was never released")
+        logging.getLogger("tests.fixtures").info("step %d of %d", step, steps)
+        report_progress(step / steps)
+    return steps
+
+
+def echo(value: object) -> object:
+    """Return ``value`` unchanged (as the job's result)."""
+    return value
+
+
+def log_and_fail(message: str) -> None:
+    """Log ``message``, then fail with it."""
+    import logging
+
+    logging.getLogger("tests.fixtures").warning("about to fail: %s", message)
+    raise RuntimeError(message)
+
+
+def sleep_for(seconds: float) -> str:
+    """Sleep ``seconds`` (a job that outlives a short timeout), then return "woke up"."""
+    import time
+
+    time.sleep(seconds)
+    return "woke up"
+
+
 def report_pid() -> int:
     """Return the id of the process the job ran in."""
     import os

@@ -10,8 +10,7 @@ from rq import Queue, Retry
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from queues import OffloadQueue
-from scheduler import WAKE_CHANNEL
+from queues import WAKE_CHANNEL, OffloadQueue
 from tests.conftest import wait_for
 
 OPTIONS = {

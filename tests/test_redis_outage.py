@@ -23,7 +23,7 @@ def test_web_answers_503_while_redis_is_down_and_recovers_when_it_returns(tmp_pa
 
         # Redis is gone now.
         api = http.post("/api/jobs", json={"task": "crunch_numbers", "params": {"limit": 100}})
-        page = http.get("/jobs")
+        page = http.get("/jobs/a-job-id")  # a page that must read Redis
         health = http.get("/healthz")
 
         assert api.status_code == 503

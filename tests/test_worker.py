@@ -15,8 +15,7 @@ from rq.command import send_stop_job_command
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from queues import OffloadQueue
-from scheduler import WAKE_CHANNEL
+from queues import WAKE_CHANNEL, OffloadQueue
 from tests.conftest import Stack, process_env, wait_for
 
 pytestmark = pytest.mark.e2e

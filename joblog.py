@@ -1,0 +1,111 @@
+"""A job's own log: what its task logged while it ran, kept in Redis next to the job.
+
+The worker wraps each job in :func:`capture`, which adds a logging handler to the root
+logger of the work horse (one job per process) and appends every record the task and the
+libraries it calls log, except RQ's own, to a Redis list: the last ``MAX_LINES`` lines of
+at most ``MAX_LINE_CHARS`` characters each. When the job ends the list takes the job's own
+expiry, so it lives exactly as long as the job; the job page reads it with :func:`read`.
+Exceptions show as their last line only: full tracebacks are for operators.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from redis import Redis
+from redis.exceptions import RedisError
+from rq.job import Job
+
+MAX_LINES = 200
+"""Lines kept per job; older lines are dropped first."""
+
+MAX_LINE_CHARS = 500
+"""Longest line kept; longer ones are cut."""
+
+RUNNING_TTL = 7 * 24 * 3600
+"""Seconds the log lives while its job runs (then it takes the job's expiry)."""
+
+
+def log_key(job_id: str) -> str:
+    """The Redis list holding the log of job ``job_id``."""
+    return f"offload:job-log:{job_id}"
+
+
+class _LineFormatter(logging.Formatter):
+    """``time LEVEL logger: message``, plus an exception's last line; never a traceback."""
+
+    converter = time.gmtime
+
+    def format(self, record: logging.LogRecord) -> str:
+        # Built here rather than by Formatter.format, which reuses a traceback another handler cached.
+        moment = self.formatTime(record, "%Y-%m-%dT%H:%M:%S")
+        line = f"{moment}Z {record.levelname} {record.name}: {record.getMessage()}"
+        if record.exc_info and record.exc_info[1] is not None:
+            line += "\n" + traceback.format_exception_only(record.exc_info[0], record.exc_info[1])[-1].strip()
+        return line
+
+
+class JobLogHandler(logging.Handler):
+    """Appends log records to a job's capped Redis list."""
+
+    def __init__(self, connection: Redis, job_id: str, ttl: int) -> None:
+        super().__init__(logging.INFO)
+        self.connection = connection
+        self.key = log_key(job_id)
+        self.ttl = ttl
+        self.setFormatter(_LineFormatter())
+        self._local = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # RQ's own lines repeat the job's arguments and are about the worker, not the task.
+        return not (record.name == "rq" or record.name.startswith("rq.")) and super().filter(record)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(self._local, "busy", False):  # a Redis error logged while writing: no recursion
+            return
+        self._local.busy = True
+        try:
+            line = self.format(record).strip()[:MAX_LINE_CHARS]
+            pipe = self.connection.pipeline(transaction=False)
+            pipe.rpush(self.key, line)
+            pipe.ltrim(self.key, -MAX_LINES, -1)
+            pipe.expire(self.key, self.ttl)
+            pipe.execute()
+        except RedisError:
+            self.handleError(record)
+        finally:
+            self._local.busy = False
+
+
+@contextmanager
+def capture(job: Job, connection: Redis) -> Iterator[JobLogHandler]:
+    """Record what is logged in this process while the block runs into ``job``'s log."""
+    handler = JobLogHandler(connection, job.id, max(RUNNING_TTL, job.failure_ttl or 0))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        root.removeHandler(handler)
+        expire_with_job(connection, job)
+
+
+def expire_with_job(connection: Redis, job: Job) -> None:
+    """Give ``job``'s log the job's own remaining lifetime (none if the job has none)."""
+    ttl = connection.ttl(job.key)
+    if ttl > 0:
+        connection.expire(log_key(job.id), ttl)
+    elif ttl == -1:
+        connection.persist(log_key(job.id))
+    else:  # the job is already gone
+        connection.delete(log_key(job.id))
+
+
+def read(connection: Redis, job_id: str) -> list[str]:
+    """Return the job's log lines, oldest first (empty if it logged nothing)."""
+    return [line.decode("utf-8", "replace") for line in connection.lrange(log_key(job_id), 0, -1)]

@@ -1,0 +1,61 @@
+// Keeps the newsletter batch page current by polling its JSON until nothing is pending.
+// Text is written with textContent only, so nothing a recipient or a mail server wrote is parsed as HTML.
+(function () {
+  "use strict";
+  const root = document.getElementById("batch");
+  if (!root || root.dataset.done === "true") return;
+
+  const apiUrl = root.dataset.apiUrl;
+  const field = (name) => root.querySelector(`[data-field="${name}"]`);
+  const setText = (name, value) => { const el = field(name); if (el) el.textContent = value ?? "—"; };
+  let delay = 1000;
+
+  function cell(text) { const td = document.createElement("td"); td.textContent = text; return td; }
+
+  function render(batch) {
+    for (const name of ["sent", "failed", "pending", "canceled", "canceled_at"]) setText(name, batch[name]);
+    const progress = field("progress");
+    progress.max = batch.total;
+    progress.value = batch.sent + batch.failed;
+    setText("failures-note", batch.failed > batch.failures_shown ? `The first ${batch.failures_shown} of ${batch.failed}.` : "");
+    if (!batch.failures.length) return;
+    const rows = batch.failures.map((failure) => {
+      const tr = document.createElement("tr");
+      const link = document.createElement("a");
+      link.href = `/jobs/${encodeURIComponent(failure.job_id)}`;
+      const code = document.createElement("code");
+      code.textContent = failure.job_id.slice(0, 8);
+      link.append(code);
+      const jobCell = document.createElement("td");
+      jobCell.append(link);
+      tr.append(cell(failure.to), cell(failure.reason), jobCell);
+      return tr;
+    });
+    field("failures").replaceChildren(...rows);
+  }
+
+  async function poll() {
+    const note = root.querySelector("[data-live-note]");
+    try {
+      const response = await fetch(apiUrl, { headers: { Accept: "application/json" }, cache: "no-store" });
+      if (response.ok) {
+        const batch = await response.json();
+        render(batch);
+        delay = 1000;
+        note.textContent = "updating live";
+        if (batch.done) { note.hidden = true; root.dataset.done = "true"; return; }
+      } else if (response.status === 404) {
+        note.textContent = "this newsletter has expired";
+        return;
+      } else {
+        note.textContent = "connection trouble, retrying…";
+        delay = Math.min(delay * 2, 10000);
+      }
+    } catch (err) {
+      note.textContent = "connection lost, retrying…";
+      delay = Math.min(delay * 2, 10000);
+    }
+    setTimeout(poll, delay);
+  }
+  setTimeout(poll, 500);
+})();

@@ -1,0 +1,210 @@
+"""Operator login: credentials from the environment, the one check, cookies, limits, CSRF."""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+
+import pytest
+from werkzeug.security import check_password_hash
+
+import auth
+import dev
+import settings
+from app import create_app
+from tests.conftest import OPERATOR_ACCOUNT, OPERATOR_PASSWORD, log_in
+
+
+@pytest.fixture
+def guarded_app(app):
+    """The test app with one page behind ``operator_required``."""
+    app.add_url_rule("/guarded", "guarded", auth.operator_required(lambda: "operators only"), methods=["GET", "POST"])
+    return app
+
+
+def test_anonymous_get_of_an_operator_page_redirects_to_login_with_next(guarded_app):
+    response = guarded_app.test_client().get("/guarded?x=1")
+
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/login?next=/guarded?x%3D1"
+
+
+def test_anonymous_post_to_an_operator_page_is_403(guarded_app):
+    response = guarded_app.test_client().post("/guarded")
+
+    assert response.status_code == 403
+    assert "Log in as an operator" in response.get_data(as_text=True)
+
+
+def test_right_credentials_log_in_and_return_to_next(guarded_app):
+    client = guarded_app.test_client()
+
+    response = log_in(client, next="/guarded")
+
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/guarded"
+    assert client.get("/guarded").get_data(as_text=True) == "operators only"
+    assert "Log out" in client.get("/").get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    ("username", "password"), [("operator", "wrong password"), ("someone", OPERATOR_PASSWORD), ("", "")]
+)
+def test_wrong_credentials_are_401_and_do_not_log_in(guarded_app, username, password):
+    client = guarded_app.test_client()
+
+    response = log_in(client, username=username, password=password)
+
+    assert response.status_code == 401
+    assert "Wrong username or password." in response.get_data(as_text=True)
+    assert client.get("/guarded").status_code == 302
+
+
+@pytest.mark.parametrize("target", ["//evil.example/", "https://evil.example/", "/\\evil.example", "javascript:x"])
+def test_login_never_redirects_off_site(guarded_app, target):
+    response = log_in(guarded_app.test_client(), next=target)
+
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/"
+
+
+def test_logout_forgets_the_login(guarded_app):
+    client = guarded_app.test_client()
+    log_in(client)
+
+    assert client.post("/logout").status_code == 303
+    assert client.get("/guarded").status_code == 302
+
+
+def test_failed_logins_are_rate_limited_even_for_the_right_password_then(guarded_app):
+    client = guarded_app.test_client()
+    for _ in range(5):
+        assert log_in(client, password="guess").status_code == 401
+
+    response = log_in(client)
+
+    assert response.status_code == 429
+    assert "Too many failed logins" in response.get_data(as_text=True)
+    assert client.get("/guarded").status_code == 302
+
+
+def test_successful_logins_do_not_count_towards_the_limit(guarded_app):
+    client = guarded_app.test_client()
+    for _ in range(7):
+        assert log_in(client).status_code == 303
+
+
+def test_login_form_needs_its_csrf_token(redis_url):
+    client = create_app({"REDIS_URL": redis_url, **OPERATOR_ACCOUNT}).test_client()
+
+    refused = log_in(client)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").get_data(as_text=True)).group(1)
+    accepted = log_in(client, csrf_token=token)
+
+    assert refused.status_code == 400
+    assert accepted.status_code == 303
+
+
+def test_changing_the_password_hash_ends_existing_logins(redis_url):
+    app = create_app({"TESTING": True, "REDIS_URL": redis_url, "WTF_CSRF_ENABLED": False, **OPERATOR_ACCOUNT})
+    app.add_url_rule("/guarded", "guarded", auth.operator_required(lambda: "operators only"))
+    client = app.test_client()
+    log_in(client)
+    assert client.get("/guarded").status_code == 200
+
+    app.config["OPERATOR_PASSWORD_HASH"] = "pbkdf2:sha256:1000$other$" + "0" * 64
+
+    assert client.get("/guarded").status_code == 302
+
+
+def test_a_login_expires_after_operator_session_hours(guarded_app):
+    client = guarded_app.test_client()
+    log_in(client)
+    guarded_app.config["OPERATOR_SESSION_HOURS"] = 0
+
+    assert client.get("/guarded").status_code == 302
+
+
+def test_without_an_account_operator_pages_are_off_and_startup_says_why(redis_url, caplog):
+    with caplog.at_level(logging.WARNING, logger="offload"):
+        app = create_app({"TESTING": True, "REDIS_URL": redis_url, "WTF_CSRF_ENABLED": False})
+    app.add_url_rule("/guarded", "guarded", auth.operator_required(lambda: "operators only"))
+    client = app.test_client()
+
+    assert [r.getMessage() for r in caplog.records if "OPERATOR_USERNAME" in r.getMessage()] == [auth.OFF_MESSAGE]
+    for response in (client.get("/guarded"), client.get("/login"), log_in(client)):
+        assert response.status_code == 503
+        assert "OPERATOR_PASSWORD_HASH" in response.get_data(as_text=True)
+
+
+def test_session_cookie_is_secure_httponly_and_lax_outside_development(redis_url, monkeypatch):
+    monkeypatch.setenv("OFFLOAD_ENV", "production")
+    monkeypatch.setenv("SECRET_KEY", "a-production-secret-for-this-test")
+    app = create_app({"REDIS_URL": redis_url, "WTF_CSRF_ENABLED": False, **OPERATOR_ACCOUNT})
+
+    cookie = log_in(app.test_client()).headers["Set-Cookie"]
+
+    assert cookie.startswith("session=")
+    assert "; Secure" in cookie and "; HttpOnly" in cookie and "; SameSite=Lax" in cookie
+
+
+def test_session_cookie_is_not_secure_in_development_so_http_localhost_works():
+    assert settings.load({})["SESSION_COOKIE_SECURE"] is False
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"OPERATOR_USERNAME": "ops"}, "set both OPERATOR_USERNAME and OPERATOR_PASSWORD_HASH"),
+        ({"OPERATOR_PASSWORD_HASH": "x$y$z"}, "set both OPERATOR_USERNAME and OPERATOR_PASSWORD_HASH"),
+        ({"OPERATOR_USERNAME": "ops", "OPERATOR_PASSWORD_HASH": "hunter2"}, "not a password"),
+    ],
+)
+def test_half_or_plain_text_operator_settings_are_refused(environ, message):
+    with pytest.raises(settings.SettingsError, match=message):
+        settings.load(environ)
+
+
+def test_hash_command_prints_a_hash_of_the_piped_password(monkeypatch, capsys):
+    monkeypatch.setattr("sys.stdin", io.StringIO("a long enough password\n"))
+
+    assert auth.main([]) == 0
+
+    printed = capsys.readouterr().out.strip()
+    assert printed.startswith("scrypt:")
+    assert check_password_hash(printed, "a long enough password")
+    settings.load({"OPERATOR_USERNAME": "ops", "OPERATOR_PASSWORD_HASH": printed})  # accepted as is
+
+
+def test_hash_command_refuses_a_short_password(monkeypatch, capsys):
+    monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
+
+    assert auth.main([]) == 1
+    assert "at least 12 characters" in capsys.readouterr().err
+
+
+def test_failed_logins_stay_limited_in_memory_while_redis_is_down():
+    app = create_app(
+        {"TESTING": True, "REDIS_URL": f"redis://127.0.0.1:{dev.free_port()}/0", "WTF_CSRF_ENABLED": False}
+        | OPERATOR_ACCOUNT
+    )
+    client = app.test_client()
+
+    answers = [log_in(client, password="guess").status_code for _ in range(6)]
+
+    assert answers == [401] * 5 + [429]
+
+
+def test_logout_needs_its_csrf_token_so_other_sites_cannot_log_an_operator_out(redis_url):
+    app = create_app({"REDIS_URL": redis_url, **OPERATOR_ACCOUNT})
+    client = app.test_client()
+    token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").get_data(as_text=True)).group(1)
+    log_in(client, csrf_token=token)
+
+    refused = client.post("/logout")
+    still_in = "Log out" in client.get("/").get_data(as_text=True)
+    accepted = client.post("/logout", data={"csrf_token": token})
+
+    assert (refused.status_code, still_in, accepted.status_code) == (400, True, 303)
+    assert "Log out" not in client.get("/").get_data(as_text=True)

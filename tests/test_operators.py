@@ -1,0 +1,124 @@
+"""My jobs for everyone; all jobs, the queue overview and tracebacks for operators only."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+from rq import Queue, SimpleWorker
+from rq.serializers import JSONSerializer
+
+from tests.conftest import OPERATOR_PASSWORD, OPERATOR_USERNAME, log_in, wait_for
+
+
+def submit(client, limit: str = "1000") -> str:
+    response = client.post("/tasks/crunch_numbers", data={"limit": limit})
+    assert response.status_code == 303
+    return response.headers["Location"].rsplit("/", 1)[1]
+
+
+def test_my_jobs_lists_only_the_jobs_this_browser_submitted(app):
+    mine, theirs = app.test_client(), app.test_client()
+    my_job, their_job = submit(mine), submit(theirs)
+
+    page = mine.get("/jobs").get_data(as_text=True)
+
+    assert my_job in page and their_job not in page
+    assert "No jobs right now" in app.test_client().get("/jobs").get_data(as_text=True)
+
+
+def test_my_jobs_keeps_the_newest_thirty(app):
+    client = app.test_client()
+    ids = [submit(client) for _ in range(31)]
+
+    page = client.get("/jobs").get_data(as_text=True)
+
+    assert ids[0] not in page
+    assert all(job_id[:8] in page for job_id in ids[1:])
+
+
+@pytest.mark.parametrize("path", ["/operator/jobs", "/operator/queues"])
+def test_operator_pages_send_anonymous_users_to_login(client, path):
+    response = client.get(path)
+
+    assert response.status_code == 302
+    assert response.headers["Location"] == f"/login?next={path}"
+
+
+def test_all_jobs_filters_by_state_task_and_queue(app, redis):
+    visitor, operator = app.test_client(), app.test_client()
+    log_in(operator)
+    queued = submit(visitor)
+    low = Queue("low", connection=redis, serializer=JSONSerializer).enqueue("tests.fixtures.fail_with", "x")
+    SimpleWorker(
+        [Queue("low", connection=redis, serializer=JSONSerializer)], connection=redis, serializer=JSONSerializer
+    ).work(burst=True)
+
+    def listed(query: str) -> str:
+        response = operator.get(f"/operator/jobs{query}")
+        assert response.status_code == 200
+        return response.get_data(as_text=True)
+
+    assert queued[:8] in listed("") and low.id[:8] in listed("")
+    assert queued[:8] in listed("?state=queued") and low.id[:8] not in listed("?state=queued")
+    assert low.id[:8] in listed("?state=failed&queue=low") and queued[:8] not in listed("?queue=low")
+    assert queued[:8] in listed("?task=crunch_numbers") and low.id[:8] not in listed("?task=crunch_numbers")
+    assert "No failed jobs right now" in listed("?state=failed&queue=default")
+    assert operator.get("/operator/jobs?queue=nope").status_code == 400
+    assert operator.get("/operator/jobs?task=nope").status_code == 400
+
+
+def test_queue_overview_counts_each_queue_and_registry(app, redis):
+    operator = app.test_client()
+    log_in(operator)
+    submit(operator)
+    submit(operator)
+    low = Queue("low", connection=redis, serializer=JSONSerializer)
+    low.enqueue("tests.fixtures.fail_with", "x")
+    SimpleWorker([low], connection=redis, serializer=JSONSerializer).work(burst=True)
+
+    page = operator.get("/operator/queues").get_data(as_text=True)
+
+    default_row = re.search(r'<tr data-queue="default">(.*?)</tr>', page, re.DOTALL).group(1)
+    low_row = re.search(r'<tr data-queue="low">(.*?)</tr>', page, re.DOTALL).group(1)
+    assert '<td data-count="queued">2</td>' in default_row
+    assert '<td data-count="failed">0</td>' in default_row
+    assert '<td data-count="queued">0</td>' in low_row
+    assert 'data-count="failed"><a href="/operator/jobs?queue=low&amp;state=failed">1</a>' in low_row
+    assert "No worker is running" in page
+
+
+def test_traceback_shows_for_operators_only(app, redis):
+    queue = Queue("default", connection=redis, serializer=JSONSerializer)
+    job = queue.enqueue("tests.fixtures.fail_with", "<b>secret detail</b>")
+    SimpleWorker([queue], connection=redis, serializer=JSONSerializer).work(burst=True)
+    visitor, operator = app.test_client(), app.test_client()
+    log_in(operator)
+
+    visitor_page = visitor.get(f"/jobs/{job.id}").get_data(as_text=True)
+    operator_page = operator.get(f"/jobs/{job.id}").get_data(as_text=True)
+
+    assert "Traceback (most recent call last)" not in visitor_page
+    assert "traceback" not in visitor.get(f"/api/jobs/{job.id}").get_json()
+    assert "Traceback (most recent call last)" in operator_page
+    assert "&lt;b&gt;secret detail&lt;/b&gt;" in operator_page and "<b>secret" not in operator_page
+    assert "Traceback (most recent call last)" in operator.get(f"/api/jobs/{job.id}").get_json()["traceback"]
+
+
+@pytest.mark.e2e
+def test_queue_overview_shows_what_each_busy_worker_runs(stack, redis):
+    queue = Queue("default", connection=redis, serializer=JSONSerializer)
+    job = queue.enqueue("tests.fixtures.block_until_released", "release-overview", meta={"task": "crunch_numbers"})
+    with httpx.Client(base_url=stack.base_url, timeout=10) as http:
+        token = re.search(r'name="csrf_token" value="([^"]+)"', http.get("/login").text).group(1)
+        http.post("/login", data={"username": OPERATOR_USERNAME, "password": OPERATOR_PASSWORD, "csrf_token": token})
+        try:
+            wait_for(lambda: job.get_status(refresh=True) == "started", what="the job to start")
+
+            page = http.get("/operator/queues").text
+
+            assert f'href="/jobs/{job.id}"' in page
+            assert ">busy<" in page
+        finally:
+            redis.rpush("release-overview", "go")

@@ -1,0 +1,90 @@
+"""A real HTTP server in the test process that behaves like a flaky third-party API.
+
+Its paths pick the behaviour: ``/flaky/<name>?fail=N&status=S[&retry_after=T]`` fails N times
+with status S then answers 200; ``/bad`` always answers 400; ``/hang`` never answers in time;
+``/slow?seconds=T`` answers after T seconds and counts how many calls overlap; ``/get`` answers
+200 like httpbin.org's (the task's default path).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+
+class ThirdParty:
+    """A real HTTP server on a free port; records every call and the most calls at once."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+        self.active = 0
+        self.most_active = 0
+        self.lock = threading.Lock()
+        self.stop_hanging = threading.Event()
+        handler = type("Handler", (_Handler,), {"api": self})
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> ThirdParty:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_hanging.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    api: ThirdParty
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        url = urlsplit(self.path)
+        query = {key: values[0] for key, values in parse_qs(url.query).items()}
+        with self.api.lock:
+            self.api.calls[url.path] += 1
+            count = self.api.calls[url.path]
+        if url.path.startswith("/flaky/"):
+            if count <= int(query["fail"]):
+                headers = {"Retry-After": query["retry_after"]} if "retry_after" in query else {}
+                return self.answer(int(query["status"]), {"error": "try again", "call": count}, headers)
+            return self.answer(200, {"ok": True, "call": count})
+        if url.path == "/get":
+            return self.answer(200, {"args": query, "url": self.path})
+        if url.path == "/bad":
+            return self.answer(400, {"error": "missing field"})
+        if url.path == "/hang":
+            self.api.stop_hanging.wait(30)
+            return self.answer(200, {"late": True})
+        if url.path == "/slow":
+            with self.api.lock:
+                self.api.active += 1
+                self.api.most_active = max(self.api.most_active, self.api.active)
+            time.sleep(float(query["seconds"]))
+            with self.api.lock:
+                self.api.active -= 1
+            return self.answer(200, {"slow": True})
+        return self.answer(404, {"error": "no such path"})
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.answer(201, {"received": body, "auth": self.headers.get("Authorization")})
+
+    def answer(self, status: int, body: dict, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
