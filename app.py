@@ -15,6 +15,8 @@ import auth
 import control
 import dashboard
 import jobs
+import metrics
+import ondemand
 import operators
 import rate_limits
 import settings
@@ -34,6 +36,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)  # tokens live as long as the session
 
     jobs.init_app(app)
+    metrics.init_app(app)
+    ondemand.init_app(app)
     csrf.init_app(app)
     csrf.exempt(api.bp)  # JSON only: browsers cannot send it cross-site without a CORS preflight
     rate_limits.init_app(app)

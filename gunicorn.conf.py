@@ -30,3 +30,12 @@ control_socket_disable = True
 
 # Trust X-Forwarded-* only from the proxy in front (Fly's), which the app wraps with ProxyFix.
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+
+def when_ready(server):
+    """In the master, once: serve the metrics on METRICS_PORT for Fly's scraper (fly.toml [metrics])."""
+    port = os.environ.get("METRICS_PORT")
+    if port:
+        import metrics
+
+        metrics.serve_internal(int(port))

@@ -24,6 +24,7 @@ from rq.registry import BaseRegistry
 from rq.serializers import JSONSerializer
 
 import joblog
+import ondemand
 from queues import OffloadQueue
 from tasks import TASKS, Task
 
@@ -57,8 +58,9 @@ def connect(config: dict[str, Any]) -> Redis:
 
 def make_queues(redis: Redis, config: dict[str, Any]) -> dict[str, Queue]:
     """Return the configured queues, all with RQ's JSON serializer."""
+    names = dict.fromkeys(config["QUEUES"] + config["ONDEMAND_QUEUES"])  # on-demand queues: ondemand.py
     # OffloadQueue: one round trip per enqueue, and it wakes the scheduler (queues.py).
-    return {name: OffloadQueue(name, connection=redis, serializer=JSONSerializer) for name in config["QUEUES"]}
+    return {name: OffloadQueue(name, connection=redis, serializer=JSONSerializer) for name in names}
 
 
 def init_app(app: Flask) -> None:
@@ -66,9 +68,10 @@ def init_app(app: Flask) -> None:
     if EXTENSION_KEY in app.extensions:
         raise RuntimeError("jobs.init_app was already called on this app")
     for task in TASKS.values():
-        if task.queue not in app.config["QUEUES"]:
+        if task.queue not in app.config["QUEUES"] + app.config["ONDEMAND_QUEUES"]:
             raise RuntimeError(
                 f"task {task.name!r} uses queue {task.queue!r}, which is not in QUEUES={app.config['QUEUES']}"
+                f" or ONDEMAND_QUEUES={app.config['ONDEMAND_QUEUES']}"
             )
         if task.concurrency_limit and not isinstance(app.config.get(task.concurrency_limit), int):
             raise RuntimeError(f"task {task.name!r} is capped by {task.concurrency_limit}, which is not a setting")
@@ -106,9 +109,11 @@ def submit_job(task: Task, params: BaseModel, run_at: datetime | None = None) ->
         description=task.title,
         meta={"task": task.name, "progress": 0},
     )
-    if run_at is None:
-        return queue.enqueue_job(job)
-    return queue.schedule_job(job, run_at)
+    if run_at is not None:
+        return queue.schedule_job(job, run_at)
+    job = queue.enqueue_job(job)
+    ondemand.job_enqueued(task.queue, job.id)  # on an on-demand queue: start a worker for it
+    return job
 
 
 def fetch_job(job_id: str) -> Job | None:

@@ -45,6 +45,8 @@ def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         if offload_env != "development":
             raise SettingsError("SECRET_KEY must be set when OFFLOAD_ENV is not 'development'")
         secret_key = DEVELOPMENT_SECRET_KEY
+    if env.get("ONDEMAND_BACKEND", "local") not in ("local", "fly"):
+        raise SettingsError(f"ONDEMAND_BACKEND must be 'local' or 'fly', got {env['ONDEMAND_BACKEND']!r}")
     operator_username = env.get("OPERATOR_USERNAME", "").strip()
     operator_password_hash = env.get("OPERATOR_PASSWORD_HASH", "").strip()
     if bool(operator_username) != bool(operator_password_hash):
@@ -76,6 +78,32 @@ def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "JOB_LIST_LIMIT": _int(env, "JOB_LIST_LIMIT", 100),
         # Largest request body the web accepts, in bytes (uploads included).
         "MAX_CONTENT_LENGTH": _int(env, "MAX_CONTENT_LENGTH", 2 * 1024 * 1024),
+        # --- faults: how soon a dead worker's job is noticed, and what happens to it
+        # Seconds between a busy worker's heartbeats (RQ's job monitoring interval, 30 there).
+        # A job whose worker misses two of them in a row counts as abandoned.
+        "WORKER_HEARTBEAT_INTERVAL": _int(env, "WORKER_HEARTBEAT_INTERVAL", 10),
+        # Seconds between a worker's maintenance passes, which find abandoned jobs (RQ: 600).
+        "WORKER_MAINTENANCE_INTERVAL": _int(env, "WORKER_MAINTENANCE_INTERVAL", 20),
+        # --- deploy (docs/deploy.md) ---
+        # Queues no stock worker listens to: a job sent to one starts an `rq worker --burst`
+        # for it (ondemand.py) that exits when the queue is empty.
+        "ONDEMAND_QUEUES": _list(env, "ONDEMAND_QUEUES", ["ondemand"]),
+        # "local" runs that worker as a subprocess; "fly" starts a Fly Machine per worker.
+        "ONDEMAND_BACKEND": env.get("ONDEMAND_BACKEND", "local"),
+        # Most on-demand workers draining one queue at once.
+        "ONDEMAND_MAX_WORKERS": _int(env, "ONDEMAND_MAX_WORKERS", 2),
+        # The Machines API: public address, or http://_api.internal:4280 inside Fly; a deploy token.
+        "FLY_API_URL": env.get("FLY_API_URL", "https://api.machines.dev"),
+        "FLY_API_TOKEN": env.get("FLY_API_TOKEN", ""),
+        # Set by Fly on every Machine: this app's name, the image it runs, its region.
+        "FLY_APP_NAME": env.get("FLY_APP_NAME", ""),
+        "FLY_IMAGE_REF": env.get("FLY_IMAGE_REF", ""),
+        "FLY_REGION": env.get("FLY_REGION", ""),
+        # Size of an on-demand worker Machine.
+        "ONDEMAND_VM_CPUS": _int(env, "ONDEMAND_VM_CPUS", 1),
+        "ONDEMAND_VM_MEMORY_MB": _int(env, "ONDEMAND_VM_MEMORY_MB", 1024),
+        # Bearer token for GET /metrics on the public port; unset, /metrics answers 404.
+        "METRICS_TOKEN": env.get("METRICS_TOKEN", ""),
         # The operator who may open /rq and the operator pages; both empty: those pages are off.
         "OPERATOR_USERNAME": operator_username,
         # A werkzeug password hash (scrypt), made by `python -m auth`; never the password itself.

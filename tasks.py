@@ -160,7 +160,7 @@ def preload() -> None:
     title="Crunch numbers",
     description="Count the prime numbers below a limit with a segmented sieve of Eratosthenes.",
     queue="default",
-    timeout=600,
+    timeout=240,  # under fly.toml kill_timeout (300 s), so a deploy lets it finish
     retry=Retry(max=2, interval=[10, 30]),
     result_ttl=24 * 3600,
 )
@@ -385,7 +385,7 @@ def send_newsletter(
     description="Prunes what does not expire by itself: the index of expired newsletters, RQ's groups and registries. "
     "Runs nightly (periodic.py); run it now here.",
     queue="low",
-    timeout=600,
+    timeout=240,  # ends before fly.toml's kill_timeout, so a deploy never cuts it short
 )
 def cleanup_expired() -> dict[str, int]:
     """Return how many index entries were pruned."""
@@ -402,7 +402,7 @@ def cleanup_expired() -> dict[str, int]:
     description="Counts the jobs that ended, by task and outcome, and the newsletters sent; keeps the last 48 and "
     "mails it to DIGEST_TO when set. Runs hourly (periodic.py).",
     queue="low",
-    timeout=300,
+    timeout=120,
 )
 def hourly_digest(hours: Annotated[int, Field(ge=1, le=168, title="Hours to cover")] = 1) -> dict[str, Any]:
     """Return the digest of the last ``hours``."""

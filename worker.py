@@ -35,7 +35,12 @@ from typing import Any
 
 from flask import Flask
 from rq import Queue, Worker
-from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
+from rq.defaults import (
+    DEFAULT_JOB_MONITORING_INTERVAL,
+    DEFAULT_LOGGING_DATE_FORMAT,
+    DEFAULT_LOGGING_FORMAT,
+    DEFAULT_MAINTENANCE_TASK_INTERVAL,
+)
 from rq.executions import Execution
 from rq.job import Job
 from rq.serializers import JSONSerializer
@@ -48,6 +53,7 @@ import joblog
 import retries
 import settings
 import tasks
+from metrics import JobMetricsMixin
 from queues import OffloadQueue
 from scheduler import SleepingScheduler
 
@@ -99,9 +105,9 @@ class JobProcess:
     connection: Connection
 
 
-class OffloadWorker(Worker):
-    """RQ's worker with JSON jobs, the Flask app context, attempt records, a reused job
-    process, fewer Redis round trips and a scheduler that sleeps until work is due."""
+class OffloadWorker(JobMetricsMixin, Worker):
+    """RQ's worker with JSON jobs, the Flask app context, attempt records, each job's log and
+    metrics, a reused job process, fewer Redis round trips and a scheduler that sleeps."""
 
     def __init__(
         self,
@@ -117,6 +123,11 @@ class OffloadWorker(Worker):
             queues = [queues]
         names = [queue.name if isinstance(queue, Queue) else queue for queue in queues]
         kwargs.update(serializer=JSONSerializer, job_class=OffloadJob, queue_class=OffloadQueue)
+        # `rq worker` always passes RQ's defaults; those mean "not chosen", so Offload's apply.
+        if kwargs.get("job_monitoring_interval", DEFAULT_JOB_MONITORING_INTERVAL) == DEFAULT_JOB_MONITORING_INTERVAL:
+            kwargs["job_monitoring_interval"] = _settings["WORKER_HEARTBEAT_INTERVAL"]
+        if kwargs.get("maintenance_interval", DEFAULT_MAINTENANCE_TASK_INTERVAL) == DEFAULT_MAINTENANCE_TASK_INTERVAL:
+            kwargs["maintenance_interval"] = _settings["WORKER_MAINTENANCE_INTERVAL"]
         super().__init__(names, *args, **kwargs)
         self._flask_app: Flask | None = None
         self.job_process_max_jobs = job_process_max_jobs
@@ -198,6 +209,24 @@ class OffloadWorker(Worker):
         # In the work horse this runs inside perform_job's except block, before RQ decides on a retry.
         retries.apply_retry_hints(job, sys.exc_info()[1])
         super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
+
+    # ------------------------------------------------------------------ faults
+    #
+    # A dead worker's jobs are found within a minute (heartbeat TTL and maintenance interval
+    # from settings, instead of RQ's 60 s grace and 10 min): what a deploy's SIGKILL after
+    # kill_timeout needs (docs/deploy.md). Same code as the reliability branch's.
+
+    @property
+    def dequeue_timeout(self) -> int:
+        # RQ blocks up to 405 s waiting for a job, and runs maintenance only between waits.
+        return max(1, min(self.worker_ttl - 15, self.maintenance_interval))
+
+    def get_heartbeat_ttl(self, job, working_time: float = 0.0) -> int:  # type: ignore[no-untyped-def]
+        # RQ adds a fixed 60 s; two missed heartbeats are evidence enough that the worker died.
+        interval = self.job_monitoring_interval
+        if job.timeout and job.timeout > 0:
+            return int(max(0, min(job.timeout - working_time, interval))) + 2 * interval
+        return 3 * interval
 
     # --------------------------------------------------------------- the job process
     #

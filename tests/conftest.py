@@ -146,10 +146,12 @@ class Stack:
         wait_for(lambda: _answers(self.base_url + "/healthz"), what="gunicorn to answer")
         return self.base_url
 
-    def start_worker(self, name: str = "worker", extra: list[str] | None = None, **env: str) -> subprocess.Popen:
+    def start_worker(
+        self, name: str = "worker", extra: list[str] | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.Popen:
         """Start the README's worker command (dev.WORKER_COMMAND), with ``extra`` arguments and ``env``."""
         command = shlex.split(dev.WORKER_COMMAND) + (extra or [])
-        process = self.spawn(name, command, **env)
+        process = self.spawn(name, command, **(env or {}))
         redis = Redis.from_url(self.redis_url)
         wait_for(
             lambda: process.poll() is not None or any(w.pid == process.pid for w in _workers(redis)),

@@ -27,6 +27,27 @@ def burn_cpu(seconds: float) -> str:
     return "done"
 
 
+def run_until_released(key: str, limit: float = 120) -> str:
+    """Keep working until the test sets Redis ``key`` (a job whose end the test decides)."""
+    import time
+
+    job = get_current_job()
+    deadline = time.monotonic() + limit
+    while not job.connection.exists(key):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{key} was never set")
+        time.sleep(0.05)
+    return "released"
+
+
+def hang_on_first_attempt() -> str:
+    """Never end on the first attempt (only a kill stops it); return "done" on a retry."""
+    import time
+
+    job = get_current_job()
+    while len(job.meta.get("attempts", [])) <= 1:
+        time.sleep(0.1)
+    return f"done on attempt {len(job.meta['attempts'])}"
 def block_until_released(key: str, timeout: int = 60, label: str = "") -> str:
     """Wait (without using CPU) until a test pushes to ``key``; keeps a worker busy meanwhile."""
     job = get_current_job()

@@ -105,7 +105,7 @@ def test_sigterm_lets_the_running_job_finish_then_the_worker_exits_with_its_chil
 
 
 def test_the_job_process_is_replaced_after_its_job_limit(workers, queue):
-    worker = workers.start_worker(JOB_PROCESS_MAX_JOBS="2")
+    worker = workers.start_worker(env={"JOB_PROCESS_MAX_JOBS": "2"})
 
     pids = [ended(queue.enqueue("tests.fixtures.report_pid")).return_value() for _ in range(5)]
 
@@ -116,7 +116,7 @@ def test_the_job_process_is_replaced_after_its_job_limit(workers, queue):
 
 
 def test_the_job_process_is_replaced_once_its_memory_passed_the_limit(workers, queue):
-    workers.start_worker(JOB_PROCESS_MAX_MEMORY_MB="200")
+    workers.start_worker(env={"JOB_PROCESS_MAX_MEMORY_MB": "200"})
 
     small = ended(queue.enqueue("tests.fixtures.report_pid")).return_value()
     big = ended(queue.enqueue("tests.fixtures.hold_memory", 250)).return_value()

@@ -1,0 +1,194 @@
+"""A local stand-in for the parts of Fly's Machines API that ``ondemand.FlyBackend`` uses.
+
+Speaks the documented protocol over real HTTP (bearer token, JSON bodies, status codes),
+and runs each created Machine's ``config.init.cmd`` as a real subprocess with the app's
+secrets and ``config.env``, so a Machine lives exactly as long as its command:
+
+- ``POST /v1/apps/{app}/machines``: create and start; ``auto_destroy`` destroys it on exit;
+- ``GET /v1/apps/{app}/machines?metadata.KEY=VALUE``: list, filtered by metadata;
+- ``GET /v1/apps/{app}/machines/{id}``: one Machine;
+- ``GET /v1/apps/{app}/machines/{id}/wait?state=...&timeout=...``: 200 once it reached that
+  state, or 408 on timeout;
+- ``DELETE /v1/apps/{app}/machines/{id}?force=true``: kill and destroy.
+
+``answers`` scripts error replies (429, 412, 503, ...) that the next requests get first.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Machine:
+    id: str
+    config: dict[str, Any]
+    state: str = "created"
+    reached: set[str] = field(default_factory=lambda: {"created"})
+    process: subprocess.Popen | None = None
+    instance_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def view(self) -> dict[str, Any]:
+        return {"id": self.id, "instance_id": self.instance_id, "state": self.state, "config": self.config}
+
+
+class FakeFly:
+    """The fake API server and its Machines; ``url`` is its base address."""
+
+    def __init__(self, app_name: str, token: str, secrets: dict[str, str], logs: Path) -> None:
+        self.app_name, self.token, self.secrets, self.logs = app_name, token, secrets, logs
+        self.machines: dict[str, Machine] = {}
+        self.requests: list[tuple[str, str]] = []
+        self.answers: dict[str, deque[tuple[int, dict[str, Any], dict[str, str]]]] = {}
+        self.stuck = 0  # the next N created Machines never start (a host that cannot run them)
+        self.lock = threading.Lock()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def answer_next(self, route: str, *replies: tuple[int, dict[str, Any], dict[str, str]]) -> None:
+        """Make the next requests to ``route`` ("POST /machines", ...) get these replies first."""
+        self.answers.setdefault(route, deque()).extend(replies)
+
+    def created(self) -> list[Machine]:
+        return list(self.machines.values())
+
+    def close(self) -> None:
+        self.server.shutdown()
+        for machine in self.machines.values():
+            if machine.process and machine.process.poll() is None:
+                machine.process.kill()
+                machine.process.wait()
+
+    # ----------------------------------------------------------------- machine lifecycle
+
+    def _create(self, body: dict[str, Any]) -> Machine:
+        machine = Machine(id=uuid.uuid4().hex[:14], config=body["config"])
+        self.machines[machine.id] = machine
+        if self.stuck:
+            self.stuck -= 1
+        else:
+            command = list(machine.config["init"]["cmd"])
+            command[0] = shutil.which(command[0], path=str(Path(sys.executable).parent)) or command[0]
+            log = open(self.logs / f"machine-{machine.id}.log", "ab")  # noqa: SIM115 - closed below
+            machine.process = subprocess.Popen(
+                command,
+                cwd=ROOT,
+                env={**self.secrets, **machine.config.get("env", {})},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            log.close()
+            machine.state = "started"
+            machine.reached.add("started")
+            threading.Thread(target=self._supervise, args=(machine,), daemon=True).start()
+        return machine
+
+    def _supervise(self, machine: Machine) -> None:
+        assert machine.process is not None
+        machine.process.wait()
+        with self.lock:
+            if machine.state != "destroyed":
+                machine.state = "destroyed" if machine.config.get("auto_destroy") else "stopped"
+                machine.reached |= {"stopped", machine.state}
+
+    def _wait(self, machine: Machine, state: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while state not in machine.reached:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
+    def _destroy(self, machine: Machine) -> None:
+        if machine.process and machine.process.poll() is None:
+            machine.process.kill()
+        machine.state = "destroyed"
+        machine.reached |= {"stopped", "destroyed"}
+
+    # ----------------------------------------------------------------- HTTP
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _reply(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _route(self, method: str) -> None:
+                url = urlsplit(self.path)
+                query = {k: v[0] for k, v in parse_qs(url.query).items()}
+                match = re.fullmatch(rf"/v1/apps/{fake.app_name}/machines(?:/(\w+))?(/wait)?", url.path)
+                route = (
+                    f"{method} /machines" + ("/{id}" if match and match[1] else "") + (match[2] or "" if match else "")
+                )
+                fake.requests.append((method, self.path))
+                if self.headers.get("Authorization") != f"Bearer {fake.token}":
+                    return self._reply(401, {"error": "You must be authenticated to view this."})
+                if match is None:
+                    return self._reply(404, {"error": "app not found"})
+                if fake.answers.get(route):
+                    return self._reply(*fake.answers[route].popleft())
+                machine = fake.machines.get(match[1] or "")
+                if match[1] and machine is None:
+                    return self._reply(404, {"error": "machine not found"})
+                if route == "POST /machines":
+                    length = int(self.headers.get("Content-Length", 0))
+                    return self._reply(200, fake._create(json.loads(self.rfile.read(length))).view())
+                if route == "GET /machines":
+                    wanted = {k.removeprefix("metadata."): v for k, v in query.items() if k.startswith("metadata.")}
+                    listed = [
+                        m.view()
+                        for m in fake.machines.values()
+                        if m.state != "destroyed"
+                        and all(m.config.get("metadata", {}).get(k) == v for k, v in wanted.items())
+                    ]
+                    return self._reply(200, listed)
+                if route == "GET /machines/{id}":
+                    return self._reply(200, machine.view())
+                if route == "GET /machines/{id}/wait":
+                    if fake._wait(machine, query.get("state", "started"), float(query.get("timeout", 60))):
+                        return self._reply(200, {"ok": True})
+                    return self._reply(408, {"error": "deadline_exceeded: machine did not reach state"})
+                if route == "DELETE /machines/{id}":
+                    if machine.state == "started" and query.get("force") != "true":
+                        return self._reply(412, {"error": "machine still active, refusing to delete"})
+                    fake._destroy(machine)
+                    return self._reply(200, {"ok": True})
+                return self._reply(404, {"error": f"no route {route}"})
+
+            def do_GET(self) -> None:
+                self._route("GET")
+
+            def do_POST(self) -> None:
+                self._route("POST")
+
+            def do_DELETE(self) -> None:
+                self._route("DELETE")
+
+        return Handler
