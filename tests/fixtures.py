@@ -136,3 +136,32 @@ def record_run(ledger: str, seconds: float = 0.0) -> str:
         burn_cpu(seconds)
     write(redis.hincrby, f"{ledger}:done", job.id, 1)
     return "done"
+def report_pid() -> int:
+    """Return the id of the process the job ran in."""
+    import os
+
+    return os.getpid()
+
+
+def segfault() -> None:
+    """Die the way a buggy C extension does: SIGSEGV."""
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def exit_abruptly() -> None:
+    """Leave the process at once, skipping every cleanup, as os._exit does."""
+    import os
+
+    os._exit(3)
+
+
+def hold_memory(megabytes: int) -> int:
+    """Touch ``megabytes`` of memory (raising the process's peak RSS), then return its pid."""
+    import os
+
+    block = bytearray(megabytes * 1024 * 1024)
+    block[::4096] = b"x" * len(range(0, len(block), 4096))
+    return os.getpid()
