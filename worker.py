@@ -606,4 +606,3 @@ class OffloadWorker(JobMetricsMixin, Worker):
         if state == self._state:
             return None
         return self._until_redis_answers(f"setting state {state}", super().set_state, state)
-

@@ -83,6 +83,7 @@ def test_every_route_and_error_sends_the_security_headers(unlimited_app: Flask, 
     samples = {
         "name": "crunch_numbers",
         "job_id": job_id,
+        "batch_id": "b" * 32,
         "filename": "job.js",
         "instance_number": 0,
         "queue_name": "default",
