@@ -49,9 +49,10 @@ from rq.exceptions import NoSuchJobError, StopRequested
 from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.registry import clean_registries
+from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
 from rq.timeouts import JobTimeoutException
-from rq.utils import now, utcformat
+from rq.utils import current_timestamp, now, utcformat
 from rq.worker import WorkerStatus
 
 import joblog
@@ -60,10 +61,13 @@ import settings
 import tasks
 from dev import redact
 from metrics import JobMetricsMixin
-from queues import OffloadQueue
+from queues import WAKE_CHANNEL, OffloadQueue
 from scheduler import SleepingScheduler
 
 _settings = settings.load()
+
+FULL_MAINTENANCE_INTERVAL = DEFAULT_MAINTENANCE_TASK_INTERVAL
+"""Seconds between full maintenance passes (RQ's default); abandoned jobs are looked for more often."""
 
 # --- read by `rq worker -c worker` -------------------------------------------------
 REDIS_URL = _settings["REDIS_URL"]
@@ -181,6 +185,7 @@ class OffloadWorker(JobMetricsMixin, Worker):
         self.job_process_max_memory_mb = job_process_max_memory_mb
         self._job_process: JobProcess | None = None
         self._heartbeat_expires_at = 0.0
+        self._fully_cleaned_at: float | None = None
 
     @property
     def flask_app(self) -> Flask:
@@ -345,9 +350,6 @@ class OffloadWorker(JobMetricsMixin, Worker):
 
     def check_for_suspension(self, burst: bool) -> None:
         self._until_redis_answers("checking for suspension", super().check_for_suspension, burst)
-
-    def run_maintenance_tasks(self) -> None:
-        self._until_redis_answers("running maintenance", super().run_maintenance_tasks)
 
     def prepare_execution(self, job):  # type: ignore[no-untyped-def]
         def attempt():  # type: ignore[no-untyped-def]
@@ -574,6 +576,56 @@ class OffloadWorker(JobMetricsMixin, Worker):
     def _peak_memory_mb() -> float:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return peak / (1024 * 1024 if sys.platform == "darwin" else 1024)
+
+    # --------------------------------------------------------------- cheap maintenance
+    #
+    # The faults section runs maintenance every WORKER_MAINTENANCE_INTERVAL seconds. RQ's pass
+    # cleans every registry of every queue (~30 commands from each worker each time: the lock
+    # is released after every pass) and tries for the scheduler's locks (a script per queue).
+    # Only one part of it has to be that fast: failing or retrying the jobs of a worker that
+    # died, i.e. started-registry entries whose heartbeat expired. Each pass asks for those (one
+    # round trip, a command per queue) and cleans only a queue that has some; the rest of RQ's
+    # maintenance runs every FULL_MAINTENANCE_INTERVAL (RQ's own default), and the scheduler's
+    # locks are tried only when one of them is free.
+
+    def run_maintenance_tasks(self) -> None:
+        self._until_redis_answers("running maintenance", self._maintain)
+
+    def _maintain(self) -> None:
+        if self.last_cleaned_at and self.scheduler and self._scheduler_lock_free():
+            process = self.scheduler._process
+            if process is None or not process.is_alive():
+                self.scheduler.acquire_locks(auto_start=True)
+        now = time.monotonic()
+        if self._fully_cleaned_at is None or now - self._fully_cleaned_at >= FULL_MAINTENANCE_INTERVAL:
+            self.clean_registries()
+            self.clean_group_registries()
+            self._fully_cleaned_at = now
+        else:
+            self.clean_abandoned_jobs()
+            self.last_cleaned_at = now()
+
+    def clean_abandoned_jobs(self) -> None:
+        """Fail or retry the jobs of workers that died, in the queues that have any."""
+        registries = [queue.started_job_registry for queue in self.queues]
+        cutoff = current_timestamp()
+        with self.connection.pipeline(transaction=False) as pipeline:
+            for registry in registries:
+                pipeline.zrangebyscore(registry.key, 0, cutoff, start=0, num=1)
+            expired = pipeline.execute()
+        for queue, registry, found in zip(self.queues, registries, expired, strict=True):
+            if found and queue.acquire_maintenance_lock():
+                try:
+                    self._settle_abandoned_jobs(queue)  # crash recorded, re-run granted (faults)
+                    registry.cleanup(exception_handlers=self._exc_handlers)
+                finally:
+                    queue.release_maintenance_lock()
+                # A retry with a delay went through RQ's plain Queue: wake the scheduler for it.
+                self.connection.publish(WAKE_CHANNEL, queue.name)
+
+    def _scheduler_lock_free(self) -> bool:
+        keys = [RQScheduler.get_locking_key(queue.name) for queue in self.queues]
+        return self.connection.exists(*keys) < len(keys)
 
     # --------------------------------------------------------------- fewer round trips
     #
