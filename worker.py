@@ -596,11 +596,11 @@ class OffloadWorker(JobMetricsMixin, Worker):
             process = self.scheduler._process
             if process is None or not process.is_alive():
                 self.scheduler.acquire_locks(auto_start=True)
-        now = time.monotonic()
-        if self._fully_cleaned_at is None or now - self._fully_cleaned_at >= FULL_MAINTENANCE_INTERVAL:
+        moment = time.monotonic()
+        if self._fully_cleaned_at is None or moment - self._fully_cleaned_at >= FULL_MAINTENANCE_INTERVAL:
             self.clean_registries()
             self.clean_group_registries()
-            self._fully_cleaned_at = now
+            self._fully_cleaned_at = moment
         else:
             self.clean_abandoned_jobs()
             self.last_cleaned_at = now()
