@@ -83,7 +83,6 @@ def test_every_route_and_error_sends_the_security_headers(unlimited_app: Flask, 
     samples = {
         "name": "crunch_numbers",
         "job_id": job_id,
-        "batch_id": "b" * 32,
         "filename": "job.js",
         "instance_number": 0,
         "queue_name": "default",
@@ -91,6 +90,7 @@ def test_every_route_and_error_sends_the_security_headers(unlimited_app: Flask, 
         "per_page": 8,
         "order": "asc",
         "page": 1,
+        "batch_id": "no-such-batch",
     }
     checked = 0
     # Reads first, then the actions (which may delete the sample job).

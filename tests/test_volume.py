@@ -61,9 +61,8 @@ def test_ten_thousand_jobs_finish_once_and_leave_no_key_that_grows_with_traffic(
         ran_in = time.monotonic() - started
 
         done, runs = ledger.done(), ledger.runs()
-        workers = Worker.all(connection=redis)
-        succeeded = sum(worker.successful_job_count for worker in workers)
-        failed = sum(worker.failed_job_count for worker in workers)
+        # The workers' own counts also include the periodic jobs their scheduler queued (low queue).
+        failed = sum(worker.failed_job_count for worker in Worker.all(connection=redis))
         ledger.forget()
 
         # Only keys that do not grow with traffic may stay without an expiry.
@@ -78,7 +77,7 @@ def test_ten_thousand_jobs_finish_once_and_leave_no_key_that_grows_with_traffic(
         figures.record(
             "volume (2 workers)",
             submitted=JOBS,
-            finished=succeeded,
+            finished=sum(1 for count in done.values() if count == 1),
             failed=failed,
             lost=JOBS - len(done),
             duplicates=sum(1 for count in done.values() if count != 1),
@@ -94,11 +93,12 @@ def test_ten_thousand_jobs_finish_once_and_leave_no_key_that_grows_with_traffic(
         )
         print("keys left without expiry:", left)
 
-        assert len(done) == JOBS and succeeded == JOBS and failed == 0
+        assert len(done) == JOBS and failed == 0
         assert set(done.values()) == {1} and set(runs.values()) == {1}
-        # What stays is per queue or per worker (rq:queues, rq:workers:<queue>), never per job.
+        # What stays is per queue, per worker or per task (rq:workers:<queue>, the metrics of a
+        # task, the last 48 digests), never per job.
         assert not [key for key in left if JOB_ID.search(key)], left
-        assert len(left) <= 10, left
+        assert len(left) <= 20, left
         assert after - baseline < (peak - baseline) / 5, (baseline, peak, after)
     finally:
         stack.close()
