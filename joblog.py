@@ -60,6 +60,7 @@ class JobLogHandler(logging.Handler):
         self.ttl = ttl
         self.setFormatter(_LineFormatter())
         self._local = threading.local()
+        self.written = 0
 
     def filter(self, record: logging.LogRecord) -> bool:
         # RQ's own lines repeat the job's arguments and are about the worker, not the task.
@@ -76,6 +77,7 @@ class JobLogHandler(logging.Handler):
             pipe.ltrim(self.key, -MAX_LINES, -1)
             pipe.expire(self.key, self.ttl)
             pipe.execute()
+            self.written += 1
         except RedisError:
             self.handleError(record)
         finally:
@@ -92,7 +94,10 @@ def capture(job: Job, connection: Redis) -> Iterator[JobLogHandler]:
         yield handler
     finally:
         root.removeHandler(handler)
-        expire_with_job(connection, job)
+        # A job that logged nothing (most) costs no round trip: a log an earlier attempt left
+        # already has an expiry (RUNNING_TTL, or that attempt's job expiry).
+        if handler.written:
+            expire_with_job(connection, job)
 
 
 def expire_with_job(connection: Redis, job: Job) -> None:

@@ -27,6 +27,7 @@ from rq.serializers import JSONSerializer
 import joblog
 import ondemand
 from dev import redact
+from queues import OffloadQueue
 from tasks import TASKS, Task
 
 EXTENSION_KEY = "offload"
@@ -69,7 +70,8 @@ def redis_problem(config: dict[str, Any]) -> str | None:
 def make_queues(redis: Redis, config: dict[str, Any]) -> dict[str, Queue]:
     """Return the configured queues, all with RQ's JSON serializer."""
     names = dict.fromkeys(config["QUEUES"] + config["ONDEMAND_QUEUES"])  # on-demand queues: ondemand.py
-    return {name: Queue(name, connection=redis, serializer=JSONSerializer) for name in names}
+    # OffloadQueue: one round trip per enqueue, and it wakes the scheduler (queues.py).
+    return {name: OffloadQueue(name, connection=redis, serializer=JSONSerializer) for name in names}
 
 
 def init_app(app: Flask) -> None:

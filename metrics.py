@@ -51,11 +51,12 @@ def task_key(label: str) -> str:
 
 
 def task_label(job: Job) -> str:
-    """The task a job runs: its registered name, or the function path for jobs enqueued by hand."""
+    """The task a job runs: its registered name, the function path for jobs enqueued by hand,
+    or "unreadable" for a job whose data is not JSON (the worker refuses to run those)."""
     try:
         return (job.meta or {}).get("task") or job.func_name
     except DeserializationError:
-        return "unreadable"  # not JSON: the worker refuses it (worker.OffloadWorker.execute_job)
+        return "unreadable"
 
 
 def record_job(redis: Redis, job: Job, outcome: str, seconds: float | None = None) -> None:

@@ -171,4 +171,8 @@ def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "TRUSTED_PROXY_COUNT": _int(env, "TRUSTED_PROXY_COUNT", 0),
         # Jobs one client (IP address) may submit, in Flask-Limiter's notation.
         "SUBMIT_RATE_LIMIT": env.get("SUBMIT_RATE_LIMIT") or "60 per minute",
+        # A worker's job process (which runs job after job) is replaced after this many jobs,
+        # or once its peak memory passes this many MB, so a leaking job cannot grow forever.
+        "JOB_PROCESS_MAX_JOBS": _int(env, "JOB_PROCESS_MAX_JOBS", 1000),
+        "JOB_PROCESS_MAX_MEMORY_MB": _int(env, "JOB_PROCESS_MAX_MEMORY_MB", 1024),
     }

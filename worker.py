@@ -7,25 +7,33 @@ Run a worker exactly as production does::
 ``-c worker`` makes RQ read ``REDIS_URL``, ``QUEUES`` and ``DICT_CONFIG`` below, which come
 from the same environment as the web app (``settings.load``). ``-w worker.OffloadWorker``
 adds what plain RQ lacks: JSON serialization whatever the command line says, the Flask app
-built once per worker process (before any fork) with its context pushed around every
-job, a record of each attempt in the job's meta for the job page, heavy libraries and
-models preloaded before the first fork (``tasks.preload``), retry hints from a task's
-exception (``retries.py``: a permanent error is never retried; a transient one says when),
-and fault handling: a dead worker's jobs found within a minute and re-run, Redis outages
-waited out instead of quitting, and jobs that are not JSON refused (SECURITY.md).
+built once per worker process with its context pushed around every job, a record of each
+attempt in the job's meta for the job page, heavy libraries and models preloaded before the
+job process forks (``tasks.preload``), retry hints from a task's exception (``retries.py``:
+a permanent error is never retried; a transient one says when), the speed of running jobs
+in-process without giving up the safety of a separate process (see "The job process"
+below), and fault handling: a dead worker's jobs found within a minute and re-run, Redis
+outages waited out instead of quitting, and jobs that are not JSON refused (SECURITY.md).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import errno
+import json
 import logging
 import os
+import random
+import resource
 import signal
 import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from multiprocessing.connection import Connection, Pipe
 from typing import Any, TypeVar
 
 import redis.exceptions
@@ -38,11 +46,13 @@ from rq.defaults import (
     DEFAULT_MAINTENANCE_TASK_INTERVAL,
 )
 from rq.exceptions import NoSuchJobError, StopRequested
-from rq.job import JobStatus
+from rq.executions import Execution
+from rq.job import Job, JobStatus
 from rq.registry import clean_registries
+from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
 from rq.timeouts import JobTimeoutException
-from rq.utils import now
+from rq.utils import current_timestamp, now, utcformat
 from rq.worker import WorkerStatus
 
 import joblog
@@ -51,9 +61,13 @@ import settings
 import tasks
 from dev import redact
 from metrics import JobMetricsMixin
-from periodic import OffloadScheduler
+from queues import WAKE_CHANNEL, OffloadQueue
+from scheduler import SleepingScheduler
 
 _settings = settings.load()
+
+FULL_MAINTENANCE_INTERVAL = DEFAULT_MAINTENANCE_TASK_INTERVAL
+"""Seconds between full maintenance passes (RQ's default); abandoned jobs are looked for more often."""
 
 # --- read by `rq worker -c worker` -------------------------------------------------
 REDIS_URL = _settings["REDIS_URL"]
@@ -108,32 +122,6 @@ def describe_failure(exc: BaseException | None, timeout: float | None) -> str:
     return line[:500]
 
 
-class PatientScheduler(OffloadScheduler):
-    """The scheduler ``--with-scheduler`` runs (periodic jobs too), waiting out Redis outages:
-    RQ's dies with a traceback, and the worker can only restart it once its lock has expired
-    (61 s later), so scheduled jobs and retries would wait."""
-
-    def work(self) -> None:
-        self._install_signal_handlers()
-        delay, born = 0.5, False
-        while not self._stop_requested:
-            try:
-                if not born:
-                    self.register_birth()
-                    born = True
-                if self.should_reacquire_locks:
-                    self.acquire_locks()
-                self.heartbeat()
-                self.enqueue_scheduled_jobs()
-                delay = 0.5
-                time.sleep(self.interval)
-            except REDIS_ERRORS as exc:
-                self.log.warning("Scheduler %s: Redis unreachable (%s); retrying in %.1f s", self.name, exc, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 30.0)
-        self.stop()
-
-
 def _die_with_parent(parent_pid: int) -> None:
     """Have Linux SIGKILL this process when its parent dies (``prctl(PR_SET_PDEATHSIG)``)."""
     if not sys.platform.startswith("linux"):
@@ -145,16 +133,42 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-class OffloadWorker(JobMetricsMixin, Worker):
-    """RQ's forking worker, with JSON jobs, the Flask app context, attempt records and each job's log,
-    and the fault handling plain RQ lacks (the methods under "faults" below)."""
+class OffloadJob(Job):
+    """RQ's job, which records the start of each attempt in the write that marks it started."""
 
-    def __init__(self, queues: Sequence[str | Queue] | str | Queue, *args: Any, **kwargs: Any) -> None:
-        # The CLI builds its queues with the serializer of its -S flag; rebuild them as JSON.
+    def prepare_for_execution(self, worker_name: str, pipeline) -> None:  # type: ignore[no-untyped-def]
+        super().prepare_for_execution(worker_name, pipeline)
+        attempts = self.meta.setdefault("attempts", [])
+        attempts.append({"started_at": _now(), "ended_at": None, "outcome": None, "worker": worker_name})
+        pipeline.hset(self.key, "meta", self.serializer.dumps(self.meta))
+
+
+@dataclass
+class JobProcess:
+    """The long-lived child that runs jobs one after another, and the pipe to it."""
+
+    pid: int
+    connection: Connection
+
+
+class OffloadWorker(JobMetricsMixin, Worker):
+    """RQ's worker with JSON jobs, the Flask app context, attempt records, each job's log and
+    metrics, a reused job process, fewer Redis round trips and a scheduler that sleeps."""
+
+    def __init__(
+        self,
+        queues: Sequence[str | Queue] | str | Queue,
+        *args: Any,
+        job_process_max_jobs: int = _settings["JOB_PROCESS_MAX_JOBS"],
+        job_process_max_memory_mb: int = _settings["JOB_PROCESS_MAX_MEMORY_MB"],
+        **kwargs: Any,
+    ) -> None:
+        # The CLI builds its queues with the serializer of its -S flag and passes its default
+        # job and queue classes; rebuild them as JSON, with ours.
         if isinstance(queues, (str, Queue)):
             queues = [queues]
         names = [queue.name if isinstance(queue, Queue) else queue for queue in queues]
-        kwargs["serializer"] = JSONSerializer
+        kwargs.update(serializer=JSONSerializer, job_class=OffloadJob, queue_class=OffloadQueue)
         # `rq worker` always passes RQ's defaults; those mean "not chosen", so Offload's apply.
         if kwargs.get("job_monitoring_interval", DEFAULT_JOB_MONITORING_INTERVAL) == DEFAULT_JOB_MONITORING_INTERVAL:
             kwargs["job_monitoring_interval"] = _settings["WORKER_HEARTBEAT_INTERVAL"]
@@ -167,10 +181,15 @@ class OffloadWorker(JobMetricsMixin, Worker):
             pool_kwargs["socket_connect_timeout"] = _settings["REDIS_CONNECT_TIMEOUT"]
         self._flask_app: Flask | None = None
         self._stop_signalled = False
+        self.job_process_max_jobs = job_process_max_jobs
+        self.job_process_max_memory_mb = job_process_max_memory_mb
+        self._job_process: JobProcess | None = None
+        self._heartbeat_expires_at = 0.0
+        self._fully_cleaned_at: float | None = None
 
     @property
     def flask_app(self) -> Flask:
-        """The Flask app, built once per worker process and inherited by each work horse."""
+        """The Flask app, built once per worker process and inherited by the job process."""
         if self._flask_app is None:
             from app import create_app
 
@@ -185,8 +204,8 @@ class OffloadWorker(JobMetricsMixin, Worker):
         log_format: str = DEFAULT_LOGGING_FORMAT,
     ) -> None:
         # RQ 3.0.0's own method, with a scheduler that also enqueues the periodic jobs (periodic.py)
-        # and waits out Redis outages (PatientScheduler).
-        self.scheduler = PatientScheduler(
+        # and sleeps until the next job is due (scheduler.py).
+        self.scheduler = SleepingScheduler(
             self.queues,
             connection=self.connection,
             logging_level=logging_level if logging_level is not None else self.log.level,
@@ -208,16 +227,16 @@ class OffloadWorker(JobMetricsMixin, Worker):
                 self.scheduler.start()
 
     def bootstrap(self, *args: Any, **kwargs: Any) -> None:
-        _ = self.flask_app  # build before the first fork, so no job pays for it
+        _ = self.flask_app  # build before the job process forks, so no job pays for it
         started = time.perf_counter()
-        tasks.preload()  # every work horse inherits what this loads (copy-on-write)
+        tasks.preload()  # the job process inherits what this loads (copy-on-write)
         self.log.info("Worker %s: preloaded libraries and models in %.2f s", self.name, time.perf_counter() - started)
         super().bootstrap(*args, **kwargs)
 
+    # --------------------------------------------------------------- attempt records
+
     def perform_job(self, job, queue, execution) -> bool:  # type: ignore[no-untyped-def]
-        attempts = job.meta.setdefault("attempts", [])
-        attempts.append({"started_at": _now(), "ended_at": None, "outcome": None, "worker": self.name})
-        self._until_redis_answers(f"recording the start of job {job.id}", job.save_meta)
+        # The attempt's start is recorded by OffloadJob.prepare_for_execution.
         with self.flask_app.app_context(), joblog.capture(job, self.connection):
             return super().perform_job(job, queue, execution)
 
@@ -232,9 +251,10 @@ class OffloadWorker(JobMetricsMixin, Worker):
         else:
             attempt["outcome"] = "finished"
         job.meta["attempts"] = attempts
-        what = f"recording the end of job {job.id}"
-        self._until_redis_answers(what, job.save_meta)
-        self._until_redis_answers(what, super().handle_execution_ended, job, queue, heartbeat_ttl)
+        # What RQ's version does (end time, job heartbeat), with the meta in the same write.
+        job.ended_at = job.last_heartbeat = now()
+        mapping = {"last_heartbeat": utcformat(job.last_heartbeat), "meta": job.serializer.dumps(job.meta)}
+        self._until_redis_answers(f"recording the end of job {job.id}", job.connection.hset, job.key, mapping=mapping)
 
     def handle_job_failure(self, job, queue, started_job_registry=None, exc_string="", execution=None):  # type: ignore[no-untyped-def]
         # In the work horse this runs inside perform_job's except block, before RQ decides on a retry.
@@ -331,19 +351,6 @@ class OffloadWorker(JobMetricsMixin, Worker):
     def check_for_suspension(self, burst: bool) -> None:
         self._until_redis_answers("checking for suspension", super().check_for_suspension, burst)
 
-    def run_maintenance_tasks(self) -> None:
-        self._until_redis_answers("running maintenance", super().run_maintenance_tasks)
-
-    def heartbeat(self, timeout: int | None = None, pipeline=None) -> None:  # type: ignore[no-untyped-def]
-        if pipeline is not None:
-            return super().heartbeat(timeout, pipeline)
-        return self._until_redis_answers("sending a heartbeat", super().heartbeat, timeout)
-
-    def set_state(self, state: str, pipeline=None) -> None:  # type: ignore[no-untyped-def]
-        if pipeline is not None:
-            return super().set_state(state, pipeline)
-        return self._until_redis_answers(f"setting state {state}", super().set_state, state)
-
     def prepare_execution(self, job):  # type: ignore[no-untyped-def]
         def attempt():  # type: ignore[no-untyped-def]
             self.executions.clear()  # one job at a time: drop what a failed try left behind
@@ -373,26 +380,6 @@ class OffloadWorker(JobMetricsMixin, Worker):
             # Keep watching the work horse; the next heartbeat is one interval away.
             self.log.warning("Worker %s: no heartbeat for job %s, Redis unreachable (%s)", self.name, job.id, exc)
 
-    def execute_job(self, job, queue) -> None:  # type: ignore[no-untyped-def]
-        from jobs import unreadable  # here: jobs imports ondemand, which imports this module
-
-        refusal = unreadable(job)
-        if refusal:
-            # Pickled or forged: never decoded another way, never run; it fails with the reason.
-            self.log.error("Worker %s: refused job %s: %s", self.name, job.id, refusal)
-            queue.intermediate_queue.remove(job.id)
-            self.handle_job_failure(job, queue, exc_string=f"Refused: {refusal} (Offload only runs JSON jobs)")
-            return
-        try:
-            super().execute_job(job, queue)
-        except REDIS_ERRORS as exc:
-            # Only the bookkeeping after the horse ended gets here. A job that could not record
-            # its end stays "started" until its heartbeat expires; maintenance then re-runs it.
-            self.log.warning("Worker %s: Redis unreachable as job %s ended (%s)", self.name, job.id, exc)
-            self._horse_pid = 0
-            self.executions.clear()
-            self.set_state(WorkerStatus.IDLE)
-
     def request_stop(self, signum, frame) -> None:  # type: ignore[no-untyped-def]
         self._stop_signalled = True
         try:
@@ -411,3 +398,263 @@ class OffloadWorker(JobMetricsMixin, Worker):
             self.log.error("Worker %s: the work loop ended unexpectedly; exiting 1", self.name)
             sys.exit(1)
         return worked
+
+    # --------------------------------------------------------------- the job process
+    #
+    # Stock RQ forks a fresh "work horse" for every job: ~16 ms of fork, copy-on-write page
+    # faults and a new Redis connection per job, for a no-op. SimpleWorker runs jobs in the
+    # worker itself: fast, but a job that segfaults or calls os._exit takes the worker down,
+    # stopping a job does nothing, and a leak stays forever. Here one forked job process runs
+    # job after job (handed over a pipe), and is replaced when it dies, when it has run
+    # `job_process_max_jobs` jobs or when its peak memory passes `job_process_max_memory_mb`.
+    # Everything else is RQ's Worker unchanged: the parent dequeues, heartbeats during long
+    # jobs, kills the job process at timeout + 60 s or on a stop command (RQ's kill_horse),
+    # fails the job of a job process that died, and shuts down warm on SIGTERM.
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        from jobs import unreadable  # here: jobs imports ondemand, which imports this module
+
+        refusal = unreadable(job)
+        if refusal:
+            # Pickled or forged: never decoded another way, never run; it fails with the reason.
+            self.log.error("Worker %s: refused job %s: %s", self.name, job.id, refusal)
+            queue.intermediate_queue.remove(job.id)
+            self.handle_job_failure(job, queue, exc_string=f"Refused: {refusal} (Offload only runs JSON jobs)")
+            return
+        try:
+            execution = self.prepare_execution(job)
+            self.fork_work_horse(job, queue)
+            self.monitor_work_horse(job, queue, execution)
+            # Idle again: state and heartbeat in one round trip (RQ's loop sends them apart).
+            with self.connection.pipeline(transaction=False) as batch:
+                self.set_state(WorkerStatus.IDLE, pipeline=batch)
+                self.heartbeat(pipeline=batch)
+                batch.execute()
+        except REDIS_ERRORS as exc:
+            # Only the bookkeeping after the job ended gets here. A job that could not record
+            # its end stays "started" until its heartbeat expires; maintenance then re-runs it.
+            self.log.warning("Worker %s: Redis unreachable as job %s ended (%s)", self.name, job.id, exc)
+            self._horse_pid = 0
+            self.executions.clear()
+            self.set_state(WorkerStatus.IDLE)
+
+    def fork_work_horse(self, job: Job, queue: Queue) -> None:
+        execution = self.execution
+        assert execution is not None
+        process = self._ensure_job_process()
+        message = {
+            "job": job.id,
+            "queue": queue.name,
+            "execution": execution.id,
+            "created_at": execution.created_at.timestamp(),
+        }
+        try:
+            process.connection.send_bytes(json.dumps(message).encode())
+        except OSError:
+            # It died since the check; monitor_work_horse sees the death and fails the job.
+            self.log.warning("Worker %s: job process %s is gone", self.name, process.pid)
+        self._horse_pid = process.pid
+        # The job process's first write shortens the worker's TTL to the job's heartbeat TTL.
+        self._heartbeat_expires_at = time.monotonic() + self.get_heartbeat_ttl(job)
+        self.procline(f"Job {job.id} in job process {process.pid}")
+
+    def wait_for_horse(self):  # type: ignore[no-untyped-def]
+        """Wait until the job process reports the job done, or dies; return like os.wait4."""
+        process = self._job_process
+        if process is None:
+            return None, None, None
+        while True:
+            # The scheduler process may hold a copy of the pipe (it can fork after the job
+            # process), so a death does not always close it: check the pid between polls.
+            if process.connection.poll(0.5):
+                try:
+                    report = json.loads(process.connection.recv_bytes())
+                except (EOFError, OSError):
+                    return self._reap_job_process(block=True)
+                if report["retire"]:
+                    self._reap_job_process(block=True)
+                return process.pid, report["status"], None
+            reaped = self._reap_job_process(block=False)
+            if reaped[0]:
+                return reaped
+
+    def teardown(self) -> None:
+        if not self.is_horse:
+            self._stop_job_process()
+        super().teardown()
+
+    def _ensure_job_process(self) -> JobProcess:
+        """Return the live job process, forking a new one if there is none."""
+        if self._job_process is not None:
+            self._reap_job_process(block=False)
+        if self._job_process is None:
+            parent_end, child_end = Pipe()
+            pid = os.fork()
+            if pid == 0:
+                parent_end.close()
+                self._run_job_process(child_end)  # never returns
+            child_end.close()
+            try:
+                os.setpgid(pid, pid)  # as the child does, so kill_horse never hits our own group
+            except OSError as exc:
+                if exc.errno not in (errno.EACCES, errno.ESRCH):
+                    raise
+            self._job_process = JobProcess(pid=pid, connection=parent_end)
+            self.log.info("Worker %s: started job process %s", self.name, pid)
+        return self._job_process
+
+    def _reap_job_process(self, block: bool):  # type: ignore[no-untyped-def]
+        """Collect the job process if it exited (waiting for it if ``block``); return like os.wait4."""
+        process = self._job_process
+        if process is None:
+            return None, None, None
+        try:
+            pid, status, rusage = os.wait4(process.pid, 0 if block else os.WNOHANG)
+        except ChildProcessError:
+            pid, status, rusage = process.pid, 0, None
+        if pid:
+            process.connection.close()
+            self._job_process = None
+        return pid, status, rusage
+
+    def _stop_job_process(self) -> None:
+        if self._job_process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._job_process.pid, signal.SIGTERM)
+            self._reap_job_process(block=True)
+
+    def _run_job_process(self, connection: Connection) -> None:
+        """The job process: run each job the parent sends until told to stop; never return."""
+        os.setpgrp()
+        random.seed()
+        self.setup_work_horse_signals()
+        self._is_horse = True
+        parent = os.getppid()
+        done = 0
+        try:
+            while True:
+                if not connection.poll(5):
+                    if os.getppid() != parent:
+                        break  # the worker is gone; so are we
+                    continue
+                try:
+                    message = json.loads(connection.recv_bytes())
+                except (EOFError, OSError):
+                    break
+                status = self._run_one_job(message)
+                done += 1
+                retire = (
+                    status != 0
+                    or done >= self.job_process_max_jobs
+                    or self._peak_memory_mb() > self.job_process_max_memory_mb
+                )
+                connection.send_bytes(json.dumps({"status": status, "retire": retire}).encode())
+                if retire:
+                    break
+        finally:
+            os._exit(0)
+
+    def _run_one_job(self, message: dict[str, Any]) -> int:
+        """Perform one job in the job process; return a wait status as RQ's work horse would exit."""
+        os.environ["RQ_WORKER_ID"] = self.name
+        os.environ["RQ_JOB_ID"] = message["job"]
+        try:
+            job = self.job_class.fetch(message["job"], connection=self.connection, serializer=self.serializer)
+            job.redis_server_version = self.get_redis_server_version()
+            queue = next(queue for queue in self.queues if queue.name == message["queue"])
+            execution = Execution(message["execution"], job.id, connection=self.connection, worker_name=self.name)
+            execution.created_at = execution.last_heartbeat = datetime.fromtimestamp(message["created_at"], tz=UTC)
+            execution._job = job
+            self.procline(f"Processing {job.func_name} from {queue.name} since {time.time()}")
+            self.perform_job(job, queue, execution)
+        except Exception:
+            self.log.exception("Worker %s: job process failed around job %s", self.name, message["job"])
+            return 1 << 8  # as if it exited with 1: the parent fails the job "unexpectedly"
+        return 0
+
+    @staticmethod
+    def _peak_memory_mb() -> float:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak / (1024 * 1024 if sys.platform == "darwin" else 1024)
+
+    # --------------------------------------------------------------- cheap maintenance
+    #
+    # The faults section runs maintenance every WORKER_MAINTENANCE_INTERVAL seconds. RQ's pass
+    # cleans every registry of every queue (~30 commands from each worker each time: the lock
+    # is released after every pass) and tries for the scheduler's locks (a script per queue).
+    # Only one part of it has to be that fast: failing or retrying the jobs of a worker that
+    # died, i.e. started-registry entries whose heartbeat expired. Each pass asks for those (one
+    # round trip, a command per queue) and cleans only a queue that has some; the rest of RQ's
+    # maintenance runs every FULL_MAINTENANCE_INTERVAL (RQ's own default), and the scheduler's
+    # locks are tried only when one of them is free.
+
+    def run_maintenance_tasks(self) -> None:
+        self._until_redis_answers("running maintenance", self._maintain)
+
+    def _maintain(self) -> None:
+        if self.last_cleaned_at and self.scheduler and self._scheduler_lock_free():
+            process = self.scheduler._process
+            if process is None or not process.is_alive():
+                self.scheduler.acquire_locks(auto_start=True)
+        moment = time.monotonic()
+        if self._fully_cleaned_at is None or moment - self._fully_cleaned_at >= FULL_MAINTENANCE_INTERVAL:
+            self.clean_registries()
+            self.clean_group_registries()
+            self._fully_cleaned_at = moment
+        else:
+            self.clean_abandoned_jobs()
+            self.last_cleaned_at = now()
+
+    def clean_abandoned_jobs(self) -> None:
+        """Fail or retry the jobs of workers that died, in the queues that have any."""
+        registries = [queue.started_job_registry for queue in self.queues]
+        cutoff = current_timestamp()
+        with self.connection.pipeline(transaction=False) as pipeline:
+            for registry in registries:
+                pipeline.zrangebyscore(registry.key, 0, cutoff, start=0, num=1)
+            expired = pipeline.execute()
+        for queue, registry, found in zip(self.queues, registries, expired, strict=True):
+            if found and queue.acquire_maintenance_lock():
+                try:
+                    self._settle_abandoned_jobs(queue)  # crash recorded, re-run granted (faults)
+                    registry.cleanup(exception_handlers=self._exc_handlers)
+                finally:
+                    queue.release_maintenance_lock()
+                # A retry with a delay went through RQ's plain Queue: wake the scheduler for it.
+                self.connection.publish(WAKE_CHANNEL, queue.name)
+
+    def _scheduler_lock_free(self) -> bool:
+        keys = [RQScheduler.get_locking_key(queue.name) for queue in self.queues]
+        return self.connection.exists(*keys) < len(keys)
+
+    # --------------------------------------------------------------- fewer round trips
+    #
+    # RQ's loop writes the worker's heartbeat (3 commands, one round trip each) four times
+    # and its state twice per job. A heartbeat that would move the expiry by less than a
+    # quarter of the TTL (at most a minute) is skipped, the three commands go in one
+    # round trip, and a state already written is not written again. Both wait out Redis.
+
+    def heartbeat(self, timeout: int | None = None, pipeline=None) -> None:  # type: ignore[no-untyped-def]
+        timeout = timeout or self.worker_ttl + 60
+        expires_at = time.monotonic() + timeout
+        if pipeline is not None:
+            super().heartbeat(timeout, pipeline=pipeline)
+        else:
+            if expires_at - self._heartbeat_expires_at < min(timeout / 4, 60):
+                return
+            send = super().heartbeat
+
+            def batched() -> None:
+                with self.connection.pipeline(transaction=False) as batch:
+                    send(timeout, pipeline=batch)
+                    batch.execute()
+
+            self._until_redis_answers("sending a heartbeat", batched)
+        self._heartbeat_expires_at = expires_at
+
+    def set_state(self, state: str, pipeline=None) -> None:  # type: ignore[no-untyped-def]
+        if pipeline is not None:
+            return super().set_state(state, pipeline=pipeline)
+        if state == self._state:
+            return None
+        return self._until_redis_answers(f"setting state {state}", super().set_state, state)

@@ -48,6 +48,8 @@ def hang_on_first_attempt() -> str:
     while len(job.meta.get("attempts", [])) <= 1:
         time.sleep(0.1)
     return f"done on attempt {len(job.meta['attempts'])}"
+
+
 def block_until_released(key: str, timeout: int = 60, label: str = "") -> str:
     """Wait (without using CPU) until a test pushes to ``key``; keeps a worker busy meanwhile."""
     job = get_current_job()
@@ -136,3 +138,34 @@ def record_run(ledger: str, seconds: float = 0.0) -> str:
         burn_cpu(seconds)
     write(redis.hincrby, f"{ledger}:done", job.id, 1)
     return "done"
+
+
+def report_pid() -> int:
+    """Return the id of the process the job ran in."""
+    import os
+
+    return os.getpid()
+
+
+def segfault() -> None:
+    """Die the way a buggy C extension does: SIGSEGV."""
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def exit_abruptly() -> None:
+    """Leave the process at once, skipping every cleanup, as os._exit does."""
+    import os
+
+    os._exit(3)
+
+
+def hold_memory(megabytes: int) -> int:
+    """Touch ``megabytes`` of memory (raising the process's peak RSS), then return its pid."""
+    import os
+
+    block = bytearray(megabytes * 1024 * 1024)
+    block[::4096] = b"x" * len(range(0, len(block), 4096))
+    return os.getpid()

@@ -65,6 +65,17 @@ def test_the_log_takes_the_jobs_expiry_when_it_ends(redis, job):
     assert 490 < redis.ttl(joblog.log_key(job.id)) <= 500
 
 
+def test_a_job_that_logs_nothing_sends_redis_nothing(redis, job):
+    before = sum(stats["calls"] for stats in redis.info("commandstats").values())
+
+    with joblog.capture(job, redis):
+        logging.getLogger("tasks").debug("too quiet to keep")
+
+    after = sum(stats["calls"] for stats in redis.info("commandstats").values())
+    assert after - before == 1  # the first INFO itself
+    assert not redis.exists(joblog.log_key(job.id))
+
+
 @pytest.mark.e2e
 def test_worker_records_what_the_task_logged_and_the_page_shows_it(stack, redis):
     queue = Queue("default", connection=redis, serializer=JSONSerializer)

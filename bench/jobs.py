@@ -1,0 +1,15 @@
+"""Job functions only the benchmarks enqueue; workers import them as ``bench.jobs.<name>``."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+
+def noop() -> None:
+    """Do nothing: what is left to measure is the queue's own cost."""
+
+
+def crash() -> None:
+    """Die the way a buggy C extension does: a segmentation fault."""
+    os.kill(os.getpid(), signal.SIGSEGV)

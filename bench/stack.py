@@ -1,0 +1,167 @@
+"""The processes a scenario runs on: its own Redis server, gunicorn and ``rq worker``.
+
+Each scenario (and each variant in it) gets a Redis server of its own on a free port, so
+``INFO commandstats`` counts only what that scenario's processes sent.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import httpx
+from redis import Redis
+from rq import Queue, Worker
+from rq.serializers import JSONSerializer
+
+import dev
+
+ROOT = dev.ROOT
+
+PRODUCTION_WORKER = dev.WORKER_COMMAND
+"""Offload's worker, exactly as deployed (README, fly.toml)."""
+
+_STOCK = "rq worker --serializer json --url {redis_url} high default low"
+STOCK_FORKING_WORKER = _STOCK
+"""RQ's default worker: a forked work horse per job."""
+STOCK_SIMPLE_WORKER = _STOCK + " --worker-class rq.worker.SimpleWorker"
+"""RQ's in-process worker: jobs run in the worker process itself."""
+STOCK_SCHEDULER_WORKER = _STOCK + " --with-scheduler"
+"""RQ's default worker with RQ's scheduler, as most RQ deployments run it."""
+
+WEB_APP = "bench.webapp:create_bench_app()"
+"""The production app plus the benchmark-only endpoints, for gunicorn."""
+
+NOOP = "bench.jobs.noop"
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 30.0, what: str = "condition") -> object:
+    """Poll ``predicate`` until it returns something truthy; return that, or raise after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def command_counts(redis: Redis) -> Counter[str]:
+    """Return how many times each command ran on the server (INFO commandstats), by name."""
+    stats = redis.info("commandstats")
+    return Counter({name.removeprefix("cmdstat_"): values["calls"] for name, values in stats.items()})
+
+
+def noop_jobs(count: int) -> list:
+    """Return ``count`` no-op jobs ready for ``Queue.enqueue_many``, kept an hour."""
+    return [
+        Queue.prepare_data(NOOP, result_ttl=3600, failure_ttl=3600, ttl=3600, description="No-op") for _ in range(count)
+    ]
+
+
+def queue(redis: Redis, name: str = "default") -> Queue:
+    return Queue(name, connection=redis, serializer=JSONSerializer)
+
+
+class Stack:
+    """Processes started for one scenario on its own Redis server; all stopped on close."""
+
+    def __init__(self, exits: ExitStack, redis_url: str, logs: Path) -> None:
+        self.redis_url = redis_url
+        self.redis = Redis.from_url(redis_url, socket_timeout=60)
+        self.logs = logs
+        self.processes: list[subprocess.Popen] = []
+        self.web: subprocess.Popen | None = None
+        self.env = {
+            **os.environ,
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "REDIS_URL": redis_url,
+            "OFFLOAD_ENV": "production",
+            "SECRET_KEY": secrets.token_hex(32),
+            "PYTHONUNBUFFERED": "1",
+        }
+        exits.callback(self.close)
+
+    def spawn(self, name: str, command: str, **env: str) -> subprocess.Popen:
+        with open(self.logs / f"{name}.log", "ab") as log:
+            process = subprocess.Popen(
+                shlex.split(command.format(redis_url=self.redis_url)),
+                cwd=ROOT,
+                env={**self.env, **env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.processes.append(process)
+        return process
+
+    def start_web(self, name: str = "web", app: str = WEB_APP) -> str:
+        """Start gunicorn with the production settings (gunicorn.conf.py); return its base URL."""
+        port = dev.free_port()
+        self.web = self.spawn(name, f"gunicorn {shlex.quote(app)}", GUNICORN_BIND=f"127.0.0.1:{port}")
+        base_url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: self.web.poll() is not None or _answers(base_url + "/healthz"), what="gunicorn")
+        self.check_alive(self.web, name)
+        return base_url
+
+    def start_worker(self, command: str, name: str = "worker", wait: bool = True) -> subprocess.Popen:
+        """Start an ``rq worker`` command; with ``wait``, return once it has registered."""
+        process = self.spawn(name, command)
+        if wait:
+            wait_for(
+                lambda: (
+                    process.poll() is not None
+                    or any(worker.pid == process.pid for worker in Worker.all(connection=self.redis))
+                ),
+                what=f"{name} to register",
+            )
+            self.check_alive(process, name)
+        return process
+
+    def check_alive(self, process: subprocess.Popen, name: str) -> None:
+        if process.poll() is not None:
+            log = (self.logs / f"{name}.log").read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{name} exited with {process.returncode}:\n{log}")
+
+    def close(self) -> None:
+        for process in reversed(self.processes):
+            stop(process)
+
+
+def stop(process: subprocess.Popen, timeout: float = 20) -> None:
+    """SIGTERM ``process`` (warm shutdown) and wait; SIGKILL its group if it hangs."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@contextmanager
+def stack() -> Iterator[Stack]:
+    """A fresh Redis server on a free port, and a :class:`Stack` on it."""
+    with ExitStack() as exits:
+        port = dev.free_port()
+        exits.enter_context(dev.redis_server(dev.find_redis_server(), port))
+        logs = Path(exits.enter_context(tempfile.TemporaryDirectory(prefix="offload-bench-")))
+        yield Stack(exits, f"redis://127.0.0.1:{port}/0", logs)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False

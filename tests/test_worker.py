@@ -1,0 +1,143 @@
+"""The production worker (``rq worker -c worker -w worker.OffloadWorker --with-scheduler``) on real
+processes: jobs run in a reused job process, and whatever a job does, the worker goes on."""
+
+from __future__ import annotations
+
+import signal
+from collections import Counter
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import psutil
+import pytest
+from redis import Redis
+from rq.command import send_stop_job_command
+from rq.job import Job, JobStatus
+from rq.serializers import JSONSerializer
+
+from queues import WAKE_CHANNEL, OffloadQueue
+from tests.conftest import Stack, process_env, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def workers(redis_url: str, tmp_path: Path) -> Iterator[Stack]:
+    """Workers started as production starts them, on the test Redis (no web)."""
+    stack = Stack(redis_url=redis_url, logs=tmp_path, env=process_env(redis_url))
+    try:
+        yield stack
+    finally:
+        stack.close()
+        print(f"----- worker log -----\n{stack.log('worker')[-5000:]}")
+
+
+@pytest.fixture
+def queue(redis: Redis) -> OffloadQueue:
+    return OffloadQueue("default", connection=redis, serializer=JSONSerializer)
+
+
+def ended(job: Job, timeout: float = 30) -> Job:
+    """Wait until ``job`` is finished, failed or stopped; return it refreshed."""
+    ends = (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED)
+    wait_for(lambda: job.get_status(refresh=True) in ends, timeout=timeout, what=f"job {job.id} to end")
+    job.refresh()
+    return job
+
+
+def test_jobs_run_one_after_another_in_one_job_process_apart_from_the_worker(workers, queue):
+    worker = workers.start_worker()
+
+    pids = [ended(queue.enqueue("tests.fixtures.report_pid")).return_value() for _ in range(3)]
+
+    assert len(set(pids)) == 1
+    assert pids[0] != worker.pid
+
+
+@pytest.mark.parametrize("crash", ["tests.fixtures.segfault", "tests.fixtures.exit_abruptly"])
+def test_a_job_that_kills_its_process_fails_and_the_next_jobs_still_run(workers, queue, crash):
+    worker = workers.start_worker()
+
+    crashed = ended(queue.enqueue(crash))
+    after = [ended(queue.enqueue("tests.fixtures.report_pid")) for _ in range(2)]
+
+    assert crashed.get_status() == JobStatus.FAILED
+    assert "terminated unexpectedly" in crashed.latest_result().exc_string
+    assert [job.get_status() for job in after] == [JobStatus.FINISHED, JobStatus.FINISHED]
+    assert worker.poll() is None
+
+
+def test_a_job_past_its_timeout_fails_timed_out_and_the_worker_goes_on(workers, queue):
+    workers.start_worker()
+
+    slow = ended(queue.enqueue("tests.fixtures.burn_cpu", 30, job_timeout=1))
+    after = ended(queue.enqueue("tests.fixtures.report_pid"))
+
+    assert slow.get_status() == JobStatus.FAILED
+    assert slow.meta["attempts"][-1]["error"] == "timed out after 1 s"
+    assert after.get_status() == JobStatus.FINISHED
+
+
+def test_stopping_a_running_job_stops_it_and_the_worker_goes_on(workers, queue, redis):
+    worker = workers.start_worker()
+    running = queue.enqueue("tests.fixtures.burn_cpu", 60)
+    wait_for(lambda: running.get_status(refresh=True) == JobStatus.STARTED, what="the job to start")
+
+    send_stop_job_command(redis, running.id, serializer=JSONSerializer)
+
+    assert ended(running).get_status() == JobStatus.STOPPED
+    assert ended(queue.enqueue("tests.fixtures.report_pid")).get_status() == JobStatus.FINISHED
+    assert worker.poll() is None
+
+
+def test_sigterm_lets_the_running_job_finish_then_the_worker_exits_with_its_children(workers, queue):
+    worker = workers.start_worker()
+    running = queue.enqueue("tests.fixtures.burn_cpu", 2)
+    wait_for(lambda: running.get_status(refresh=True) == JobStatus.STARTED, what="the job to start")
+    children = psutil.Process(worker.pid).children()  # the job process and the scheduler
+    assert len(children) == 2
+
+    assert workers.stop(worker, signal.SIGTERM) == 0
+
+    assert ended(running).get_status() == JobStatus.FINISHED
+    assert not [child for child in children if _running(child)], "a child of the worker outlived it"
+
+
+def test_the_job_process_is_replaced_after_its_job_limit(workers, queue):
+    worker = workers.start_worker(env={"JOB_PROCESS_MAX_JOBS": "2"})
+
+    pids = [ended(queue.enqueue("tests.fixtures.report_pid")).return_value() for _ in range(5)]
+
+    # The periodic jobs a fresh scheduler enqueues may take some of the slots too.
+    assert max(Counter(pids).values()) <= 2
+    assert len(set(pids)) >= 3
+    assert worker.poll() is None
+
+
+def test_the_job_process_is_replaced_once_its_memory_passed_the_limit(workers, queue):
+    workers.start_worker(env={"JOB_PROCESS_MAX_MEMORY_MB": "200"})
+
+    small = ended(queue.enqueue("tests.fixtures.report_pid")).return_value()
+    big = ended(queue.enqueue("tests.fixtures.hold_memory", 250)).return_value()
+    after = ended(queue.enqueue("tests.fixtures.report_pid")).return_value()
+
+    assert small == big != after
+
+
+def test_a_job_scheduled_a_second_ahead_runs_though_the_scheduler_sleeps_a_minute(workers, queue, redis):
+    workers.start_worker()
+    wait_for(lambda: dict(redis.pubsub_numsub(WAKE_CHANNEL))[WAKE_CHANNEL.encode()], what="the scheduler to listen")
+    wait_for(lambda: list(redis.scan_iter("rq:scheduler:*")), what="the scheduler's first read")
+
+    job = queue.enqueue_in(timedelta(seconds=1), "tests.fixtures.report_pid")
+
+    # The scheduler's own sleep is MAX_SLEEP (60 s); the queue woke it.
+    assert ended(job, timeout=20).get_status() == JobStatus.FINISHED
+
+
+def _running(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
