@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flask import Blueprint, abort, current_app, jsonify, request, url_for
@@ -11,22 +12,45 @@ import jobs
 import newsletter
 from auth import is_operator
 from scheduling import ScheduleError, parse_when
+from security import limit_submissions
 from tasks import TASKS, get_task
 
 bp = Blueprint("api", __name__, url_prefix="/api")
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def field_errors(exc: ValidationError, prefix: str = "") -> dict[str, str]:
     """Map each invalid field (``params.limit``) to a readable message."""
     errors: dict[str, str] = {}
     for error in exc.errors(include_url=False, include_input=False):
-        name = ".".join(str(part) for part in error["loc"]) or "params"
-        errors.setdefault(f"{prefix}{name}", error["msg"])
+        # An empty key is named "" (not dropped), so every message points at something.
+        name = ".".join(str(part) or '""' for part in error["loc"])
+        errors.setdefault(f"{prefix}{name}" if name else prefix.rstrip(".") or "params", error["msg"])
     return errors
 
 
 def _bad_request(message: str, fields: dict[str, str]):
     return jsonify(error=message, fields=fields), 400
+
+
+def invalid_text(value: Any, path: str = "") -> str | None:
+    """Return the path of the first key or string in ``value`` that is not valid Unicode.
+
+    JSON's ``\\ud800`` escapes decode to unpaired surrogates, which pass validation as
+    ``str`` and then break every page that prints them as UTF-8.
+    """
+    if isinstance(value, str):
+        return None if value.isascii() or not _SURROGATE.search(value) else path
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        where = f"{path}.{key}" if path else str(key)
+        if isinstance(key, str) and _SURROGATE.search(key):
+            return where
+        found = invalid_text(item, where)
+        if found:
+            return found
+    return None
 
 
 @bp.get("/tasks")
@@ -49,6 +73,7 @@ def list_tasks():
 
 
 @bp.post("/jobs")
+@limit_submissions
 def create_job():
     """Validate ``{"task": ..., "params": {...}}``, enqueue it and answer 202 Accepted."""
     if not request.is_json:
@@ -58,6 +83,9 @@ def create_job():
         return _bad_request("The body is not valid JSON.", {"body": "not valid JSON"})
     if not isinstance(body, dict):
         return _bad_request("The body must be a JSON object.", {"body": "must be an object"})
+    bad_text = invalid_text(body)
+    if bad_text:
+        return _bad_request("Text must be valid Unicode.", {bad_text: "contains an unpaired surrogate"})
     unknown = sorted(set(body) - {"task", "params", "run_at", "run_in"})
     if unknown:
         return _bad_request("Unknown keys in the body.", {key: "unknown key" for key in unknown})
@@ -100,6 +128,7 @@ def body_schedule(body: dict[str, Any]):
 
 
 @bp.post("/newsletters")
+@limit_submissions
 def create_newsletter():
     """Validate ``{"subject", "body", "recipients": [...]}``, enqueue one job per recipient, answer 202."""
     if not request.is_json:

@@ -8,7 +8,7 @@ from typing import Any
 import redis.exceptions
 from flask import Flask, Response, jsonify, make_response, render_template, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 import api
 import auth
@@ -19,6 +19,7 @@ import metrics
 import ondemand
 import operators
 import rate_limits
+import security
 import settings
 import web
 
@@ -38,6 +39,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     jobs.init_app(app)
     metrics.init_app(app)
     ondemand.init_app(app)
+    security.init_app(app)
     csrf.init_app(app)
     csrf.exempt(api.bp)  # JSON only: browsers cannot send it cross-site without a CORS preflight
     rate_limits.init_app(app)
@@ -48,22 +50,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(operators.bp)
     app.register_blueprint(control.bp)
     _register_error_handlers(app)
-    app.after_request(_security_headers)
     return app
-
-
-CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
-    "form-action 'self'; frame-ancestors 'none'"
-)
-"""Our pages load only their own files and run no inline script; /rq sets its own (dashboard.py)."""
-
-
-def _security_headers(response: Response) -> Response:
-    response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("Referrer-Policy", "same-origin")
-    return response
 
 
 def _wants_json() -> bool:
@@ -91,6 +78,12 @@ def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(CSRFError)
     def csrf_failed(exc: CSRFError):
         return _error(400, f"The form expired or was not sent from this site ({exc.description}). Reload and retry.")
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(exc: RequestEntityTooLarge):
+        limit = app.config["MAX_CONTENT_LENGTH"]
+        security.discard_request_body(8 * limit)  # so the client gets to read this answer
+        return _error(413, f"The request body is larger than the limit of {limit // 1024} KiB.")
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):

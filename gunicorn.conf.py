@@ -33,7 +33,17 @@ forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 
 
 def when_ready(server):
-    """In the master, once: serve the metrics on METRICS_PORT for Fly's scraper (fly.toml [metrics])."""
+    """In the master, once: say when Redis does not answer (requests get 503 until it does), and
+    serve the metrics on METRICS_PORT for Fly's scraper (fly.toml [metrics])."""
+    import jobs
+    import settings
+
+    try:
+        problem = jobs.redis_problem(settings.load())
+    except settings.SettingsError:
+        problem = None  # the app's own start-up reports it
+    if problem:
+        server.log.warning(problem)
     port = os.environ.get("METRICS_PORT")
     if port:
         import metrics

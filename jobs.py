@@ -17,14 +17,16 @@ from typing import Any
 from flask import Flask, current_app, url_for
 from pydantic import BaseModel
 from redis import Redis
+from redis.exceptions import RedisError
 from rq import Queue, RateLimit
-from rq.exceptions import NoSuchJobError
+from rq.exceptions import DeserializationError, NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.registry import BaseRegistry
 from rq.serializers import JSONSerializer
 
 import joblog
 import ondemand
+from dev import redact
 from queues import OffloadQueue
 from tasks import TASKS, Task
 
@@ -54,6 +56,15 @@ def connect(config: dict[str, Any]) -> Redis:
         socket_timeout=config["REDIS_SOCKET_TIMEOUT"],
         health_check_interval=30,
     )
+
+
+def redis_problem(config: dict[str, Any]) -> str | None:
+    """Return one line saying Redis at ``config["REDIS_URL"]`` does not answer, or None if it does."""
+    try:
+        connect(config).ping()
+    except RedisError as exc:
+        return f"Redis at {redact(config['REDIS_URL'])} is unreachable ({exc}); answering 503 until it is back"
+    return None
 
 
 def make_queues(redis: Redis, config: dict[str, Any]) -> dict[str, Queue]:
@@ -117,13 +128,29 @@ def submit_job(task: Task, params: BaseModel, run_at: datetime | None = None) ->
 
 
 def fetch_job(job_id: str) -> Job | None:
-    """Return the job with ``job_id``, or None if the id is malformed, unknown or expired."""
+    """Return the job with ``job_id``, or None if the id is malformed, unknown, expired or unreadable."""
     if not _JOB_ID.match(job_id):
         return None
     try:
-        return Job.fetch(job_id, connection=get_redis(), serializer=JSONSerializer)
+        job = Job.fetch(job_id, connection=get_redis(), serializer=JSONSerializer)
     except NoSuchJobError:
         return None
+    return None if unreadable(job) else job
+
+
+def unreadable(job: Job) -> str | None:
+    """Return why ``job`` cannot be read as JSON (pickled or forged data), or None if it can.
+
+    Such a job is never decoded any other way: workers refuse it, pages treat it as absent.
+    """
+    try:
+        _ = job.kwargs  # decodes the function and arguments
+    except DeserializationError:
+        return "its function and arguments are not JSON"
+    # RQ keeps meta it cannot decode as {"unserialized": <the raw bytes>}; JSON has no bytes.
+    if job.meta.keys() == {"unserialized"} and isinstance(job.meta["unserialized"], bytes):
+        return "its meta is not JSON"
+    return None
 
 
 def _registries(queue: Queue) -> dict[str, BaseRegistry]:
@@ -149,7 +176,9 @@ def recent_jobs(
             ids += rq_queue.get_job_ids(0, limit - 1)
         for registry_name, registry in _registries(rq_queue).items():
             if state in (None, registry_name) or (state == "stopped" and registry_name == "failed"):
-                ids += registry.get_job_ids(0, limit - 1, desc=True)
+                # Read only: RQ's cleanup would fail abandoned jobs before the workers' maintenance
+                # gives them their crash re-run (worker.OffloadWorker.clean_registries).
+                ids += registry.get_job_ids(0, limit - 1, desc=True, cleanup=False)
     jobs = fetch_jobs(list(dict.fromkeys(ids)))
     if state is not None:
         # A registry can briefly hold a job that already moved on; trust the job's own status.
@@ -162,7 +191,8 @@ def recent_jobs(
 def fetch_jobs(job_ids: list[str]) -> list[Job]:
     """Return the jobs with these ids that still exist, in the same order."""
     valid = [job_id for job_id in job_ids if _JOB_ID.match(job_id)]
-    return [job for job in Job.fetch_many(valid, connection=get_redis(), serializer=JSONSerializer) if job]
+    fetched = Job.fetch_many(valid, connection=get_redis(), serializer=JSONSerializer)
+    return [job for job in fetched if job and not unreadable(job)]
 
 
 def newest_first(jobs: list[Job]) -> list[Job]:

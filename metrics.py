@@ -28,6 +28,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue, Worker
+from rq.exceptions import DeserializationError
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
@@ -50,8 +51,12 @@ def task_key(label: str) -> str:
 
 
 def task_label(job: Job) -> str:
-    """The task a job runs: its registered name, or the function path for jobs enqueued by hand."""
-    return (job.meta or {}).get("task") or job.func_name
+    """The task a job runs: its registered name, the function path for jobs enqueued by hand,
+    or "unreadable" for a job whose data is not JSON (the worker refuses to run those)."""
+    try:
+        return (job.meta or {}).get("task") or job.func_name
+    except DeserializationError:
+        return "unreadable"
 
 
 def record_job(redis: Redis, job: Job, outcome: str, seconds: float | None = None) -> None:

@@ -114,7 +114,10 @@ def _csv_entries(data: bytes) -> Iterable[str]:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise ValueError("The CSV file is not UTF-8 text: save it as CSV UTF-8.") from None
-    rows = [row for row in csv.reader(io.StringIO(text)) if any(cell.strip() for cell in row)]
+    try:
+        rows = [row for row in csv.reader(io.StringIO(text)) if any(cell.strip() for cell in row)]
+    except csv.Error as exc:  # e.g. a bare carriage return inside a field
+        raise ValueError(f"The CSV file cannot be read ({exc}).") from None
     if not rows:
         return []
     header = [cell.strip().lower() for cell in rows[0]]

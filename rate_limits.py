@@ -24,6 +24,8 @@ def init_app(app: Flask) -> None:
         },
     )
     app.config.setdefault("RATELIMIT_KEY_PREFIX", "offload")
+    # Stated for every app: `limiter` is shared, and init_app would carry one app's switch to the next.
+    app.config.setdefault("RATELIMIT_ENABLED", True)
     # Redis down: count in this process's memory meanwhile, rather than fail the request.
     app.config.setdefault("RATELIMIT_IN_MEMORY_FALLBACK_ENABLED", True)
     app.config.setdefault("RATELIMIT_SWALLOW_ERRORS", True)

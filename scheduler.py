@@ -71,12 +71,14 @@ class SleepingScheduler(periodic.OffloadScheduler):
 
     def work(self) -> None:
         self._install_signal_handlers()
-        self.register_birth()
         pubsub = self.connection.pubsub(ignore_subscribe_messages=True)
-        backoff = 1.0
+        backoff, born = 1.0, False
         try:
             while not self._stop_requested:
                 try:
+                    if not born:  # inside the loop: a Redis outage at start-up is waited out too
+                        self.register_birth()
+                        born = True
                     if not pubsub.subscribed:
                         pubsub.subscribe(WAKE_CHANNEL)  # before reading, so no wake is missed
                     if self.should_reacquire_locks:

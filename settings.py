@@ -84,6 +84,9 @@ def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "WORKER_HEARTBEAT_INTERVAL": _int(env, "WORKER_HEARTBEAT_INTERVAL", 10),
         # Seconds between a worker's maintenance passes, which find abandoned jobs (RQ: 600).
         "WORKER_MAINTENANCE_INTERVAL": _int(env, "WORKER_MAINTENANCE_INTERVAL", 20),
+        # Extra runs a job gets when its worker or work horse dies under it, on top of its
+        # task's own Retry (which a crash uses first). 0: such a job fails at once.
+        "CRASH_RERUNS": _int(env, "CRASH_RERUNS", 1),
         # --- deploy (docs/deploy.md) ---
         # Queues no stock worker listens to: a job sent to one starts an `rq worker --burst`
         # for it (ondemand.py) that exits when the queue is empty.
@@ -163,6 +166,11 @@ def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "DIGEST_EVERY": _int(env, "DIGEST_EVERY", 3600),
         # Where the digest is mailed (through SMTP_URL); empty: it is only stored and shown as the job's result.
         "DIGEST_TO": env.get("DIGEST_TO", ""),
+        # --- web defences (security.py)
+        # Proxies in front of the app that set X-Forwarded-For/-Proto (1 on Fly, 0 on a laptop).
+        "TRUSTED_PROXY_COUNT": _int(env, "TRUSTED_PROXY_COUNT", 0),
+        # Jobs one client (IP address) may submit, in Flask-Limiter's notation.
+        "SUBMIT_RATE_LIMIT": env.get("SUBMIT_RATE_LIMIT") or "60 per minute",
         # A worker's job process (which runs job after job) is replaced after this many jobs,
         # or once its peak memory passes this many MB, so a leaking job cannot grow forever.
         "JOB_PROCESS_MAX_JOBS": _int(env, "JOB_PROCESS_MAX_JOBS", 1000),

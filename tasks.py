@@ -26,6 +26,8 @@ from typing import Annotated, Any
 from urllib.parse import unquote, urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Retry, get_current_job
 
 from retries import backoff_intervals
@@ -140,7 +142,11 @@ def report_progress(fraction: float, **details: Any) -> None:
         return
     job.meta["progress"] = round(max(0.0, min(1.0, fraction)) * 100, 1)
     job.meta.update(details)
-    job.save_meta()
+    try:
+        job.save_meta()
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        # Progress only feeds the job page: a Redis blip must not fail the work itself.
+        log.warning("job %s: progress not saved, Redis unreachable (%s)", job.id, exc)
 
 
 def preload() -> None:

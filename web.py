@@ -28,6 +28,7 @@ import newsletter
 from api import field_errors
 from auth import is_operator
 from scheduling import ScheduleError, parse_when
+from security import limit_submissions
 from tasks import TASKS, Task, get_task
 
 bp = Blueprint("web", __name__)
@@ -69,6 +70,7 @@ def index():
 
 
 @bp.post("/tasks/<name>")
+@limit_submissions
 def submit(name: str):
     """Validate the form, enqueue the job and send the browser to its page (303)."""
     task = get_task(name)
@@ -106,6 +108,7 @@ def form_schedule(form: Mapping[str, str]):
 
 
 @bp.route("/newsletter", methods=["GET", "POST"])
+@limit_submissions
 def newsletter_form():
     """The newsletter form; a valid submit enqueues one job per recipient and shows the batch (303)."""
     if request.method == "GET":

@@ -10,16 +10,19 @@ adds what plain RQ lacks: JSON serialization whatever the command line says, the
 built once per worker process with its context pushed around every job, a record of each
 attempt in the job's meta for the job page, heavy libraries and models preloaded before the
 job process forks (``tasks.preload``), retry hints from a task's exception (``retries.py``:
-a permanent error is never retried; a transient one says when), and the speed of running
-jobs in-process without giving up the safety of a separate process (see "The job process"
-below).
+a permanent error is never retried; a transient one says when), the speed of running jobs
+in-process without giving up the safety of a separate process (see "The job process"
+below), and fault handling: a dead worker's jobs found within a minute and re-run, Redis
+outages waited out instead of quitting, and jobs that are not JSON refused (SECURITY.md).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import json
+import logging
 import os
 import random
 import resource
@@ -27,33 +30,36 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection, Pipe
-from typing import Any
+from typing import Any, TypeVar
 
+import redis.exceptions
 from flask import Flask
-from rq import Queue, Worker
+from rq import Queue, Worker, worker_registration
 from rq.defaults import (
     DEFAULT_JOB_MONITORING_INTERVAL,
     DEFAULT_LOGGING_DATE_FORMAT,
     DEFAULT_LOGGING_FORMAT,
     DEFAULT_MAINTENANCE_TASK_INTERVAL,
 )
+from rq.exceptions import NoSuchJobError, StopRequested
 from rq.executions import Execution
-from rq.job import Job
+from rq.job import Job, JobStatus
+from rq.registry import clean_registries
 from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
 from rq.timeouts import JobTimeoutException
-from rq.utils import current_timestamp, utcformat
-from rq.utils import now as rq_now
+from rq.utils import current_timestamp, now, utcformat
 from rq.worker import WorkerStatus
 
 import joblog
 import retries
 import settings
 import tasks
+from dev import redact
 from metrics import JobMetricsMixin
 from queues import WAKE_CHANNEL, OffloadQueue
 from scheduler import SleepingScheduler
@@ -70,11 +76,36 @@ DICT_CONFIG: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"redis_unreachable": {"()": "worker.RedisUnreachableFilter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redis_unreachable"]}},
     "root": {"handlers": ["console"], "level": "INFO"},
     # fontTools logs a line per table of every font it subsets into a PDF.
     "loggers": {"fontTools": {"level": "WARNING"}},
 }
+
+REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+"""What a lost or restarting Redis raises; the worker waits these out instead of quitting."""
+
+_T = TypeVar("_T")
+
+
+class RedisUnreachableFilter(logging.Filter):
+    """Turn ``rq worker``'s start-up connection error into one line that names Redis.
+
+    The CLI logs a failed first connection as the bare exception ("Error 111 connecting to
+    127.0.0.1:6379. Connection refused.", or a traceback for a timeout) and exits 1. This
+    keeps the exit code and says what is wrong and where, without the password.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, redis.exceptions.RedisError):
+            record.msg = (
+                f"Redis at {redact(REDIS_URL)} is unreachable ({record.msg}); "
+                "the worker exits 1 (is Redis running, and is REDIS_URL right?)"
+            )
+            record.args = None
+            record.exc_info = record.exc_text = None
+        return True
 
 
 def _now() -> str:
@@ -89,6 +120,17 @@ def describe_failure(exc: BaseException | None, timeout: float | None) -> str:
         return "failed"
     line = traceback.format_exception_only(type(exc), exc)[-1].strip()
     return line[:500]
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Have Linux SIGKILL this process when its parent dies (``prctl(PR_SET_PDEATHSIG)``)."""
+    if not sys.platform.startswith("linux"):
+        return
+    pr_set_pdeathsig = 1
+    if ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != parent_pid:  # the parent died before the request took effect
+        os._exit(1)
 
 
 class OffloadJob(Job):
@@ -133,7 +175,12 @@ class OffloadWorker(JobMetricsMixin, Worker):
         if kwargs.get("maintenance_interval", DEFAULT_MAINTENANCE_TASK_INTERVAL) == DEFAULT_MAINTENANCE_TASK_INTERVAL:
             kwargs["maintenance_interval"] = _settings["WORKER_MAINTENANCE_INTERVAL"]
         super().__init__(names, *args, **kwargs)
+        # Without it, connecting to a vanished host waits for the kernel's TCP timeout (minutes).
+        pool_kwargs = self.connection.connection_pool.connection_kwargs
+        if pool_kwargs.get("socket_connect_timeout") is None:
+            pool_kwargs["socket_connect_timeout"] = _settings["REDIS_CONNECT_TIMEOUT"]
         self._flask_app: Flask | None = None
+        self._stop_signalled = False
         self.job_process_max_jobs = job_process_max_jobs
         self.job_process_max_memory_mb = job_process_max_memory_mb
         self._job_process: JobProcess | None = None
@@ -205,10 +252,9 @@ class OffloadWorker(JobMetricsMixin, Worker):
             attempt["outcome"] = "finished"
         job.meta["attempts"] = attempts
         # What RQ's version does (end time, job heartbeat), with the meta in the same write.
-        job.ended_at = job.last_heartbeat = rq_now()
-        job.connection.hset(
-            job.key, mapping={"last_heartbeat": utcformat(job.last_heartbeat), "meta": job.serializer.dumps(job.meta)}
-        )
+        job.ended_at = job.last_heartbeat = now()
+        mapping = {"last_heartbeat": utcformat(job.last_heartbeat), "meta": job.serializer.dumps(job.meta)}
+        self._until_redis_answers(f"recording the end of job {job.id}", job.connection.hset, job.key, mapping=mapping)
 
     def handle_job_failure(self, job, queue, started_job_registry=None, exc_string="", execution=None):  # type: ignore[no-untyped-def]
         # In the work horse this runs inside perform_job's except block, before RQ decides on a retry.
@@ -217,9 +263,26 @@ class OffloadWorker(JobMetricsMixin, Worker):
 
     # ------------------------------------------------------------------ faults
     #
-    # A dead worker's jobs are found within a minute (heartbeat TTL and maintenance interval
-    # from settings, instead of RQ's 60 s grace and 10 min): what a deploy's SIGKILL after
-    # kill_timeout needs (docs/deploy.md). Same code as the reliability branch's.
+    # A dead worker: its work horse dies with it (no job runs twice at once), its jobs are
+    # found within a minute (heartbeat TTL and maintenance interval from settings, instead of
+    # RQ's 60 s grace and 10 min), and every job gets CRASH_RERUNS more runs after a crash.
+    # A lost Redis: every step waits for it with backoff instead of quitting (RQ quits, and
+    # exits 0: rq #1933), and pubsub resubscribes on reconnect (redis-py's on_connect).
+
+    def _until_redis_answers(self, what: str, action: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        """Return ``action(...)``, retrying with backoff (one log line a try) while Redis is unreachable."""
+        delay = 0.5
+        while True:
+            try:
+                return action(*args, **kwargs)
+            except REDIS_ERRORS as exc:
+                if self._stop_signalled and not self.horse_pid and not self.is_horse:
+                    raise StopRequested() from exc
+                self.log.warning(
+                    "Worker %s: Redis unreachable while %s (%s); retrying in %.1f s", self.name, what, exc, delay
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, 30.0)
 
     @property
     def dequeue_timeout(self) -> int:
@@ -232,6 +295,109 @@ class OffloadWorker(JobMetricsMixin, Worker):
         if job.timeout and job.timeout > 0:
             return int(max(0, min(job.timeout - working_time, interval))) + 2 * interval
         return 3 * interval
+
+    def setup_work_horse_signals(self) -> None:
+        super().setup_work_horse_signals()
+        # A horse outliving its worker would run on while maintenance re-runs its job elsewhere.
+        _die_with_parent(self.pid or os.getppid())
+
+    def clean_registries(self) -> None:
+        # RQ's, with the crash re-runs granted first, under the same per-queue lock.
+        for queue in self.queues:
+            if queue.acquire_maintenance_lock():
+                try:
+                    self._settle_abandoned_jobs(queue)
+                    self.log.info("Worker %s: cleaning registries for queue: %s", self.name, queue.name)
+                    clean_registries(queue, self._exc_handlers)
+                    worker_registration.clean_worker_registry(queue)
+                    queue.intermediate_queue.cleanup(self, queue)
+                finally:
+                    queue.release_maintenance_lock()
+        self.last_cleaned_at = now()
+
+    def _settle_abandoned_jobs(self, queue: Queue) -> None:
+        """Record the crash on each job whose worker stopped heartbeating; RQ's cleanup then retries or fails it."""
+        for job_id in queue.started_job_registry.get_expired_job_ids():
+            try:
+                job = self.job_class.fetch(job_id, connection=self.connection, serializer=self.serializer)
+            except NoSuchJobError:
+                continue
+            if job.get_status(refresh=False) != JobStatus.STARTED:
+                continue
+            self.log.warning("Worker %s: job %s was abandoned (its worker stopped heartbeating)", self.name, job.id)
+            self._record_crash(job, "AbandonedJobError: its worker died or lost Redis while it ran")
+
+    def handle_work_horse_killed(self, job, retpid, ret_val, rusage) -> None:  # type: ignore[no-untyped-def]
+        if ret_val and os.WIFSIGNALED(ret_val):
+            reason = f"its work horse was killed by {signal.Signals(os.WTERMSIG(ret_val)).name}"
+        else:
+            reason = f"its work horse exited unexpectedly (wait status {ret_val})"
+        self._until_redis_answers(f"recording the crash of job {job.id}", self._record_crash, job, reason)
+        super().handle_work_horse_killed(job, retpid, ret_val, rusage)
+
+    def _record_crash(self, job, reason: str) -> None:  # type: ignore[no-untyped-def]
+        """End the job's running attempt as crashed and, within CRASH_RERUNS, give the job one more run."""
+        meta = job.get_meta(refresh=True)
+        attempts = meta.get("attempts") or []
+        if attempts and attempts[-1].get("outcome") is None:
+            attempts[-1].update(ended_at=_now(), outcome="crashed", error=reason)
+        granted = meta.get("crash_reruns", 0)
+        if not job.retries_left and granted < _settings["CRASH_RERUNS"]:
+            meta["crash_reruns"] = granted + 1
+            job.retries_left, job.retry_intervals = 1, [0]
+            self.connection.hset(job.key, mapping={"retries_left": 1, "retry_intervals": "[0]"})
+        job.save_meta()
+
+    def check_for_suspension(self, burst: bool) -> None:
+        self._until_redis_answers("checking for suspension", super().check_for_suspension, burst)
+
+    def prepare_execution(self, job):  # type: ignore[no-untyped-def]
+        def attempt():  # type: ignore[no-untyped-def]
+            self.executions.clear()  # one job at a time: drop what a failed try left behind
+            return Worker.prepare_execution(self, job)
+
+        return self._until_redis_answers(f"starting job {job.id}", attempt)
+
+    def prepare_job_execution(self, job, remove_from_intermediate_queue: bool = False) -> None:  # type: ignore[no-untyped-def]
+        self._until_redis_answers(
+            f"starting job {job.id}", super().prepare_job_execution, job, remove_from_intermediate_queue
+        )
+
+    def handle_job_success(self, job, queue, started_job_registry, execution) -> None:  # type: ignore[no-untyped-def]
+        self._until_redis_answers(
+            f"recording the success of job {job.id}",
+            super().handle_job_success,
+            job,
+            queue,
+            started_job_registry,
+            execution,
+        )
+
+    def maintain_heartbeats(self, job, execution) -> None:  # type: ignore[no-untyped-def]
+        try:
+            super().maintain_heartbeats(job, execution)
+        except REDIS_ERRORS as exc:
+            # Keep watching the work horse; the next heartbeat is one interval away.
+            self.log.warning("Worker %s: no heartbeat for job %s, Redis unreachable (%s)", self.name, job.id, exc)
+
+    def request_stop(self, signum, frame) -> None:  # type: ignore[no-untyped-def]
+        self._stop_signalled = True
+        try:
+            super().request_stop(signum, frame)
+        except REDIS_ERRORS:
+            # RQ asks Redis whether we are busy; we know: stop after the job, or now.
+            if not self.horse_pid:
+                raise StopRequested() from None
+            self._stop_requested = True
+
+    def work(self, burst: bool = False, **kwargs: Any) -> bool:  # type: ignore[override]
+        worked = super().work(burst, **kwargs)
+        if not (burst or kwargs.get("max_jobs") or kwargs.get("max_idle_time") or self._stop_signalled):
+            # RQ's loop quits on errors it does not handle and `rq worker` then exits 0, which
+            # a supervisor reads as "done" (rq #1933). Exit 1 so the worker gets restarted.
+            self.log.error("Worker %s: the work loop ended unexpectedly; exiting 1", self.name)
+            sys.exit(1)
+        return worked
 
     # --------------------------------------------------------------- the job process
     #
@@ -246,14 +412,31 @@ class OffloadWorker(JobMetricsMixin, Worker):
     # fails the job of a job process that died, and shuts down warm on SIGTERM.
 
     def execute_job(self, job: Job, queue: Queue) -> None:
-        execution = self.prepare_execution(job)
-        self.fork_work_horse(job, queue)
-        self.monitor_work_horse(job, queue, execution)
-        # Idle again: state and heartbeat in one round trip (RQ's loop sends them apart).
-        with self.connection.pipeline(transaction=False) as batch:
-            self.set_state(WorkerStatus.IDLE, pipeline=batch)
-            self.heartbeat(pipeline=batch)
-            batch.execute()
+        from jobs import unreadable  # here: jobs imports ondemand, which imports this module
+
+        refusal = unreadable(job)
+        if refusal:
+            # Pickled or forged: never decoded another way, never run; it fails with the reason.
+            self.log.error("Worker %s: refused job %s: %s", self.name, job.id, refusal)
+            queue.intermediate_queue.remove(job.id)
+            self.handle_job_failure(job, queue, exc_string=f"Refused: {refusal} (Offload only runs JSON jobs)")
+            return
+        try:
+            execution = self.prepare_execution(job)
+            self.fork_work_horse(job, queue)
+            self.monitor_work_horse(job, queue, execution)
+            # Idle again: state and heartbeat in one round trip (RQ's loop sends them apart).
+            with self.connection.pipeline(transaction=False) as batch:
+                self.set_state(WorkerStatus.IDLE, pipeline=batch)
+                self.heartbeat(pipeline=batch)
+                batch.execute()
+        except REDIS_ERRORS as exc:
+            # Only the bookkeeping after the job ended gets here. A job that could not record
+            # its end stays "started" until its heartbeat expires; maintenance then re-runs it.
+            self.log.warning("Worker %s: Redis unreachable as job %s ended (%s)", self.name, job.id, exc)
+            self._horse_pid = 0
+            self.executions.clear()
+            self.set_state(WorkerStatus.IDLE)
 
     def fork_work_horse(self, job: Job, queue: Queue) -> None:
         execution = self.execution
@@ -406,18 +589,21 @@ class OffloadWorker(JobMetricsMixin, Worker):
     # locks are tried only when one of them is free.
 
     def run_maintenance_tasks(self) -> None:
+        self._until_redis_answers("running maintenance", self._maintain)
+
+    def _maintain(self) -> None:
         if self.last_cleaned_at and self.scheduler and self._scheduler_lock_free():
             process = self.scheduler._process
             if process is None or not process.is_alive():
                 self.scheduler.acquire_locks(auto_start=True)
-        now = time.monotonic()
-        if self._fully_cleaned_at is None or now - self._fully_cleaned_at >= FULL_MAINTENANCE_INTERVAL:
+        moment = time.monotonic()
+        if self._fully_cleaned_at is None or moment - self._fully_cleaned_at >= FULL_MAINTENANCE_INTERVAL:
             self.clean_registries()
             self.clean_group_registries()
-            self._fully_cleaned_at = now
+            self._fully_cleaned_at = moment
         else:
             self.clean_abandoned_jobs()
-            self.last_cleaned_at = rq_now()
+            self.last_cleaned_at = now()
 
     def clean_abandoned_jobs(self) -> None:
         """Fail or retry the jobs of workers that died, in the queues that have any."""
@@ -430,6 +616,7 @@ class OffloadWorker(JobMetricsMixin, Worker):
         for queue, registry, found in zip(self.queues, registries, expired, strict=True):
             if found and queue.acquire_maintenance_lock():
                 try:
+                    self._settle_abandoned_jobs(queue)  # crash recorded, re-run granted (faults)
                     registry.cleanup(exception_handlers=self._exc_handlers)
                 finally:
                     queue.release_maintenance_lock()
@@ -445,7 +632,7 @@ class OffloadWorker(JobMetricsMixin, Worker):
     # RQ's loop writes the worker's heartbeat (3 commands, one round trip each) four times
     # and its state twice per job. A heartbeat that would move the expiry by less than a
     # quarter of the TTL (at most a minute) is skipped, the three commands go in one
-    # round trip, and a state already written is not written again.
+    # round trip, and a state already written is not written again. Both wait out Redis.
 
     def heartbeat(self, timeout: int | None = None, pipeline=None) -> None:  # type: ignore[no-untyped-def]
         timeout = timeout or self.worker_ttl + 60
@@ -455,12 +642,19 @@ class OffloadWorker(JobMetricsMixin, Worker):
         else:
             if expires_at - self._heartbeat_expires_at < min(timeout / 4, 60):
                 return
-            with self.connection.pipeline(transaction=False) as batch:
-                super().heartbeat(timeout, pipeline=batch)
-                batch.execute()
+            send = super().heartbeat
+
+            def batched() -> None:
+                with self.connection.pipeline(transaction=False) as batch:
+                    send(timeout, pipeline=batch)
+                    batch.execute()
+
+            self._until_redis_answers("sending a heartbeat", batched)
         self._heartbeat_expires_at = expires_at
 
     def set_state(self, state: str, pipeline=None) -> None:  # type: ignore[no-untyped-def]
-        if pipeline is None and state == self._state:
-            return
-        super().set_state(state, pipeline=pipeline)
+        if pipeline is not None:
+            return super().set_state(state, pipeline=pipeline)
+        if state == self._state:
+            return None
+        return self._until_redis_answers(f"setting state {state}", super().set_state, state)

@@ -22,6 +22,7 @@ from rq.serializers import JSONSerializer
 from werkzeug.security import generate_password_hash
 
 import dev
+from tests.figures import figures, pytest_terminal_summary  # noqa: F401 - the suite's figures, printed at the end
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -48,6 +48,8 @@ def hang_on_first_attempt() -> str:
     while len(job.meta.get("attempts", [])) <= 1:
         time.sleep(0.1)
     return f"done on attempt {len(job.meta['attempts'])}"
+
+
 def block_until_released(key: str, timeout: int = 60, label: str = "") -> str:
     """Wait (without using CPU) until a test pushes to ``key``; keeps a worker busy meanwhile."""
     job = get_current_job()
@@ -105,6 +107,37 @@ def sleep_for(seconds: float) -> str:
 
     time.sleep(seconds)
     return "woke up"
+
+
+def record_run(ledger: str, seconds: float = 0.0) -> str:
+    """Count this run in ``<ledger>:runs``, note who runs it since when, work ``seconds``, then
+    count a completion in ``<ledger>:done`` (see tests.faults.Ledger)."""
+    import json
+    import os
+    import time
+
+    from redis.exceptions import ConnectionError, TimeoutError
+
+    job = get_current_job()
+    redis = job.connection
+
+    def write(command, *args):  # the ledger waits out a Redis outage: it measures the queue, not itself
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                return command(*args)
+            except (ConnectionError, TimeoutError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    write(redis.hincrby, f"{ledger}:runs", job.id, 1)
+    if seconds:
+        running = {"pid": os.getpid(), "worker_pid": os.getppid(), "since": time.time()}
+        write(redis.hset, f"{ledger}:running", job.id, json.dumps(running))
+        burn_cpu(seconds)
+    write(redis.hincrby, f"{ledger}:done", job.id, 1)
+    return "done"
 
 
 def report_pid() -> int:

@@ -1,0 +1,276 @@
+"""Faults on real processes, real signals and a real Redis: no job is lost.
+
+Every scenario runs jobs that keep a ledger of their runs (``tests.faults.Ledger``), does its
+damage, waits for every job to end, and records what became of them in the session's
+figures: submitted / finished / failed / lost, and how long detection took. The workers are
+the README's ``rq worker`` command with Offload's shipped settings.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from redis import Redis
+from rq import Queue, Worker
+from rq.command import send_shutdown_command
+from rq.serializers import JSONSerializer
+
+import dev
+import settings
+from tests.conftest import ROOT, Stack, process_env, wait_for
+from tests.faults import Ledger, alive, parse_time
+from worker import OffloadWorker
+
+
+def _crash(ledger: Ledger, job_id: str) -> dict:
+    """The attempt the worker marked as crashed for ``job_id``."""
+    return next(a for a in ledger.fetch(job_id).meta["attempts"] if a["outcome"] == "crashed")
+
+
+# --------------------------------------------------------------------------- 1. killed workers
+
+
+def test_shipped_settings_find_an_abandoned_job_within_a_minute(redis):
+    """RQ's stock values take 90 s to 11.5 min; Offload's heartbeat TTL plus maintenance interval stay under 60 s."""
+    # The CLI passes RQ's defaults explicitly, exactly like this.
+    worker = OffloadWorker(["default"], connection=redis, job_monitoring_interval=30, maintenance_interval=600)
+    job = Queue("default", connection=redis, serializer=JSONSerializer).enqueue("tests.fixtures.burn_cpu", 1)
+
+    longest_silence = worker.get_heartbeat_ttl(job)
+    assert worker.job_monitoring_interval == settings.load()["WORKER_HEARTBEAT_INTERVAL"]
+    assert longest_silence > 2 * worker.job_monitoring_interval - 1  # one missed heartbeat is not death
+    assert longest_silence + worker.maintenance_interval < 60
+    # An idle worker wakes from its blocking wait in time for maintenance.
+    assert worker.dequeue_timeout <= worker.maintenance_interval
+    # A CLI flag still wins.
+    chosen = OffloadWorker(["default"], connection=redis, job_monitoring_interval=7, maintenance_interval=45)
+    assert (chosen.job_monitoring_interval, chosen.maintenance_interval) == (7, 45)
+
+
+def _abandon(worker: OffloadWorker, job_id: str, redis: Redis) -> None:
+    """Make ``job_id`` look like a job whose worker died mid-run: started, heartbeat expired."""
+    queue = Queue("default", connection=redis, serializer=JSONSerializer)
+    job = queue.fetch_job(job_id)
+    redis.lrem(queue.key, 0, job_id)
+    worker.prepare_execution(job)
+    job.set_status("started")
+    registry = queue.started_job_registry
+    redis.zadd(registry.key, dict.fromkeys(redis.zrange(registry.key, 0, -1), 1))  # expired long ago
+
+
+def test_abandoned_job_uses_its_retries_then_one_crash_rerun_then_fails_with_the_reason(client, redis):
+    worker = OffloadWorker(["default"], connection=redis)
+    job_id = client.post("/api/jobs", json={"task": "crunch_numbers", "params": {"limit": 100}}).get_json()["id"]
+    _abandon(worker, job_id, redis)
+    assert client.get("/jobs").status_code == 200  # pages only read: RQ's cleanup is left to workers
+    assert client.get(f"/api/jobs/{job_id}").get_json()["status"] == "started"
+
+    seen = []
+    for crash in range(4):
+        if crash:
+            _abandon(worker, job_id, redis)
+        worker.clean_registries()
+        view = client.get(f"/api/jobs/{job_id}").get_json()
+        seen.append((view["status"], view["retries_left"]))
+
+    # crunch_numbers has Retry(max=2, interval=[10, 30]); then CRASH_RERUNS=1, at once; then it fails.
+    assert seen == [("scheduled", 1), ("scheduled", 0), ("queued", 0), ("failed", 0)]
+    assert "AbandonedJobError" in client.get(f"/api/jobs/{job_id}").get_json()["error"]
+
+
+@pytest.mark.e2e
+def test_killed_workers_and_work_horses_lose_no_job_and_finish_each_once(stack: Stack, redis: Redis, figures):
+    jobs, seconds = 300, 0.2
+    stack.start_worker("worker-2")
+    ledger = Ledger(redis, "kills")
+    ledger.submit(jobs, seconds)
+
+    kills: list[tuple[str, str, float]] = []
+    victims: set[str] = set()
+    for number in range(6):
+        kind = "work horse" if number % 2 == 0 else "worker"
+        wait_for(lambda n=number: len(ledger.done()) >= (n + 1) * jobs // 8, timeout=120, what="jobs to flow")
+        # Mid-job: less than half of its work done, so no completion is in flight.
+        victim = wait_for(
+            lambda: ledger.in_progress(younger_than=seconds * 0.4, exclude=victims), timeout=30, what="a running job"
+        )
+        victims.add(victim.job_id)
+        killed_at = time.time()
+        if kind == "work horse":
+            os.kill(victim.pid, signal.SIGKILL)
+        else:
+            os.killpg(victim.worker_pid, signal.SIGKILL)  # the worker and its scheduler, as a lost machine
+            wait_for(lambda v=victim: not alive(v.pid), timeout=10, what="the work horse to die with its worker")
+            stack.start_worker(f"worker-after-kill-{number}")  # what Fly's restart policy does
+        kills.append((kind, victim.job_id, killed_at))
+
+    wait_for(ledger.settled, timeout=180, interval=0.5, what="every job to end")
+    tally = ledger.tally()
+    runs = ledger.runs()
+    detection = {"worker": [], "work horse": []}
+    for kind, job_id, killed_at in kills:
+        crash = _crash(ledger, job_id)
+        detection[kind].append(parse_time(crash["ended_at"]) - killed_at)
+        assert ledger.fetch(job_id).get_status() == "finished"
+        assert runs[job_id] == 2, (kind, job_id)
+        expected = "killed by SIGKILL" if kind == "work horse" else "AbandonedJobError"
+        assert expected in crash["error"]
+    figures.record(
+        "worker killed (SIGKILL, 2 workers)",
+        **tally,
+        workers_killed=len(detection["worker"]),
+        horses_killed=len(detection["work horse"]),
+        abandoned_detection_max_s=max(detection["worker"]),
+        abandoned_detection_min_s=min(detection["worker"]),
+        horse_kill_detection_max_s=max(detection["work horse"]),
+    )
+    print("detection seconds per kill:", [(kind, round(d, 2)) for kind, ds in detection.items() for d in ds])
+    assert tally["lost"] == 0
+    assert tally["finished"] == jobs
+    assert tally["finished_not_exactly_once"] == 0 and tally["completed_twice"] == 0
+    assert tally["reruns"] == len(kills)
+
+
+@pytest.mark.e2e
+def test_job_whose_work_horse_dies_twice_fails_with_the_reason_shown(stack: Stack, redis: Redis, http: httpx.Client):
+    ledger = Ledger(redis, "twice")
+    [job_id] = ledger.submit(1, seconds=5)
+    for run in (1, 2):
+        running = wait_for(lambda r=run: ledger.runs().get(job_id) == r and ledger.in_progress(5), what=f"run {run}")
+        os.kill(running.pid, signal.SIGKILL)
+        wait_for(lambda p=running.pid: not alive(p), what="the work horse to die")
+
+    view = wait_for(lambda: (v := http.get(f"/api/jobs/{job_id}").json())["ended"] and v, what="the job to end")
+
+    assert view["status"] == "failed"
+    assert [attempt["outcome"] for attempt in view["attempts"]] == ["crashed", "crashed"]
+    assert view["error"] == "its work horse was killed by SIGKILL"
+    assert ledger.done() == {}
+
+
+# --------------------------------------------------------------------------- 2. Redis restarted
+
+
+@pytest.mark.e2e
+def test_redis_restart_with_aof_loses_no_job_and_web_and_workers_recover_by_themselves(tmp_path: Path, figures):
+    port = dev.free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    data = tmp_path / "redis-data"
+
+    def redis_server():
+        return dev.redis_server(dev.find_redis_server(), port, data_dir=data, appendonly=True)
+
+    stack = Stack(redis_url=url, logs=tmp_path, env=process_env(url))
+    http = httpx.Client(timeout=10)
+    try:
+        with redis_server():
+            base = stack.start_web()
+            workers = [stack.start_worker("worker-1"), stack.start_worker("worker-2")]
+            ledger = Ledger(Redis.from_url(url), "restart")
+            ledger.submit(200, seconds=0.05)
+            wait_for(lambda: len(ledger.done()) >= 40, timeout=60, what="jobs to flow")
+
+        # Redis is down (stopped with SIGTERM: the AOF is flushed, as on a Fly restart), for 5 s.
+        down_at = time.time()
+        seen = {name: len(stack.log(name)) for name in ("worker-1", "worker-2")}
+        wait_for(
+            lambda: all("Redis" in stack.log(name)[start:] for name, start in seen.items()),
+            timeout=30,
+            what="both workers to notice",
+        )
+        answers = 0
+        while time.time() - down_at < 5:
+            api = http.post(f"{base}/api/jobs", json={"task": "crunch_numbers", "params": {"limit": 100}})
+            page = http.get(f"{base}/jobs/{ledger.job_ids[0]}")
+            assert api.status_code == 503 and api.headers["Retry-After"]
+            assert "unreachable" in api.json()["error"]
+            assert page.status_code == 503 and "unreachable" in page.text and "Traceback" not in page.text
+            answers += 2
+            time.sleep(0.5)
+        assert all(worker.poll() is None for worker in workers), "a worker quit while Redis was down"
+
+        with redis_server():
+            down_seconds = time.time() - down_at
+            up_at = time.time()
+            wait_for(lambda: http.get(f"{base}/healthz").status_code == 200, what="the web to recover")
+            web_recovery = time.time() - up_at
+            assert http.post(f"{base}/api/jobs", json={"task": "crunch_numbers", "params": {"limit": 100}}).is_success
+            wait_for(ledger.settled, timeout=120, interval=0.5, what="every job to end")
+            tally = ledger.tally()
+            figures.record(
+                "Redis restarted (AOF, 2 workers)",
+                **tally,
+                redis_down_s=down_seconds,
+                web_503_answers=answers,
+                web_recovery_s=web_recovery,
+                worker_restarts=sum(worker.poll() is not None for worker in workers),
+            )
+            assert tally["lost"] == 0 and tally["failed"] == 0
+            assert tally["finished"] == 200 and tally["finished_not_exactly_once"] == 0
+            assert all(worker.poll() is None for worker in workers)
+
+            # Their pubsub subscriptions came back too (rq #1836): a shutdown command reaches each.
+            redis = Redis.from_url(url)
+            for registered in Worker.all(connection=redis):
+                send_shutdown_command(redis, registered.name)
+            for worker in workers:
+                assert worker.wait(30) == 0
+    finally:
+        http.close()
+        stack.close()
+        for name in ("web", "worker-1", "worker-2"):
+            print(f"----- {name} log -----\n{stack.log(name)[-3000:]}")
+
+
+# --------------------------------------------------------------------------- 3. Redis absent at start-up
+
+
+@pytest.mark.e2e
+def test_worker_without_redis_says_so_in_one_line_and_exits_1():
+    port = dev.free_port()
+    url = f"redis://:s3cret-pass@127.0.0.1:{port}/0"
+
+    result = subprocess.run(
+        shlex.split(dev.WORKER_COMMAND), cwd=ROOT, env=process_env(url), capture_output=True, text=True, timeout=60
+    )
+
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert result.returncode == 1
+    assert len(lines) == 1, lines
+    assert f"Redis at redis://:***@127.0.0.1:{port}/0 is unreachable" in lines[0]
+    assert "Connection refused" in lines[0] and "s3cret-pass" not in lines[0]
+
+
+@pytest.mark.e2e
+def test_web_without_redis_says_so_once_answers_503_and_recovers_when_redis_starts(tmp_path: Path):
+    port = dev.free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    stack = Stack(redis_url=url, logs=tmp_path, env=process_env(url))
+    web_port = dev.free_port()
+    base = f"http://127.0.0.1:{web_port}"
+    try:
+        stack.spawn("web", ["gunicorn", "app:app"], GUNICORN_BIND=f"127.0.0.1:{web_port}")
+
+        def health() -> int:
+            try:
+                return httpx.get(f"{base}/healthz", timeout=2).status_code
+            except httpx.HTTPError:
+                return 0
+
+        assert wait_for(health, what="gunicorn to answer") == 503
+        mentions = [line for line in stack.log("web").splitlines() if "Redis" in line]
+        assert len(mentions) == 1, mentions
+        assert f"Redis at {url} is unreachable" in mentions[0] and "answering 503" in mentions[0]
+        assert "Traceback" not in stack.log("web")
+
+        with dev.redis_server(dev.find_redis_server(), port):
+            wait_for(lambda: health() == 200, what="the web to recover without a restart")
+    finally:
+        stack.close()
