@@ -84,6 +84,9 @@ def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "WORKER_HEARTBEAT_INTERVAL": _int(env, "WORKER_HEARTBEAT_INTERVAL", 10),
         # Seconds between a worker's maintenance passes, which find abandoned jobs (RQ: 600).
         "WORKER_MAINTENANCE_INTERVAL": _int(env, "WORKER_MAINTENANCE_INTERVAL", 20),
+        # Seconds between RQ's full maintenance passes (every registry of every queue cleaned);
+        # between them a pass only looks for abandoned jobs, one round trip (worker.py).
+        "WORKER_FULL_MAINTENANCE_INTERVAL": _int(env, "WORKER_FULL_MAINTENANCE_INTERVAL", 600),
         # Extra runs a job gets when its worker or work horse dies under it, on top of its
         # task's own Retry (which a crash uses first). 0: such a job fails at once.
         "CRASH_RERUNS": _int(env, "CRASH_RERUNS", 1),

@@ -66,8 +66,8 @@ from scheduler import SleepingScheduler
 
 _settings = settings.load()
 
-FULL_MAINTENANCE_INTERVAL = DEFAULT_MAINTENANCE_TASK_INTERVAL
-"""Seconds between full maintenance passes (RQ's default); abandoned jobs are looked for more often."""
+FULL_MAINTENANCE_INTERVAL = _settings["WORKER_FULL_MAINTENANCE_INTERVAL"]
+"""Seconds between full maintenance passes (RQ's default, 600); abandoned jobs are looked for more often."""
 
 # --- read by `rq worker -c worker` -------------------------------------------------
 REDIS_URL = _settings["REDIS_URL"]

@@ -43,10 +43,9 @@ def _keys_without_expiry(redis: Redis) -> dict[str, str]:
 def test_ten_thousand_jobs_finish_once_and_leave_no_key_that_grows_with_traffic(
     redis_url: str, redis: Redis, tmp_path: Path, figures
 ):
-    # Maintenance every 2 s, so expired registry entries go soon after the results' TTL.
-    stack = Stack(
-        redis_url=redis_url, logs=tmp_path, env={**process_env(redis_url), "WORKER_MAINTENANCE_INTERVAL": "2"}
-    )
+    # Full maintenance every 2 s, so expired registry entries go soon after the results' TTL.
+    env = {**process_env(redis_url), "WORKER_MAINTENANCE_INTERVAL": "2", "WORKER_FULL_MAINTENANCE_INTERVAL": "2"}
+    stack = Stack(redis_url=redis_url, logs=tmp_path, env=env)
     try:
         stack.start_worker("worker-1")
         stack.start_worker("worker-2")
