@@ -8,7 +8,6 @@
   const apiUrl = root.dataset.apiUrl;
   const field = (name) => root.querySelector(`[data-field="${name}"]`);
   const setText = (name, value) => { const el = field(name); if (el) el.textContent = value ?? "—"; };
-  let delay = 1000;
 
   function cell(text) { const td = document.createElement("td"); td.textContent = text; return td; }
 
@@ -34,28 +33,9 @@
     field("failures").replaceChildren(...rows);
   }
 
-  async function poll() {
-    const note = root.querySelector("[data-live-note]");
-    try {
-      const response = await fetch(apiUrl, { headers: { Accept: "application/json" }, cache: "no-store" });
-      if (response.ok) {
-        const batch = await response.json();
-        render(batch);
-        delay = 1000;
-        note.textContent = "updating live";
-        if (batch.done) { note.hidden = true; root.dataset.done = "true"; return; }
-      } else if (response.status === 404) {
-        note.textContent = "this newsletter has expired";
-        return;
-      } else {
-        note.textContent = "connection trouble, retrying…";
-        delay = Math.min(delay * 2, 10000);
-      }
-    } catch (err) {
-      note.textContent = "connection lost, retrying…";
-      delay = Math.min(delay * 2, 10000);
-    }
-    setTimeout(poll, delay);
-  }
-  setTimeout(poll, 500);
+  window.offloadPoll(root, {
+    render,
+    isDone: (data) => { const done = Boolean(data.done); if (done) root.dataset.done = "true"; return done; },
+    expired: "this newsletter has expired",
+  });
 })();
