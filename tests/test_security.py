@@ -328,3 +328,43 @@ def test_web_and_worker_refuse_to_start_in_production_without_secret_key(command
 
     assert result.returncode != 0
     assert "SECRET_KEY must be set" in result.stdout + result.stderr
+
+
+OPERATOR_BLUEPRINTS = ("rq_dashboard", "operators", "control")
+"""Blueprints whose every route is for operators only."""
+
+
+def test_every_operator_route_refuses_anonymous_users(app: Flask, redis: Redis, figures):
+    client = app.test_client()
+    job_id = client.post("/api/jobs", json={"task": "crunch_numbers", "params": {"limit": 100}}).get_json()["id"]
+    keys_before = sorted(redis.keys("*"))
+    samples = {
+        "job_id": job_id,
+        "batch_id": "b" * 32,
+        "filename": "js/dashboard.js",
+        "instance_number": 0,
+        "queue_name": "default",
+        "registry_name": "finished",
+        "per_page": 8,
+        "order": "asc",
+        "page": 1,
+    }
+    routes = [rule for rule in app.url_map.iter_rules() if rule.endpoint.split(".")[0] in OPERATOR_BLUEPRINTS]
+    let_through = []
+    requests = 0
+    for rule in routes:
+        url = rule.build({arg: samples[arg] for arg in rule.arguments})[1]
+        for method in sorted(rule.methods - {"OPTIONS"}):
+            response = client.open(url, method=method)
+            if response.status_code == 308:  # Werkzeug's canonical-URL redirect: judge where it leads
+                response = client.open(response.headers["Location"], method=method)
+            requests += 1
+            refused = response.status_code in (401, 403, 405) or (
+                response.status_code in (302, 303) and "/login" in response.headers.get("Location", "")
+            )
+            if not refused:
+                let_through.append(f"{method} {url} -> {response.status_code}")
+    figures.record("operator routes, anonymous", routes=len(routes), requests=requests, let_through=len(let_through))
+    assert len(routes) >= 20
+    assert let_through == []
+    assert sorted(redis.keys("*")) == keys_before  # nothing changed
