@@ -226,6 +226,18 @@ def stack(redis_url: str, tmp_path: Path, stack_env: dict[str, str]) -> Iterator
 
 
 @pytest.fixture
+def workers(redis_url: str, tmp_path: Path) -> Iterator[Stack]:
+    """Workers only (no web), started by the test with ``start_worker``: the README's command."""
+    stack = Stack(redis_url=redis_url, logs=tmp_path, env=process_env(redis_url))
+    try:
+        yield stack
+    finally:
+        stack.close()
+        for name in dict.fromkeys(name for name, _ in stack.processes):
+            print(f"----- {name} log -----\n{stack.log(name)[-5000:]}")
+
+
+@pytest.fixture
 def http(stack: Stack) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=stack.base_url, timeout=10) as client:
         yield client

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from rq import Queue, Retry
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from tests.conftest import Stack, process_env, wait_for
+from tests.conftest import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -25,18 +24,6 @@ FAST_ABANDON = {
     "WORKER_HEARTBEAT_INTERVAL": "1",
     "WORKER_MAINTENANCE_INTERVAL": "1",
 }
-
-
-@pytest.fixture
-def workers(redis_url: str, tmp_path: Path) -> Iterator[Stack]:
-    """Workers only (no web), started with the README's command."""
-    stack = Stack(redis_url=redis_url, logs=tmp_path, env=process_env(redis_url))
-    try:
-        yield stack
-    finally:
-        stack.close()
-        for name in ("a", "b"):
-            print(f"----- worker {name} log -----\n{stack.log(name)[-4000:]}")
 
 
 def status(redis: Redis, job_id: str) -> str:

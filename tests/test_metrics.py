@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
@@ -12,7 +9,7 @@ from rq import Queue
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from tests.conftest import Stack, process_env, wait_for
+from tests.conftest import wait_for
 
 TOKEN = "metrics-test-token"
 
@@ -59,15 +56,6 @@ def test_queue_depth_per_queue_and_no_workers_alive(metrics_client, redis: Redis
     depth = {dict(labels)["queue"]: value for (name, labels), value in samples.items() if name == "offload_queue_depth"}
     assert depth == {"high": 0, "default": 3, "low": 1, "ondemand": 0}
     assert samples[("offload_workers_alive", ())] == 0
-
-
-@pytest.fixture
-def workers(redis_url: str, tmp_path: Path) -> Iterator[Stack]:
-    stack = Stack(redis_url=redis_url, logs=tmp_path, env=process_env(redis_url))
-    try:
-        yield stack
-    finally:
-        stack.close()
 
 
 @pytest.mark.e2e

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import signal
 from collections import Counter
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import psutil
 import pytest
@@ -17,20 +15,9 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from queues import WAKE_CHANNEL, OffloadQueue
-from tests.conftest import Stack, process_env, wait_for
+from tests.conftest import wait_for
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def workers(redis_url: str, tmp_path: Path) -> Iterator[Stack]:
-    """Workers started as production starts them, on the test Redis (no web)."""
-    stack = Stack(redis_url=redis_url, logs=tmp_path, env=process_env(redis_url))
-    try:
-        yield stack
-    finally:
-        stack.close()
-        print(f"----- worker log -----\n{stack.log('worker')[-5000:]}")
 
 
 @pytest.fixture
