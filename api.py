@@ -183,7 +183,5 @@ def get_job(job_id: str):
     job = jobs.fetch_job(job_id)
     if job is None:
         abort(404, "No such job: it never existed or its result has expired.")
-    view = jobs.job_view(job)
-    if is_operator():
-        view["traceback"] = jobs.job_traceback(job)
+    view = jobs.job_view(job, with_traceback=is_operator())
     return jsonify(view)

@@ -226,8 +226,9 @@ def short_error(job: Job) -> str | None:
     return lines[-1][:500] if lines else None
 
 
-def job_view(job: Job) -> dict[str, Any]:
-    """Return everything the job page and the API show about ``job``, as JSON values."""
+def job_view(job: Job, with_traceback: bool = False) -> dict[str, Any]:
+    """Return everything the job page and the API show about ``job``, as JSON values
+    (with its traceback when ``with_traceback``: operators only)."""
     status = job.get_status(refresh=False)
     status_name = status.value if isinstance(status, JobStatus) else str(status)
     meta = job.meta or {}
@@ -269,6 +270,8 @@ def job_view(job: Job) -> dict[str, Any]:
         if queue is not None:
             with contextlib.suppress(NoSuchJobError):
                 view["scheduled_for"] = _iso(queue.scheduled_job_registry.get_scheduled_time(job))
+    if with_traceback:
+        view["traceback"] = job_traceback(job)
     return view
 
 

@@ -159,9 +159,7 @@ def job_page(job_id: str):
     job = jobs.fetch_job(job_id)
     if job is None:
         abort(404, "No such job: it never existed or its result has expired.")
-    view = jobs.job_view(job)
-    if is_operator():
-        view["traceback"] = jobs.job_traceback(job)
+    view = jobs.job_view(job, with_traceback=is_operator())
     return render_template("job.html", job=view)
 
 
