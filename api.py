@@ -110,7 +110,7 @@ def create_job():
         return _bad_request(exc.message, {exc.field: exc.message})
 
     job = jobs.submit_job(task, validated, run_at=run_at)
-    response = jsonify(jobs.job_view(job))
+    response = jsonify(jobs.job_view(job, with_log=False))
     response.status_code = 202
     response.headers["Location"] = url_for("api.get_job", job_id=job.id)
     return response

@@ -226,9 +226,11 @@ def short_error(job: Job) -> str | None:
     return lines[-1][:500] if lines else None
 
 
-def job_view(job: Job, with_traceback: bool = False) -> dict[str, Any]:
-    """Return everything the job page and the API show about ``job``, as JSON values
-    (with its traceback when ``with_traceback``: operators only)."""
+def job_view(job: Job, with_traceback: bool = False, with_log: bool = True) -> dict[str, Any]:
+    """Return everything the job page and the API show about ``job``, as JSON values: with
+    its traceback when ``with_traceback`` (operators only); without reading its log when
+    not ``with_log`` (lists, and a job this request has just submitted, which has logged
+    nothing yet), so the view costs no Redis round trip."""
     status = job.get_status(refresh=False)
     status_name = status.value if isinstance(status, JobStatus) else str(status)
     meta = job.meta or {}
@@ -258,7 +260,7 @@ def job_view(job: Job, with_traceback: bool = False) -> dict[str, Any]:
         "retries_left": job.retries_left if job.retries_left is not None else max_retries,
         "result": job.return_value() if status_name == "finished" else None,
         "error": short_error(job) if status_name in ("failed", "stopped") else None,
-        "log": job_log(job),
+        "log": job_log(job) if with_log else [],
         "url": url_for("web.job_page", job_id=job.id),
         "api_url": url_for("api.get_job", job_id=job.id),
         "batch_url": url_for("web.batch_page", batch_id=meta["batch"]) if meta.get("batch") else None,

@@ -43,7 +43,7 @@ def all_jobs():
     found = jobs.recent_jobs(limit=current_app.config["JOB_LIST_LIMIT"], **filters)
     return render_template(
         "jobs.html",
-        jobs=[jobs.job_view(job) for job in found],
+        jobs=[jobs.job_view(job, with_log=False) for job in found],
         filters=filters,
         states=jobs.LISTED_STATES,
         tasks=TASKS.values(),
@@ -73,7 +73,7 @@ def worker_overview() -> list[dict[str, Any]]:
                 "pid": worker.pid,
                 "state": str(worker.get_state()),
                 "queues": [queue.name for queue in worker.queues],
-                "job": jobs.job_view(job) if job else None,
+                "job": jobs.job_view(job, with_log=False) if job else None,
                 "successful": worker.successful_job_count,
                 "failed": worker.failed_job_count,
                 "last_heartbeat": f"{worker.last_heartbeat:%Y-%m-%d %H:%M:%S} UTC" if worker.last_heartbeat else None,
