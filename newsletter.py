@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import random
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -40,7 +39,8 @@ from rq import Callback, Queue, Retry, get_current_job
 from rq.group import Group
 from rq.job import Job
 
-from retries import PermanentError
+import retries
+from retries import PermanentError, RetryLater
 from tasks import get_task
 
 TASK = "send_newsletter"
@@ -194,8 +194,8 @@ def submit_batch(
     """Store the newsletter and enqueue one job per recipient, all in one transaction; return the batch id.
 
     With ``run_at`` the jobs are scheduled for that time instead of queued now. ``retry``
-    defaults to the task's policy; each job gets the intervals with their own jitter, so a
-    server that turned a whole batch away is not hit by all of it again in the same second.
+    defaults to the task's policy, the same for every job: the jitter that keeps a batch a
+    server turned away from coming back all at once is drawn when a mail fails (:func:`deliver`).
     """
     task = get_task(TASK)
     assert task is not None
@@ -204,7 +204,6 @@ def submit_batch(
     now = time.time()
     delay = max(0, int(run_at.timestamp() - now)) if run_at else 0
     expires_at = int(now) + delay + config["NEWSLETTER_TTL"]
-    policy = retry or task.retry
     common = {
         "timeout": task.timeout,
         "result_ttl": task.result_ttl if task.result_ttl is not None else config["RESULT_TTL"],
@@ -213,12 +212,12 @@ def submit_batch(
         "description": task.title,
         "on_failure": Callback(f"{__name__}.on_mail_failed"),
         "on_stopped": Callback(f"{__name__}.on_mail_stopped"),
+        "retry": retry or task.retry,
     }
     jobs = [
         {
             "kwargs": {"batch_id": batch_id, "to": address},
             "meta": {"task": TASK, "progress": 0, "batch": batch_id},
-            "retry": _jittered(policy) if policy else None,
             **common,
         }
         for address in recipients
@@ -252,11 +251,6 @@ def submit_batch(
             pipe.sadd(Group.REDIS_GROUP_KEY, batch_id)
             pipe.execute()
     return batch_id
-
-
-def _jittered(policy: Retry) -> Retry:
-    intervals = [max(1, round(seconds * random.uniform(0.8, 1.2))) for seconds in policy.intervals]  # noqa: S311
-    return Retry(max=policy.max, interval=intervals)
 
 
 # --------------------------------------------------------------------------- reading a batch
@@ -337,7 +331,12 @@ def deliver(batch_id: str, to: str) -> dict[str, Any]:
     def record(reply: str) -> None:
         record_delivery(redis, batch_id, to, reply, int(batch["expires_at"]))
 
-    reply = mailer.send(smtp, message, on_accepted=record)
+    try:
+        reply = mailer.send(smtp, message, on_accepted=record)
+    except mailer.TransientMailError as exc:
+        # Retry after the policy's interval for this attempt, give or take 20% (retries.RetryLater).
+        interval = job.get_retry_interval() if job is not None and job.retries_left else 0
+        raise RetryLater(str(exc), retries.jittered(interval)) from exc
     return {"to": to, "already_delivered": False, "reply": reply}
 
 

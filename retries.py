@@ -47,6 +47,15 @@ def backoff_delay(retry: int, base: float, cap: float, rng: random.Random | None
     return max(1, math.ceil(delay))
 
 
+def jittered(seconds: float, spread: float = 0.2, rng: random.Random | None = None) -> int:
+    """Return ``seconds`` give or take ``spread`` (a fraction), in whole seconds, never under 1.
+
+    For a policy's fixed interval, chosen when the failure happens: jobs that failed together
+    (a mail server that turned a whole batch away) do not all come back in the same second.
+    """
+    return max(1, round(seconds * (rng or random).uniform(1 - spread, 1 + spread)))
+
+
 def backoff_intervals(retries: int, base: float, cap: float) -> list[int]:
     """Return RQ ``Retry`` intervals for ``retries`` retries: ``base * 2**n`` capped, no jitter.
 

@@ -372,7 +372,7 @@ def run_model(
     description="Mail a subject and text to up to 10,000 recipients: one job per recipient, each mailed once.",
     queue="low",  # bulk work must not hold up interactive jobs
     timeout=120,
-    # 4xx replies and dropped connections; each job's intervals get their own jitter (newsletter.py).
+    # 4xx replies and dropped connections, each retry after its interval give or take 20% (newsletter.deliver).
     retry=Retry(max=6, interval=[15, 60, 300, 900, 1800, 3600]),
     own_form="web.newsletter_form",
 )

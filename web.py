@@ -202,5 +202,8 @@ def job_list():
     if state is not None:
         found = [job for job in found if job.get_status(refresh=False) == state]
     return render_template(
-        "jobs.html", jobs=[jobs.job_view(job, with_log=False) for job in found], filters={"state": state}, states=jobs.LISTED_STATES
+        "jobs.html",
+        jobs=[jobs.job_view(job, with_log=False) for job in found],
+        filters={"state": state},
+        states=jobs.LISTED_STATES,
     )

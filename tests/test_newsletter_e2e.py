@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 from rq import Queue, Retry
+from rq.job import Job
 from rq.serializers import JSONSerializer
 
 import jobs
@@ -90,6 +91,22 @@ def test_a_server_that_refuses_for_a_while_still_delivers_each_mail_exactly_once
     assert (smtp.refused, smtp.dropped) == (12, 12)
     ids = {recipient: message["Message-ID"] for recipient, message in smtp.messages}
     assert len(set(ids.values())) == 8 and all(batch["id"] in value for value in ids.values())
+
+
+def test_a_batch_turned_away_comes_back_spread_over_its_retry_interval(workers, smtp, redis, app):
+    smtp.refuse_next = 6  # every recipient's first attempt: a 451 or a dropped connection
+    recipients = [f"spread{i}@example.org" for i in range(6)]
+
+    batch_id = submit(app, recipients, retry=Retry(max=3, interval=[100, 1, 1]))
+
+    scheduled = Queue("low", connection=redis, serializer=JSONSerializer).scheduled_job_registry
+    wait_for(lambda: scheduled.count == 6, what="every mail to wait for its retry")
+    jobs_ = Job.fetch_many(scheduled.get_job_ids(), connection=redis, serializer=JSONSerializer)
+    waits = [job.retry_intervals[0] for job in jobs_]
+    assert all(80 <= wait <= 120 for wait in waits), waits  # 100 s give or take 20%
+    assert len(set(waits)) > 1, waits  # drawn per mail when it failed, not one wait for all
+    assert {job.retry_intervals[1:] == [1, 1] for job in jobs_} == {True}
+    assert newsletter.batch_view(redis, batch_id)["pending"] == 6 and smtp.received() == {}
 
 
 def test_a_recipient_refused_for_good_fails_alone_without_retries(workers, smtp, redis, app):
