@@ -49,3 +49,22 @@ def when_ready(server):
         import metrics
 
         metrics.serve_internal(int(port))
+
+
+GC_THRESHOLD = int(os.environ.get("GUNICORN_GC_THRESHOLD", "50000"))
+"""Allocations between two young-generation collections in a web process (Python's default: 700).
+
+A request that fans out (10,000 newsletter jobs) allocates hundreds of thousands of
+objects it keeps until the one pipeline is sent; at the default the collector runs ~280
+times inside that request, about a tenth of its time (bench/fanout.py). The cyclic
+garbage a request leaves is small, so collecting less often costs little memory."""
+
+
+def post_worker_init(worker):
+    """In each web process, once the app is loaded: leave what start-up built (modules, the app,
+    its routes) out of every later collection, and collect young objects less often."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])

@@ -8,10 +8,12 @@ same commands on this machine, which is as close as the repository can get to a 
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
 import runpy
 import shlex
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -253,3 +255,13 @@ def test_docker_compose_runs_fly_toml_s_commands_on_a_redis_that_never_evicts():
     assert services["worker"]["healthcheck"]["test"] == ["CMD", "python", "-m", "liveness"]
     valkey = services["valkey"]["command"]
     assert valkey[valkey.index("--maxmemory-policy") + 1] == "noeviction"
+
+
+def test_web_processes_collect_garbage_less_often_once_the_app_is_loaded():
+    check = (
+        "import gc, runpy; conf = runpy.run_path('gunicorn.conf.py'); conf['post_worker_init'](None); "
+        "print(gc.get_threshold()[0], gc.get_freeze_count() > 1000)"
+    )
+    env = {**os.environ, "GUNICORN_GC_THRESHOLD": "12345"}
+    done = subprocess.run([sys.executable, "-c", check], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["12345", "True"]
