@@ -27,6 +27,13 @@ class LoadResult:
     def requests_per_second(self) -> float:
         return len(self.latencies) / self.seconds
 
+    def add(self, other: LoadResult) -> None:
+        """Count ``other`` (a later window on the same endpoint) as part of this run."""
+        self.seconds += other.seconds
+        for status, count in other.statuses.items():
+            self.statuses[status] = self.statuses.get(status, 0) + count
+        self.latencies += other.latencies
+
     def percentile(self, fraction: float) -> float:
         ordered = sorted(self.latencies)
         return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
