@@ -39,8 +39,7 @@ from rq import Callback, Queue, Retry, get_current_job
 from rq.group import Group
 from rq.job import Job
 
-import retries
-from retries import PermanentError, RetryLater
+from retries import PermanentError, RetryLater, jittered
 from tasks import get_task
 
 TASK = "send_newsletter"
@@ -334,9 +333,9 @@ def deliver(batch_id: str, to: str) -> dict[str, Any]:
     try:
         reply = mailer.send(smtp, message, on_accepted=record)
     except mailer.TransientMailError as exc:
-        # Retry after the policy's interval for this attempt, give or take 20% (retries.RetryLater).
+        # Retry after the policy's interval for this attempt, give or take 20% (retries.py).
         interval = job.get_retry_interval() if job is not None and job.retries_left else 0
-        raise RetryLater(str(exc), retries.jittered(interval)) from exc
+        raise RetryLater(str(exc), jittered(interval)) from exc
     return {"to": to, "already_delivered": False, "reply": reply}
 
 
