@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -53,7 +54,8 @@ class Ledger:
         return ids
 
     def _counts(self, kind: str) -> dict[str, int]:
-        return {key.decode(): int(value) for key, value in self.redis.hgetall(f"{self.name}:{kind}").items()}
+        """Runs or completions per job id (fixtures.record_run writes one field per run)."""
+        return dict(Counter(key.decode().partition("/")[0] for key in self.redis.hkeys(f"{self.name}:{kind}")))
 
     def runs(self) -> dict[str, int]:
         return self._counts("runs")

@@ -131,12 +131,15 @@ def record_run(ledger: str, seconds: float = 0.0) -> str:
                     raise
                 time.sleep(0.2)
 
-    write(redis.hincrby, f"{ledger}:runs", job.id, 1)
+    # Each run writes fields named after itself, not counters: a write retried after Redis went
+    # away with the reply unsent (it may have run it) then counts once, not twice.
+    run = f"{job.id}/{os.urandom(8).hex()}"
+    write(redis.hset, f"{ledger}:runs", run, 1)
     if seconds:
         running = {"pid": os.getpid(), "worker_pid": os.getppid(), "since": time.time()}
         write(redis.hset, f"{ledger}:running", job.id, json.dumps(running))
         burn_cpu(seconds)
-    write(redis.hincrby, f"{ledger}:done", job.id, 1)
+    write(redis.hset, f"{ledger}:done", run, 1)
     return "done"
 
 
