@@ -22,7 +22,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
@@ -56,7 +55,7 @@ class FakeFly:
         self.requests: list[tuple[str, str]] = []
         self.answers: dict[str, deque[tuple[int, dict[str, Any], dict[str, str]]]] = {}
         self.stuck = 0  # the next N created Machines never start (a host that cannot run them)
-        self.lock = threading.Lock()
+        self.changed = threading.Condition()  # a machine reached a state (``wait`` listens)
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -94,32 +93,32 @@ class FakeFly:
                 stderr=subprocess.STDOUT,
             )
             log.close()
-            machine.state = "started"
-            machine.reached.add("started")
+            self._reach(machine, "started")
             threading.Thread(target=self._supervise, args=(machine,), daemon=True).start()
         return machine
 
     def _supervise(self, machine: Machine) -> None:
         assert machine.process is not None
         machine.process.wait()
-        with self.lock:
+        with self.changed:  # a reentrant lock: _reach takes it again
             if machine.state != "destroyed":
-                machine.state = "destroyed" if machine.config.get("auto_destroy") else "stopped"
-                machine.reached |= {"stopped", machine.state}
+                self._reach(machine, "stopped", "destroyed" if machine.config.get("auto_destroy") else "stopped")
+
+    def _reach(self, machine: Machine, *states: str) -> None:
+        """Move ``machine`` through ``states`` (the last is where it stays) and wake the waiters."""
+        with self.changed:
+            machine.reached.update(states)
+            machine.state = states[-1]
+            self.changed.notify_all()
 
     def _wait(self, machine: Machine, state: str, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while state not in machine.reached:
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.05)
-        return True
+        with self.changed:
+            return self.changed.wait_for(lambda: state in machine.reached, timeout)
 
     def _destroy(self, machine: Machine) -> None:
         if machine.process and machine.process.poll() is None:
             machine.process.kill()
-        machine.state = "destroyed"
-        machine.reached |= {"stopped", "destroyed"}
+        self._reach(machine, "stopped", "destroyed")
 
     # ----------------------------------------------------------------- HTTP
 

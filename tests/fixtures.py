@@ -42,11 +42,11 @@ def run_until_released(key: str, limit: float = 120) -> str:
 
 def hang_on_first_attempt() -> str:
     """Never end on the first attempt (only a kill stops it); return "done" on a retry."""
-    import time
+    import threading
 
     job = get_current_job()
-    while len(job.meta.get("attempts", [])) <= 1:
-        time.sleep(0.1)
+    if len(job.meta.get("attempts", [])) <= 1:
+        threading.Event().wait()  # set by nobody: only a signal ends the first attempt
     return f"done on attempt {len(job.meta['attempts'])}"
 
 
@@ -116,20 +116,17 @@ def record_run(ledger: str, seconds: float = 0.0) -> str:
     import os
     import time
 
+    from redis.backoff import ConstantBackoff
     from redis.exceptions import ConnectionError, TimeoutError
+    from redis.retry import Retry
 
     job = get_current_job()
     redis = job.connection
+    # The ledger waits out a Redis outage (up to a minute): it measures the queue, not itself.
+    outage = Retry(ConstantBackoff(0.2), retries=300, supported_errors=(ConnectionError, TimeoutError))
 
-    def write(command, *args):  # the ledger waits out a Redis outage: it measures the queue, not itself
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                return command(*args)
-            except (ConnectionError, TimeoutError):
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+    def write(command, *args):
+        return outage.call_with_retry(lambda: command(*args), lambda error: None)
 
     # Each run writes fields named after itself, not counters: a write retried after Redis went
     # away with the reply unsent (it may have run it) then counts once, not twice.

@@ -186,14 +186,19 @@ def test_redis_restart_with_aof_loses_no_job_and_web_and_workers_recover_by_them
             what="both workers to notice",
         )
         answers = 0
-        while time.time() - down_at < 5:
+
+        def refused_while_down() -> bool:
+            """Probe the web; True once Redis has been down for 5 s."""
+            nonlocal answers
             api = http.post(f"{base}/api/jobs", json={"task": "crunch_numbers", "params": {"limit": 100}})
             page = http.get(f"{base}/jobs/{ledger.job_ids[0]}")
             assert api.status_code == 503 and api.headers["Retry-After"]
             assert "unreachable" in api.json()["error"]
             assert page.status_code == 503 and "unreachable" in page.text and "Traceback" not in page.text
             answers += 2
-            time.sleep(0.5)
+            return time.time() - down_at >= 5
+
+        wait_for(refused_while_down, timeout=30, interval=0.5, what="Redis to have been down 5 s")
         assert all(worker.poll() is None for worker in workers), "a worker quit while Redis was down"
 
         with redis_server():
