@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -214,21 +214,24 @@ def stack_env() -> dict[str, str]:
 @pytest.fixture
 def stack(redis_url: str, tmp_path: Path, stack_env: dict[str, str]) -> Iterator[Stack]:
     """A running web (gunicorn) and one worker (``rq worker``), on the test Redis."""
-    stack = Stack(redis_url=redis_url, logs=tmp_path, env={**process_env(redis_url), **stack_env})
-    try:
+    with _test_stack(redis_url, tmp_path, stack_env) as stack:
         stack.start_web()
         stack.start_worker()
         yield stack
-    finally:
-        stack.close()
-        for name in ("web", "worker"):
-            print(f"----- {name} log -----\n{stack.log(name)[-5000:]}")
 
 
 @pytest.fixture
-def workers(redis_url: str, tmp_path: Path) -> Iterator[Stack]:
+def workers(redis_url: str, tmp_path: Path, stack_env: dict[str, str]) -> Iterator[Stack]:
     """Workers only (no web), started by the test with ``start_worker``: the README's command."""
-    stack = Stack(redis_url=redis_url, logs=tmp_path, env=process_env(redis_url))
+    with _test_stack(redis_url, tmp_path, stack_env) as stack:
+        yield stack
+
+
+@contextmanager
+def _test_stack(redis_url: str, logs: Path, stack_env: dict[str, str]) -> Iterator[Stack]:
+    """A :class:`Stack` with ``stack_env``; on exit its processes stop and the end of each one's
+    log is printed (pytest shows it when the test failed)."""
+    stack = Stack(redis_url=redis_url, logs=logs, env={**process_env(redis_url), **stack_env})
     try:
         yield stack
     finally:

@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from tests.jsonhttp import JSONHandler
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -125,20 +127,7 @@ class FakeFly:
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _reply(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for name, value in (headers or {}).items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(data)
-
+        class Handler(JSONHandler):
             def _route(self, method: str) -> None:
                 url = urlsplit(self.path)
                 query = {k: v[0] for k, v in parse_qs(url.query).items()}
@@ -148,17 +137,17 @@ class FakeFly:
                 )
                 fake.requests.append((method, self.path))
                 if self.headers.get("Authorization") != f"Bearer {fake.token}":
-                    return self._reply(401, {"error": "You must be authenticated to view this."})
+                    return self.answer(401, {"error": "You must be authenticated to view this."})
                 if match is None:
-                    return self._reply(404, {"error": "app not found"})
+                    return self.answer(404, {"error": "app not found"})
                 if fake.answers.get(route):
-                    return self._reply(*fake.answers[route].popleft())
+                    return self.answer(*fake.answers[route].popleft())
                 machine = fake.machines.get(match[1] or "")
                 if match[1] and machine is None:
-                    return self._reply(404, {"error": "machine not found"})
+                    return self.answer(404, {"error": "machine not found"})
                 if route == "POST /machines":
                     length = int(self.headers.get("Content-Length", 0))
-                    return self._reply(200, fake._create(json.loads(self.rfile.read(length))).view())
+                    return self.answer(200, fake._create(json.loads(self.rfile.read(length))).view())
                 if route == "GET /machines":
                     wanted = {k.removeprefix("metadata."): v for k, v in query.items() if k.startswith("metadata.")}
                     listed = [
@@ -167,19 +156,19 @@ class FakeFly:
                         if m.state != "destroyed"
                         and all(m.config.get("metadata", {}).get(k) == v for k, v in wanted.items())
                     ]
-                    return self._reply(200, listed)
+                    return self.answer(200, listed)
                 if route == "GET /machines/{id}":
-                    return self._reply(200, machine.view())
+                    return self.answer(200, machine.view())
                 if route == "GET /machines/{id}/wait":
                     if fake._wait(machine, query.get("state", "started"), float(query.get("timeout", 60))):
-                        return self._reply(200, {"ok": True})
-                    return self._reply(408, {"error": "deadline_exceeded: machine did not reach state"})
+                        return self.answer(200, {"ok": True})
+                    return self.answer(408, {"error": "deadline_exceeded: machine did not reach state"})
                 if route == "DELETE /machines/{id}":
                     if machine.state == "started" and query.get("force") != "true":
-                        return self._reply(412, {"error": "machine still active, refusing to delete"})
+                        return self.answer(412, {"error": "machine still active, refusing to delete"})
                     fake._destroy(machine)
-                    return self._reply(200, {"ok": True})
-                return self._reply(404, {"error": f"no route {route}"})
+                    return self.answer(200, {"ok": True})
+                return self.answer(404, {"error": f"no route {route}"})
 
             def do_GET(self) -> None:
                 self._route("GET")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -16,7 +15,7 @@ from rq.serializers import JSONSerializer
 
 import jobs
 import newsletter
-from tests.conftest import Stack, process_env, wait_for
+from tests.conftest import Stack, wait_for
 from tests.mailserver import MailServer, mail_server
 
 pytestmark = pytest.mark.e2e
@@ -32,17 +31,16 @@ def smtp() -> Iterator[MailServer]:
 
 
 @pytest.fixture
-def workers(redis_url: str, smtp: MailServer, tmp_path: Path) -> Iterator[Stack]:
-    """The README's worker command, mailing through ``smtp``; call ``start_web()`` for the web too."""
-    env = {**process_env(redis_url), "SMTP_URL": f"smtp://127.0.0.1:{smtp.port}"}
-    stack = Stack(redis_url=redis_url, logs=tmp_path, env=env)
-    try:
-        stack.start_worker()
-        yield stack
-    finally:
-        stack.close()
-        for name in ("web", "worker"):
-            print(f"----- {name} log -----\n{stack.log(name)[-5000:]}")
+def stack_env(smtp: MailServer) -> dict[str, str]:
+    return {"SMTP_URL": f"smtp://127.0.0.1:{smtp.port}"}
+
+
+@pytest.fixture
+def workers(workers: Stack) -> Stack:
+    """conftest's workers, mailing through ``smtp``, with the README's worker command running;
+    call ``start_web()`` for the web too."""
+    workers.start_worker()
+    return workers
 
 
 def submit(app, recipients: list[str], retry: Retry = FAST_RETRY) -> str:

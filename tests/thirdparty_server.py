@@ -12,8 +12,10 @@ import json
 import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
+
+from tests.jsonhttp import JSONHandler
 
 
 class ThirdParty:
@@ -41,11 +43,8 @@ class ThirdParty:
         self.server.server_close()
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JSONHandler):
     api: ThirdParty
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
 
     def do_GET(self) -> None:
         url = urlsplit(self.path)
@@ -78,13 +77,3 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.answer(201, {"received": body, "auth": self.headers.get("Authorization")})
-
-    def answer(self, status: int, body: dict, headers: dict[str, str] | None = None) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
