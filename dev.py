@@ -34,7 +34,7 @@ REQUIREMENTS = [ROOT / "requirements.txt", ROOT / "requirements-dev.txt"]
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 WEB_COMMAND = "gunicorn app:app --config gunicorn.conf.py --bind 127.0.0.1:{port} --reload"
-WORKER_COMMAND = "rq worker -c worker -w worker.OffloadWorker --with-scheduler"
+WORKER_COMMAND = "rq worker -c worker -w offload.worker.OffloadWorker --with-scheduler"
 """The same worker command production runs (fly.toml), so a laptop behaves like a deploy."""
 
 
@@ -139,6 +139,7 @@ def redis_server(
 @contextmanager
 def redis_for_dev(url: str) -> Iterator[str]:
     """Yield a Redis URL that answers: ``url`` itself, or a server started for it."""
+    from offload.connection import redact
     if redis_answers(url):
         say(f"using the Redis at {redact(url)}")
         yield url
@@ -151,15 +152,6 @@ def redis_for_dev(url: str) -> Iterator[str]:
     say(f"nothing answers at {redact(url)}: starting {binary} on port {port}")
     with redis_server(binary, port, data_dir=ROOT / ".dev" / "redis", appendonly=True):
         yield url
-
-
-def redact(url: str) -> str:
-    """Return ``url`` without its password, for logs."""
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-        return parts._replace(netloc=netloc).geturl()
-    return url
 
 
 # --------------------------------------------------------------------------- commands

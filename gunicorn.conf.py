@@ -35,18 +35,20 @@ forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 def when_ready(server):
     """In the master, once: say when Redis does not answer (requests get 503 until it does), and
     serve the metrics on METRICS_PORT for Fly's scraper (fly.toml [metrics])."""
-    import jobs
-    import settings
+    from offload import settings
+    from offload.connection import redis_problem
 
     try:
-        problem = jobs.redis_problem(settings.load())
+        config = settings.from_environ()
+        settings.apply_defaults(config)
+        problem = redis_problem(config)
     except settings.SettingsError:
         problem = None  # the app's own start-up reports it
     if problem:
         server.log.warning(problem)
     port = os.environ.get("METRICS_PORT")
     if port:
-        import metrics
+        from offload import metrics
 
         metrics.serve_internal(int(port))
 

@@ -22,8 +22,8 @@ from flask import Blueprint, Flask, abort, current_app, jsonify, request
 from pydantic import ValidationError
 from rq import Queue
 
-import jobs
-from api import field_errors
+from offload import jobs
+from offload.web.api import field_errors
 from app import create_app, csrf
 from bench import jobs as bench_jobs
 from tasks import TASKS, get_task, task
@@ -63,9 +63,9 @@ def fanout():
             named.path,
             kwargs=params.model_dump(mode="json"),
             timeout=named.timeout,
-            result_ttl=named.result_ttl if named.result_ttl is not None else config["RESULT_TTL"],
-            failure_ttl=config["FAILURE_TTL"],
-            ttl=config["JOB_TTL"],
+            result_ttl=named.result_ttl if named.result_ttl is not None else config["OFFLOAD_RESULT_TTL"],
+            failure_ttl=config["OFFLOAD_FAILURE_TTL"],
+            ttl=config["OFFLOAD_JOB_TTL"],
             retry=named.retry,
             description=named.title,
             meta={"task": named.name, "progress": 0},

@@ -22,16 +22,20 @@ from rq.serializers import JSONSerializer
 from werkzeug.security import generate_password_hash
 
 import dev
+from offload.connection import redact
 from tests.figures import figures, pytest_terminal_summary  # noqa: F401 - the suite's figures, printed at the end
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Workers built in the tests' own process run their jobs inside the reference app, as `rq worker -c worker` does.
+os.environ.setdefault("OFFLOAD_APP", "app:create_app")
+
 OPERATOR_USERNAME = "operator"
 OPERATOR_PASSWORD = "correct horse battery staple"  # the tests' own account
 OPERATOR_ACCOUNT = {
-    "OPERATOR_USERNAME": OPERATOR_USERNAME,
+    "OFFLOAD_OPERATOR_USERNAME": OPERATOR_USERNAME,
     # pbkdf2 with few rounds keeps logins fast in tests; `python -m auth` makes scrypt hashes.
-    "OPERATOR_PASSWORD_HASH": generate_password_hash(OPERATOR_PASSWORD, method="pbkdf2:sha256:1000"),
+    "OFFLOAD_OPERATOR_PASSWORD_HASH": generate_password_hash(OPERATOR_PASSWORD, method="pbkdf2:sha256:1000"),
 }
 """The operator account every test app and test stack is configured with."""
 
@@ -61,7 +65,7 @@ def redis_servers() -> Iterator[Callable[[str | None], str]]:
     given = os.environ.get("REDIS_URL")
     if given:
         if Redis.from_url(given).dbsize():
-            pytest.exit(f"REDIS_URL={dev.redact(given)} holds keys; the tests flush it, so give them an empty one")
+            pytest.exit(f"REDIS_URL={redact(given)} holds keys; the tests flush it, so give them an empty one")
         yield lambda kind=None: given
         return
     started: dict[str, str] = {}
@@ -110,7 +114,7 @@ def queue(redis: Redis) -> Queue:
 def app(redis_url: str):
     from app import create_app
 
-    return create_app({"TESTING": True, "REDIS_URL": redis_url, "WTF_CSRF_ENABLED": False, **OPERATOR_ACCOUNT})
+    return create_app({"TESTING": True, "OFFLOAD_REDIS_URL": redis_url, "WTF_CSRF_ENABLED": False, **OPERATOR_ACCOUNT})
 
 
 @pytest.fixture

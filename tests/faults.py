@@ -21,7 +21,7 @@ from rq import Queue
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from jobs import short_error
+from offload.jobs import short_error
 
 
 @dataclass(frozen=True)

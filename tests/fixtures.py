@@ -77,7 +77,7 @@ def step_progress(key: str, steps: int) -> int:
     """Move progress one step each time a test pushes to ``key``, logging each step; return ``steps``."""
     import logging
 
-    from tasks import report_progress
+    from offload import report_progress
 
     job = get_current_job()
     for step in range(1, steps + 1):

@@ -9,9 +9,9 @@ import re
 import pytest
 from werkzeug.security import check_password_hash
 
-import auth
+from offload.web import auth
 import dev
-import settings
+from offload import settings
 from app import create_app
 from tests.conftest import OPERATOR_ACCOUNT, OPERATOR_PASSWORD, log_in
 
@@ -96,7 +96,7 @@ def test_successful_logins_do_not_count_towards_the_limit(guarded_app):
 
 
 def test_login_form_needs_its_csrf_token(redis_url):
-    client = create_app({"REDIS_URL": redis_url, **OPERATOR_ACCOUNT}).test_client()
+    client = create_app({"OFFLOAD_REDIS_URL": redis_url, **OPERATOR_ACCOUNT}).test_client()
 
     refused = log_in(client)
     token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").get_data(as_text=True)).group(1)
@@ -107,13 +107,13 @@ def test_login_form_needs_its_csrf_token(redis_url):
 
 
 def test_changing_the_password_hash_ends_existing_logins(redis_url):
-    app = create_app({"TESTING": True, "REDIS_URL": redis_url, "WTF_CSRF_ENABLED": False, **OPERATOR_ACCOUNT})
+    app = create_app({"TESTING": True, "OFFLOAD_REDIS_URL": redis_url, "WTF_CSRF_ENABLED": False, **OPERATOR_ACCOUNT})
     app.add_url_rule("/guarded", "guarded", auth.operator_required(lambda: "operators only"))
     client = app.test_client()
     log_in(client)
     assert client.get("/guarded").status_code == 200
 
-    app.config["OPERATOR_PASSWORD_HASH"] = "pbkdf2:sha256:1000$other$" + "0" * 64
+    app.config["OFFLOAD_OPERATOR_PASSWORD_HASH"] = "pbkdf2:sha256:1000$other$" + "0" * 64
 
     assert client.get("/guarded").status_code == 302
 
@@ -121,14 +121,14 @@ def test_changing_the_password_hash_ends_existing_logins(redis_url):
 def test_a_login_expires_after_operator_session_hours(guarded_app):
     client = guarded_app.test_client()
     log_in(client)
-    guarded_app.config["OPERATOR_SESSION_HOURS"] = 0
+    guarded_app.config["OFFLOAD_OPERATOR_SESSION_HOURS"] = 0
 
     assert client.get("/guarded").status_code == 302
 
 
 def test_without_an_account_operator_pages_are_off_and_startup_says_why(redis_url, caplog):
     with caplog.at_level(logging.WARNING, logger="offload"):
-        app = create_app({"TESTING": True, "REDIS_URL": redis_url, "WTF_CSRF_ENABLED": False})
+        app = create_app({"TESTING": True, "OFFLOAD_REDIS_URL": redis_url, "WTF_CSRF_ENABLED": False})
     app.add_url_rule("/guarded", "guarded", auth.operator_required(lambda: "operators only"))
     client = app.test_client()
 
@@ -141,7 +141,7 @@ def test_without_an_account_operator_pages_are_off_and_startup_says_why(redis_ur
 def test_session_cookie_is_secure_httponly_and_lax_outside_development(redis_url, monkeypatch):
     monkeypatch.setenv("OFFLOAD_ENV", "production")
     monkeypatch.setenv("SECRET_KEY", "a-production-secret-for-this-test")
-    app = create_app({"REDIS_URL": redis_url, "WTF_CSRF_ENABLED": False, **OPERATOR_ACCOUNT})
+    app = create_app({"OFFLOAD_REDIS_URL": redis_url, "WTF_CSRF_ENABLED": False, **OPERATOR_ACCOUNT})
 
     cookie = log_in(app.test_client()).headers["Set-Cookie"]
 
@@ -150,7 +150,7 @@ def test_session_cookie_is_secure_httponly_and_lax_outside_development(redis_url
 
 
 def test_session_cookie_is_not_secure_in_development_so_http_localhost_works():
-    assert settings.load({})["SESSION_COOKIE_SECURE"] is False
+    assert settings.from_environ({})["SESSION_COOKIE_SECURE"] is False
 
 
 @pytest.mark.parametrize(
@@ -163,7 +163,7 @@ def test_session_cookie_is_not_secure_in_development_so_http_localhost_works():
 )
 def test_half_or_plain_text_operator_settings_are_refused(environ, message):
     with pytest.raises(settings.SettingsError, match=message):
-        settings.load(environ)
+        settings.from_environ(environ)
 
 
 def test_hash_command_prints_a_hash_of_the_piped_password(monkeypatch, capsys):
@@ -174,7 +174,7 @@ def test_hash_command_prints_a_hash_of_the_piped_password(monkeypatch, capsys):
     printed = capsys.readouterr().out.strip()
     assert printed.startswith("scrypt:")
     assert check_password_hash(printed, "a long enough password")
-    settings.load({"OPERATOR_USERNAME": "ops", "OPERATOR_PASSWORD_HASH": printed})  # accepted as is
+    settings.from_environ({"OPERATOR_USERNAME": "ops", "OPERATOR_PASSWORD_HASH": printed})  # accepted as is
 
 
 def test_hash_command_refuses_a_short_password(monkeypatch, capsys):
@@ -186,7 +186,7 @@ def test_hash_command_refuses_a_short_password(monkeypatch, capsys):
 
 def test_failed_logins_stay_limited_in_memory_while_redis_is_down():
     app = create_app(
-        {"TESTING": True, "REDIS_URL": f"redis://127.0.0.1:{dev.free_port()}/0", "WTF_CSRF_ENABLED": False}
+        {"TESTING": True, "OFFLOAD_REDIS_URL": f"redis://127.0.0.1:{dev.free_port()}/0", "WTF_CSRF_ENABLED": False}
         | OPERATOR_ACCOUNT
     )
     client = app.test_client()
@@ -197,7 +197,7 @@ def test_failed_logins_stay_limited_in_memory_while_redis_is_down():
 
 
 def test_logout_needs_its_csrf_token_so_other_sites_cannot_log_an_operator_out(redis_url):
-    app = create_app({"REDIS_URL": redis_url, **OPERATOR_ACCOUNT})
+    app = create_app({"OFFLOAD_REDIS_URL": redis_url, **OPERATOR_ACCOUNT})
     client = app.test_client()
     token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").get_data(as_text=True)).group(1)
     log_in(client, csrf_token=token)

@@ -19,7 +19,10 @@ from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 from rq import Queue
 from rq.serializers import JSONSerializer
 
-from tasks import TASKS, Task
+from offload import Task
+from tasks import offload
+
+TASKS = offload.tasks
 from tests.conftest import OPERATOR_PASSWORD, OPERATOR_USERNAME, ROOT, wait_for
 from tests.mailserver import MailServer, mail_server
 from tests.thirdparty_server import ThirdParty

@@ -19,8 +19,8 @@ from rq import Queue, Retry
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-import retries
-import thirdparty
+from offload import retries
+from offload.workloads import thirdparty
 from tests.conftest import queued_job_count, wait_for
 from tests.thirdparty_server import ThirdParty
 
@@ -54,7 +54,7 @@ def config(url: str, **overrides: object) -> dict[str, object]:
         "THIRD_PARTY_BACKOFF_CAP": 8,
         "THIRD_PARTY_RETRY_AFTER_MAX": 60,
     }
-    return {**base, **overrides}
+    return {f"OFFLOAD_{name}": value for name, value in {**base, **overrides}.items()}
 
 
 def submit(http, path: str) -> str:

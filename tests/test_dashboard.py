@@ -12,7 +12,7 @@ import rq_dashboard.web
 from rq import Queue, SimpleWorker
 from rq.serializers import JSONSerializer
 
-import auth
+from offload.web import auth
 from app import create_app
 from tests.conftest import (
     OPERATOR_ACCOUNT,
@@ -76,7 +76,7 @@ def registry_state(redis) -> tuple[int, int]:
 
 
 def csrf_app(redis_url: str, **config):
-    return create_app({"REDIS_URL": redis_url, **config})
+    return create_app({"OFFLOAD_REDIS_URL": redis_url, **config})
 
 
 def test_every_dashboard_route_refuses_anonymous_users_and_changes_nothing(redis_url, redis, failed_job):
@@ -195,7 +195,7 @@ def test_workers_json_shows_a_busy_workers_job_where_rq_dashboard_alone_fails(st
             assert worker["current_job"]["job_id"] == job.id
             assert worker["current_job"]["call_string"].startswith("tests.fixtures.block_until_released(")
             # The view rq-dashboard ships cannot read the same busy worker: that is what we replaced.
-            app = create_app({"REDIS_URL": redis_url, **OPERATOR_ACCOUNT})
+            app = create_app({"OFFLOAD_REDIS_URL": redis_url, **OPERATOR_ACCOUNT})
             with app.test_request_context("/rq/0/data/workers.json"), pytest.raises(Exception):  # noqa: B017
                 rq_dashboard.web.list_workers.__wrapped__(0)
         finally:

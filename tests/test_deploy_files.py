@@ -23,7 +23,9 @@ from dockerfile_parse import DockerfileParser
 from redis import Redis
 
 import dev
-from tasks import TASKS
+from tasks import offload
+
+TASKS = offload.tasks
 from tests.conftest import ROOT, Stack, process_env, wait_for
 
 FLY = tomllib.loads((ROOT / "fly.toml").read_text())
@@ -224,7 +226,7 @@ def test_fly_toml_commands_serve_a_job_end_to_end(fly_stack, redis):
 
     # The worker's liveness check, as an operator or docker-compose runs it on its host.
     check = subprocess.run(
-        ["python", "-m", "liveness"], cwd=ROOT, env=fly_stack.env, capture_output=True, text=True, timeout=30
+        ["python", "-m", "offload.liveness"], cwd=ROOT, env=fly_stack.env, capture_output=True, text=True, timeout=30
     )
     assert check.returncode == 0, check.stderr
     assert f"pid {worker.pid}" in check.stdout
@@ -252,7 +254,7 @@ def test_docker_compose_runs_fly_toml_s_commands_on_a_redis_that_never_evicts():
     assert services["worker"]["command"] == fly_argv("worker")
     assert services["worker"]["stop_signal"] == FLY["kill_signal"]
     assert seconds(services["worker"]["stop_grace_period"]) == seconds(FLY["kill_timeout"])
-    assert services["worker"]["healthcheck"]["test"] == ["CMD", "python", "-m", "liveness"]
+    assert services["worker"]["healthcheck"]["test"] == ["CMD", "python", "-m", "offload.liveness"]
     valkey = services["valkey"]["command"]
     assert valkey[valkey.index("--maxmemory-policy") + 1] == "noeviction"
 

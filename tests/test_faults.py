@@ -23,10 +23,10 @@ from rq.command import send_shutdown_command
 from rq.serializers import JSONSerializer
 
 import dev
-import settings
+from offload import settings
 from tests.conftest import ROOT, Stack, process_env, wait_for
 from tests.faults import Ledger, alive, parse_time
-from worker import OffloadWorker
+from offload.worker.worker import OffloadWorker
 
 
 def _crash(ledger: Ledger, job_id: str) -> dict:
@@ -44,7 +44,7 @@ def test_shipped_settings_find_an_abandoned_job_within_a_minute(redis):
     job = Queue("default", connection=redis, serializer=JSONSerializer).enqueue("tests.fixtures.burn_cpu", 1)
 
     longest_silence = worker.get_heartbeat_ttl(job)
-    assert worker.job_monitoring_interval == settings.load()["WORKER_HEARTBEAT_INTERVAL"]
+    assert worker.job_monitoring_interval == settings.DEFAULTS["WORKER_HEARTBEAT_INTERVAL"]
     assert longest_silence > 2 * worker.job_monitoring_interval - 1  # one missed heartbeat is not death
     assert longest_silence + worker.maintenance_interval < 60
     # An idle worker wakes from its blocking wait in time for maintenance.

@@ -21,7 +21,9 @@ from hypothesis import strategies as st
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from tasks import TASKS
+from tasks import offload
+
+TASKS = offload.tasks
 from tests.conftest import queued_job_count
 
 FUZZ = settings(
@@ -55,7 +57,7 @@ def fuzz_app(redis_url: str) -> Flask:
     return create_app(
         {
             "TESTING": True,
-            "REDIS_URL": redis_url,
+            "OFFLOAD_REDIS_URL": redis_url,
             "WTF_CSRF_ENABLED": False,
             "RATELIMIT_ENABLED": False,
             "MAX_CONTENT_LENGTH": 64 * 1024,
@@ -304,7 +306,7 @@ def test_pages_and_api_reads_answer_any_id_or_filter_without_a_5xx(fuzz_app, fig
 def test_forms_without_a_valid_csrf_token_are_refused_and_enqueue_nothing(redis_url, redis, figures, post, token):
     from app import create_app
 
-    app = create_app({"TESTING": True, "REDIS_URL": redis_url, "RATELIMIT_ENABLED": False})
+    app = create_app({"TESTING": True, "OFFLOAD_REDIS_URL": redis_url, "RATELIMIT_ENABLED": False})
     name, data = post
     if token is not None:
         data = {**data, "csrf_token": token}

@@ -10,8 +10,8 @@ import pytest
 from rq import Queue, SimpleWorker
 from rq.serializers import JSONSerializer
 
-import jobs
-import newsletter
+from offload import jobs
+from offload.workloads import newsletter
 from app import create_app
 from tests.conftest import OPERATOR_ACCOUNT, log_in, wait_for
 
@@ -31,7 +31,7 @@ def operator(app):
 @pytest.fixture
 def csrf_operator(redis_url):
     """An operator on an app with CSRF on, as in production, and the token of its session."""
-    client = create_app({"TESTING": True, "REDIS_URL": redis_url, **OPERATOR_ACCOUNT}).test_client()
+    client = create_app({"TESTING": True, "OFFLOAD_REDIS_URL": redis_url, **OPERATOR_ACCOUNT}).test_client()
     token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").get_data(as_text=True)).group(1)
     log_in(client, csrf_token=token)
     return client, token

@@ -9,7 +9,7 @@ import pytest
 from rq import Queue
 from rq.serializers import JSONSerializer
 
-import joblog
+from offload import joblog
 from tests.conftest import wait_for
 
 

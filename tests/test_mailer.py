@@ -10,7 +10,7 @@ import pytest
 import trustme
 
 import dev
-from mailer import PermanentMailError, SmtpConfig, TransientMailError, send
+from offload.workloads.mailer import PermanentMailError, SmtpConfig, TransientMailError, send
 from tests.mailserver import MailServer, mail_server
 
 

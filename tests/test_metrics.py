@@ -30,7 +30,7 @@ def scrape(client) -> dict[tuple[str, tuple], float]:
 def metrics_client(redis_url: str):
     from app import create_app
 
-    return create_app({"TESTING": True, "REDIS_URL": redis_url, "METRICS_TOKEN": TOKEN}).test_client()
+    return create_app({"TESTING": True, "OFFLOAD_REDIS_URL": redis_url, "OFFLOAD_METRICS_TOKEN": TOKEN}).test_client()
 
 
 def test_metrics_are_not_served_when_no_token_is_configured(client):

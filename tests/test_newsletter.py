@@ -11,9 +11,11 @@ from rq import Queue
 from rq.group import Group
 from rq.serializers import JSONSerializer
 
-import newsletter
+from offload.workloads import newsletter
 from app import create_app
-from tasks import TASKS
+from tasks import offload
+
+TASKS = offload.tasks
 from tests.conftest import queued_job_count
 
 
@@ -181,7 +183,7 @@ def test_newsletter_jobs_cannot_be_started_one_by_one_through_the_jobs_api(clien
 
 
 def test_the_newsletter_form_needs_its_csrf_token(redis_url, redis):
-    app = create_app({"REDIS_URL": redis_url})  # CSRF on, as in production
+    app = create_app({"OFFLOAD_REDIS_URL": redis_url})  # CSRF on, as in production
 
     response = app.test_client().post("/newsletter", data=form("a@example.org"))
 

@@ -13,8 +13,8 @@ from rq import Queue, Retry
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-import jobs
-import newsletter
+from offload import jobs
+from offload.workloads import newsletter
 from tests.conftest import Stack, wait_for
 from tests.mailserver import MailServer, mail_server
 

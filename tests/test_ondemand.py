@@ -20,9 +20,11 @@ from rq import Queue, Retry
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-import ondemand
-from ondemand import FlyBackend, LocalBackend, burst_command, ensure_worker, leave_if_drained, workers_key
-from tasks import TASKS
+from offload import ondemand
+from offload.ondemand import FlyBackend, LocalBackend, burst_command, ensure_worker, leave_if_drained, workers_key
+from tasks import offload
+
+TASKS = offload.tasks
 from tests.conftest import process_env, wait_for
 from tests.fake_fly import FakeFly
 
@@ -154,7 +156,7 @@ def test_a_task_with_delayed_retries_is_refused_on_an_ondemand_queue(monkeypatch
     task = dataclasses.replace(TASKS["crunch_numbers"], name="delayed", queue=QUEUE, retry=Retry(max=2, interval=10))
     monkeypatch.setitem(TASKS, task.name, task)
     with pytest.raises(RuntimeError, match="'delayed' is on on-demand queue 'ondemand' but retries after"):
-        create_app({"REDIS_URL": redis_url})
+        create_app({"OFFLOAD_REDIS_URL": redis_url})
 
 
 # --------------------------------------------------------------------------- fly backend
@@ -185,13 +187,13 @@ def fly_client(fly: FakeFly, redis_url: str, ondemand_task):
     app = create_app(
         {
             "TESTING": True,
-            "REDIS_URL": redis_url,
-            "ONDEMAND_BACKEND": "fly",
-            "FLY_API_URL": fly.url,
-            "FLY_API_TOKEN": TOKEN,
-            "FLY_APP_NAME": "offload-test",
-            "FLY_IMAGE_REF": IMAGE,
-            "FLY_REGION": "ord",
+            "OFFLOAD_REDIS_URL": redis_url,
+            "OFFLOAD_ONDEMAND_BACKEND": "fly",
+            "OFFLOAD_FLY_API_URL": fly.url,
+            "OFFLOAD_FLY_API_TOKEN": TOKEN,
+            "OFFLOAD_FLY_APP_NAME": "offload-test",
+            "OFFLOAD_FLY_IMAGE_REF": IMAGE,
+            "OFFLOAD_FLY_REGION": "ord",
         }
     )
     return app.test_client()

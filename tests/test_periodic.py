@@ -8,12 +8,19 @@ from collections import Counter
 import pytest
 from redis import Redis
 
-import housekeeping
-import newsletter
-import periodic
+from offload.workloads import housekeeping
+from offload.workloads import newsletter
+from offload import periodic
+from tasks import offload
 from tests.conftest import Stack, process_env, wait_for
 
-CONFIG = {"CLEANUP_EVERY": 86400, "CLEANUP_OFFSET": 3 * 3600, "DIGEST_EVERY": 3600, "RESULT_TTL": 60, "FAILURE_TTL": 60}
+CONFIG = {
+    "OFFLOAD_CLEANUP_EVERY": 86400,
+    "OFFLOAD_CLEANUP_OFFSET": 3 * 3600,
+    "OFFLOAD_DIGEST_EVERY": 3600,
+    "OFFLOAD_RESULT_TTL": 60,
+    "OFFLOAD_FAILURE_TTL": 60,
+}
 MIDNIGHT = 1_777_593_600  # 2026-05-01T00:00:00Z
 
 
@@ -27,8 +34,8 @@ def test_periods_count_from_their_offset():
 def test_two_schedulers_in_the_same_period_enqueue_one_job(redis_url, redis):
     other = Redis.from_url(redis_url)  # a second scheduler, with its own connection
 
-    first = periodic.enqueue_due(redis, CONFIG, {"low"}, now=MIDNIGHT + 3 * 3600 + 5)
-    second = periodic.enqueue_due(other, CONFIG, {"low"}, now=MIDNIGHT + 3 * 3600 + 50)
+    first = periodic.enqueue_due(redis, CONFIG, offload.tasks, {"low"}, now=MIDNIGHT + 3 * 3600 + 5)
+    second = periodic.enqueue_due(other, CONFIG, offload.tasks, {"low"}, now=MIDNIGHT + 3 * 3600 + 50)
 
     assert sorted(first) == sorted(
         [f"periodic-cleanup_expired-{(MIDNIGHT // 86400)}", f"periodic-hourly_digest-{(MIDNIGHT + 3 * 3600) // 3600}"]
@@ -38,22 +45,22 @@ def test_two_schedulers_in_the_same_period_enqueue_one_job(redis_url, redis):
 
 
 def test_the_next_period_gets_its_own_job(redis):
-    periodic.enqueue_due(redis, CONFIG, {"low"}, now=MIDNIGHT + 10)
+    periodic.enqueue_due(redis, CONFIG, offload.tasks, {"low"}, now=MIDNIGHT + 10)
 
-    later = periodic.enqueue_due(redis, CONFIG, {"low"}, now=MIDNIGHT + 3600 + 10)
+    later = periodic.enqueue_due(redis, CONFIG, offload.tasks, {"low"}, now=MIDNIGHT + 3600 + 10)
 
     assert later == [f"periodic-hourly_digest-{MIDNIGHT // 3600 + 1}"]
 
 
 def test_a_scheduler_only_enqueues_for_the_queues_whose_lock_it_holds(redis):
-    assert periodic.enqueue_due(redis, CONFIG, {"high", "default"}, now=MIDNIGHT) == []
+    assert periodic.enqueue_due(redis, CONFIG, offload.tasks, {"high", "default"}, now=MIDNIGHT) == []
     assert redis.llen("rq:queue:low") == 0
 
 
 def test_the_cleanup_prunes_the_index_of_expired_newsletters(app, redis):
     with app.app_context():
         text = newsletter.NewsletterText(subject="Old", body="Text")
-        import jobs
+        from offload import jobs
 
         kept = newsletter.submit_batch(jobs.get_queue("low"), text, ["a@example.org"], config=app.config)
         gone = newsletter.submit_batch(jobs.get_queue("low"), text, ["b@example.org"], config=app.config)
@@ -105,7 +112,7 @@ def test_the_digest_counts_the_jobs_that_ended_and_names_no_newsletter(app, redi
     from rq import Queue, SimpleWorker
     from rq.serializers import JSONSerializer
 
-    import jobs
+    from offload import jobs
 
     queue = Queue("default", connection=redis, serializer=JSONSerializer)
     queue.enqueue("tests.fixtures.fail_with", "broken", meta={"task": "crunch_numbers"})

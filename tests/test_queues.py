@@ -10,7 +10,7 @@ from rq import Queue, Retry
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from queues import WAKE_CHANNEL, OffloadQueue
+from offload.queues import WAKE_CHANNEL, OffloadQueue
 from tests.conftest import wait_for
 
 OPTIONS = {

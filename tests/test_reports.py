@@ -13,10 +13,10 @@ import re
 import pytest
 from pypdf import PdfReader
 
-import settings
-from artifacts import ArtifactTooLarge, RedisArtifactStore
-from reports import build_pdf, file_name, parse_table
-from retries import PermanentError
+from offload import settings
+from offload.artifacts import ArtifactTooLarge, RedisArtifactStore
+from offload.workloads.reports import build_pdf, file_name, parse_table
+from offload.retries import PermanentError
 from tests.conftest import queued_job_count, wait_for
 
 
@@ -40,7 +40,7 @@ def test_pdf_holds_the_title_the_text_and_every_table_cell():
 
 
 def test_pdf_with_a_unicode_font_keeps_text_core_fonts_cannot():
-    font = settings.load({})["REPORT_FONT"]
+    font = settings.DEFAULTS["REPORT_FONT"]
     if not os.path.exists(font):
         pytest.fail(f"{font} is missing: install Debian's fonts-dejavu-core (.ci/run does)")
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from inference import identify_language
+from offload.workloads.inference import identify_language
 from tests.conftest import ROOT, wait_for
 
 SAMPLES = {

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from scheduling import ScheduleError, parse_when
+from offload.scheduling import ScheduleError, parse_when
 from tests.conftest import queued_job_count, wait_for
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)

@@ -25,7 +25,7 @@ from rq import Queue
 from rq.serializers import JSONSerializer
 
 import dev
-import settings
+from offload import settings
 from tests.conftest import OPERATOR_ACCOUNT, ROOT, Stack, log_in, process_env, queued_job_count, wait_for
 
 REQUIRED_HEADERS = {
@@ -57,7 +57,7 @@ def unlimited_app(redis_url: str) -> Flask:
     app = create_app(
         {
             "TESTING": True,
-            "REDIS_URL": redis_url,
+            "OFFLOAD_REDIS_URL": redis_url,
             "WTF_CSRF_ENABLED": False,
             "RATELIMIT_ENABLED": False,
             **OPERATOR_ACCOUNT,
@@ -112,15 +112,15 @@ def test_every_route_and_error_sends_the_security_headers(unlimited_app: Flask, 
 
 @pytest.mark.e2e
 def test_headers_come_through_gunicorn_too(http: httpx.Client):
-    for url in ("/", "/jobs", "/static/job.js", "/no/such/page"):
+    for url in ("/", "/jobs", "/offload-static/job.js", "/no/such/page"):
         _assert_secure_headers(http.get(url), url)
 
 
 def test_hsts_only_over_https_and_only_from_a_trusted_proxy(redis_url: str):
     from app import create_app
 
-    behind_proxy = create_app({"TESTING": True, "REDIS_URL": redis_url, "TRUSTED_PROXY_COUNT": 1}).test_client()
-    direct = create_app({"TESTING": True, "REDIS_URL": redis_url}).test_client()
+    behind_proxy = create_app({"TESTING": True, "OFFLOAD_REDIS_URL": redis_url, "OFFLOAD_TRUSTED_PROXY_COUNT": 1}).test_client()
+    direct = create_app({"TESTING": True, "OFFLOAD_REDIS_URL": redis_url}).test_client()
     https = {"X-Forwarded-Proto": "https"}
 
     assert behind_proxy.get("/", headers=https).headers["Strict-Transport-Security"].startswith("max-age=")
@@ -164,7 +164,7 @@ def test_pages_need_nothing_the_content_security_policy_blocks(unlimited_app: Fl
         parser = _InlineCode()
         parser.feed(page.get_data(as_text=True))
         assert parser.found == [], name
-    script = (ROOT / "static" / "job.js").read_text()
+    script = (ROOT / "offload" / "web" / "static" / "job.js").read_text()
     assert not re.search(r"innerHTML|outerHTML|insertAdjacentHTML|eval\(|new Function|\.style\b", script)
 
 
@@ -177,10 +177,10 @@ def test_submissions_are_rate_limited_per_client_with_a_clear_429(redis_url: str
     app = create_app(
         {
             "TESTING": True,
-            "REDIS_URL": redis_url,
+            "OFFLOAD_REDIS_URL": redis_url,
             "WTF_CSRF_ENABLED": False,
-            "TRUSTED_PROXY_COUNT": 1,
-            "SUBMIT_RATE_LIMIT": "2 per minute",
+            "OFFLOAD_TRUSTED_PROXY_COUNT": 1,
+            "OFFLOAD_SUBMIT_RATE_LIMIT": "2 per minute",
         }
     )
     client = app.test_client()
@@ -262,7 +262,7 @@ def test_the_503_log_line_names_no_password(caplog):
         Redis(port=port).config_set("requirepass", "the-right-one")
         # A wrong password (AuthenticationError), then a closed port (ConnectionError).
         for url in (f"redis://:{password}@127.0.0.1:{port}/0", f"redis://:{password}@127.0.0.1:{dev.free_port()}/0"):
-            client = create_app({"TESTING": True, "REDIS_URL": url}).test_client()
+            client = create_app({"TESTING": True, "OFFLOAD_REDIS_URL": url}).test_client()
             with caplog.at_level(logging.ERROR, logger="offload"):
                 response = client.post("/api/jobs", json={"task": "crunch_numbers", "params": {}})
             assert response.status_code == 503
@@ -309,9 +309,9 @@ def test_no_redis_password_or_secret_key_in_logs_or_pages(tmp_path: Path):
 
 def test_secret_key_is_required_outside_development():
     with pytest.raises(settings.SettingsError, match="SECRET_KEY"):
-        settings.load({"OFFLOAD_ENV": "production"})
-    assert settings.load({"OFFLOAD_ENV": "production", "SECRET_KEY": "k" * 32})["SECRET_KEY"] == "k" * 32
-    assert settings.load({})["SECRET_KEY"] == settings.DEVELOPMENT_SECRET_KEY
+        settings.from_environ({"OFFLOAD_ENV": "production"})
+    assert settings.from_environ({"OFFLOAD_ENV": "production", "SECRET_KEY": "k" * 32})["SECRET_KEY"] == "k" * 32
+    assert settings.from_environ({})["SECRET_KEY"] == settings.DEVELOPMENT_SECRET_KEY
 
 
 @pytest.mark.e2e

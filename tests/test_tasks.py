@@ -8,7 +8,10 @@ import pytest
 from pydantic import Field, ValidationError
 
 import tasks
-from tasks import TASKS, crunch_numbers, task
+from tasks import crunch_numbers, offload
+
+TASKS = offload.tasks
+task = offload.task
 
 
 def primes_below(limit: int) -> list[int]:

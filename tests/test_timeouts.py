@@ -6,7 +6,9 @@ import pytest
 from rq import Queue, Retry
 from rq.serializers import JSONSerializer
 
-from tasks import TASKS
+from tasks import offload
+
+TASKS = offload.tasks
 from tests.conftest import wait_for
 
 

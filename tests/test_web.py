@@ -43,7 +43,7 @@ def test_invalid_form_is_400_with_the_field_error_and_enqueues_nothing(client, r
 
 
 def test_form_without_csrf_token_is_refused_and_enqueues_nothing(redis_url, redis):
-    app = create_app({"REDIS_URL": redis_url})  # CSRF on, as in production
+    app = create_app({"OFFLOAD_REDIS_URL": redis_url})  # CSRF on, as in production
 
     response = app.test_client().post("/tasks/crunch_numbers", data={"limit": "1000"})
 
@@ -53,7 +53,7 @@ def test_form_without_csrf_token_is_refused_and_enqueues_nothing(redis_url, redi
 
 
 def test_form_with_csrf_token_is_accepted(redis_url, redis):
-    client = create_app({"REDIS_URL": redis_url}).test_client()
+    client = create_app({"OFFLOAD_REDIS_URL": redis_url}).test_client()
     token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/").get_data(as_text=True)).group(1)
 
     response = client.post("/tasks/crunch_numbers", data={"limit": "1000", "csrf_token": token})

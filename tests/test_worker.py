@@ -14,7 +14,7 @@ from rq.command import send_stop_job_command
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from queues import WAKE_CHANNEL, OffloadQueue
+from offload.queues import WAKE_CHANNEL, OffloadQueue
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.e2e

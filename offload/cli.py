@@ -1,0 +1,43 @@
+"""``flask offload ...``: the worker of the host app, with RQ's own worker options."""
+
+from __future__ import annotations
+
+import click
+from flask import current_app
+from flask.cli import with_appcontext
+from rq.defaults import DEFAULT_WORKER_CLASS
+
+WORKER_CLASS = "offload.worker.OffloadWorker"
+
+
+@click.group("offload", help="Offload: run the worker that takes this app's jobs.")
+def offload_commands() -> None:
+    """The ``flask offload`` command group."""
+
+
+@offload_commands.command(
+    "worker",
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": True},
+    add_help_option=False,
+)
+@click.argument("rq_args", nargs=-1, type=click.UNPROCESSED)
+@with_appcontext
+def worker_command(rq_args: tuple[str, ...]) -> None:
+    """Run an Offload worker for this app: ``rq worker``'s options (``--burst``, ``--with-scheduler``,
+    ``--name``, ``--max-jobs``, queue names, ...), with this app's Redis, queues and context."""
+    from rq.cli.workers import worker as rq_worker  # the stock command, its options and checks
+
+    from offload.worker.host import bind
+
+    app = current_app._get_current_object()  # type: ignore[attr-defined] - the real app, not the proxy
+    bind(app)
+    args = list(rq_args)
+    if "--help" not in args:
+        params = rq_worker.make_context("flask offload worker", list(args), resilient_parsing=True).params
+        if not params.get("url") and not params.get("config"):
+            args += ["--url", app.config["OFFLOAD_REDIS_URL"]]
+        if params.get("worker_class") in (None, DEFAULT_WORKER_CLASS):
+            args += ["--worker-class", WORKER_CLASS]
+        if not params.get("queues") and not params.get("config"):
+            args += app.config["OFFLOAD_QUEUES"]
+    rq_worker.main(args, prog_name="flask offload worker", standalone_mode=True)

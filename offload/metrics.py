@@ -1,0 +1,208 @@
+"""Prometheus metrics, computed from Redis when they are scraped.
+
+Workers count what they run in Redis (``JobMetricsMixin``: one small pipeline per job
+start and end), and :class:`OffloadCollector` reads those counts, the queue depths and
+the live workers at scrape time. So the numbers are the same whichever web process
+answers and however many worker processes or Machines ran the jobs: no per-process
+state, no prometheus multiprocess files.
+
+Two ways to read them:
+
+- ``GET /metrics`` on the app's public port, with ``Authorization: Bearer $METRICS_TOKEN``
+  (404 when no token is configured, 401 when the token is wrong);
+- an internal listener that gunicorn's master starts when ``METRICS_PORT`` is set
+  (fly.toml: ``[metrics] port``). Fly's proxy never exposes it; Fly's own scraper, which
+  cannot send a token, reads it over the private network and feeds fly-autoscaler.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from redis import Redis
+from redis.exceptions import RedisError
+from rq import Queue, Worker
+from rq.exceptions import DeserializationError
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from offload import settings
+from offload.connection import connect
+from offload.state import get_state
+
+log = logging.getLogger("offload.metrics")
+
+EXTENSION_KEY = "offload_metrics"
+TASKS_KEY = "offload:metrics:tasks"
+"""Set of task labels that have run; one hash ``offload:metrics:task:<label>`` each."""
+
+BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+"""Upper bounds (seconds) of the job duration histogram: from quick calls to the longest timeout."""
+
+OUTCOMES = ("started", "finished", "failed")
+
+bp = Blueprint("metrics", __name__)
+
+
+def task_key(label: str) -> str:
+    return f"offload:metrics:task:{label}"
+
+
+def task_label(job: Job) -> str:
+    """The task a job runs: its registered name, the function path for jobs enqueued by hand,
+    or "unreadable" for a job whose data is not JSON (the worker refuses to run those)."""
+    try:
+        return (job.meta or {}).get("task") or job.func_name
+    except DeserializationError:
+        return "unreadable"
+
+
+def record_job(redis: Redis, job: Job, outcome: str, seconds: float | None = None) -> None:
+    """Count one attempt of ``job`` reaching ``outcome``; an ended one also feeds the histogram."""
+    label = task_label(job)
+    with redis.pipeline(transaction=False) as pipe:
+        pipe.sadd(TASKS_KEY, label)
+        pipe.hincrby(task_key(label), outcome, 1)
+        if seconds is not None:
+            bucket = next((str(bound) for bound in BUCKETS if seconds <= bound), "+Inf")
+            pipe.hincrby(task_key(label), f"le:{bucket}", 1)
+            pipe.hincrbyfloat(task_key(label), "sum", seconds)
+            pipe.hincrby(task_key(label), "count", 1)
+        pipe.execute()
+
+
+def _duration(job: Job) -> float | None:
+    if job.started_at and job.ended_at and job.ended_at >= job.started_at:
+        return (job.ended_at - job.started_at).total_seconds()
+    return None
+
+
+class JobMetricsMixin:
+    """Mixed into the worker class: counts every attempt's start and end in Redis.
+
+    Counts are per attempt: a job that fails, is retried and then finishes counts one
+    failure and one finish. A count that cannot be written is logged, never fatal to the job.
+    """
+
+    connection: Redis
+
+    def _record(self, job: Job, outcome: str, seconds: float | None = None) -> None:
+        try:
+            record_job(self.connection, job, outcome, seconds)
+        except RedisError as exc:
+            log.warning("could not record %s of job %s in metrics: %s", outcome, job.id, exc)
+
+    def prepare_job_execution(self, job: Job, *args: Any, **kwargs: Any) -> None:
+        super().prepare_job_execution(job, *args, **kwargs)  # type: ignore[misc]
+        self._record(job, "started")
+
+    def handle_job_success(self, job: Job, *args: Any, **kwargs: Any) -> None:
+        super().handle_job_success(job, *args, **kwargs)  # type: ignore[misc]
+        self._record(job, "finished", _duration(job))
+
+    def handle_job_failure(self, job: Job, *args: Any, **kwargs: Any) -> None:
+        super().handle_job_failure(job, *args, **kwargs)  # type: ignore[misc]
+        self._record(job, "failed", _duration(job))
+
+
+class OffloadCollector:
+    """Reads queue depths, per-task job counts and durations, and live workers from Redis."""
+
+    def __init__(self, redis: Redis, queue_names: list[str]) -> None:
+        self.redis = redis
+        self.queue_names = queue_names
+
+    def collect(self) -> Iterator[Metric]:
+        depth = GaugeMetricFamily("offload_queue_depth", "Jobs waiting in each queue.", labels=["queue"])
+        for name in self.queue_names:
+            depth.add_metric([name], Queue(name, connection=self.redis, serializer=JSONSerializer).count)
+        yield depth
+
+        workers = Worker.all(connection=self.redis, serializer=JSONSerializer)
+        yield GaugeMetricFamily("offload_workers_alive", "rq workers with a live heartbeat.", value=len(workers))
+
+        labels = sorted(label.decode() for label in self.redis.smembers(TASKS_KEY))
+        with self.redis.pipeline(transaction=False) as pipe:
+            for label in labels:
+                pipe.hgetall(task_key(label))
+            rows = [{k.decode(): v.decode() for k, v in row.items()} for row in pipe.execute()]
+
+        counters = {
+            outcome: CounterMetricFamily(
+                f"offload_jobs_{outcome}", f"Job attempts {outcome}, per task.", labels=["task"]
+            )
+            for outcome in OUTCOMES
+        }
+        duration = HistogramMetricFamily(
+            "offload_job_duration_seconds", "Run time of finished and failed job attempts.", labels=["task"]
+        )
+        for label, row in zip(labels, rows, strict=True):
+            for outcome, family in counters.items():
+                family.add_metric([label], int(row.get(outcome, 0)))
+            cumulative, buckets = 0, []
+            for bound in BUCKETS:
+                cumulative += int(row.get(f"le:{bound}", 0))
+                buckets.append((str(bound), cumulative))
+            buckets.append(("+Inf", int(row.get("count", 0))))
+            duration.add_metric([label], buckets, float(row.get("sum", 0)))
+        yield from counters.values()
+        yield duration
+
+
+def make_registry(redis: Redis, queue_names: list[str]) -> CollectorRegistry:
+    """A registry of its own (not prometheus_client's global one) holding only Offload's collector."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(OffloadCollector(redis, queue_names))
+    return registry
+
+
+def all_queue_names(config: dict[str, Any]) -> list[str]:
+    return list(dict.fromkeys(config["OFFLOAD_QUEUES"] + config["OFFLOAD_ONDEMAND_QUEUES"]))
+
+
+def init_app(app: Flask) -> None:
+    """Serve ``/metrics`` for ``app``, reading the Redis that ``jobs.init_app`` connected."""
+    redis = get_state(app).redis
+    app.extensions[EXTENSION_KEY] = make_registry(redis, all_queue_names(app.config))
+    app.register_blueprint(bp)
+
+
+@bp.get("/metrics")
+def scrape() -> Response:
+    """Prometheus text format, for a bearer of ``METRICS_TOKEN``; 404 when none is configured."""
+    token = current_app.config["OFFLOAD_METRICS_TOKEN"]
+    if not token:
+        return Response("Not found.\n", status=404, mimetype="text/plain")
+    given = request.headers.get("Authorization", "")
+    if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        return Response(
+            "A valid bearer token is required.\n",
+            status=401,
+            mimetype="text/plain",
+            headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+        )
+    return Response(generate_latest(current_app.extensions[EXTENSION_KEY]), mimetype=CONTENT_TYPE_LATEST)
+
+
+def serve_internal(port: int) -> None:
+    """Serve the metrics without a token on ``port`` (all interfaces), from a daemon thread.
+
+    For gunicorn's master (``gunicorn.conf.py``): only Fly's private network reaches a port
+    that fly.toml does not list as a service.
+    """
+    from prometheus_client import start_http_server
+
+    config = settings.from_environ()
+    settings.apply_defaults(config)
+    registry = make_registry(connect(config), all_queue_names(config))
+    try:
+        start_http_server(port, addr="::", registry=registry)  # Fly's private network is IPv6
+    except OSError:
+        start_http_server(port, addr="0.0.0.0", registry=registry)  # noqa: S104 - a host without IPv6
+    log.info("internal metrics on port %d", port)

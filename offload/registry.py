@@ -1,0 +1,166 @@
+"""Tasks and the registry that describes them.
+
+A task is one function plus one registration (``@offload.task(...)``). The function's
+signature *is* its input form: each parameter is annotated with its type and limits
+(``Annotated[int, Field(ge=10, le=...)]``), from which the registry builds a pydantic
+model that validates the web form and the JSON API alike, and which the templates render
+as a form. The registration names the rest: title, description, queue, timeout, retry
+policy, result TTL and concurrency cap.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+from rq import RateLimit, Retry
+
+from offload.exceptions import InvalidParams
+
+
+@dataclass(frozen=True)
+class Task:
+    """A registered task: the function, its input model and how the queue treats it."""
+
+    name: str
+    func: Callable[..., Any]
+    title: str
+    description: str
+    params: type[BaseModel]
+    queue: str
+    timeout: int
+    retry: Retry | None
+    result_ttl: int | None
+    # At most this many jobs queued or running at once across all workers: a number, or the
+    # app.config key of one; tasks naming the same key share the cap.
+    concurrency_limit: int | str | None = None
+    # Endpoint of the page that starts this task, when the form built from its signature
+    # cannot (a newsletter enqueues one job per recipient); such a task is not on /api/jobs.
+    own_form: str | None = None
+
+    @property
+    def path(self) -> str:
+        """The import path RQ stores in the job, e.g. ``tasks.crunch_numbers``."""
+        return f"{self.func.__module__}.{self.func.__qualname__}"
+
+    @property
+    def max_retries(self) -> int:
+        """How many times a failed job of this task is retried."""
+        return self.retry.max if self.retry else 0
+
+    def validate(self, params: Mapping[str, Any]) -> BaseModel:
+        """Return ``params`` validated against the task's signature; raise InvalidParams naming each bad field."""
+        try:
+            return self.params.model_validate(params)
+        except ValidationError as exc:
+            raise InvalidParams(self.name, field_errors(exc)) from None
+
+    def rate_limit(self, config: Mapping[str, Any]) -> RateLimit | None:
+        """Return RQ's concurrency cap for this task's jobs under ``config``, or None."""
+        limit = self.concurrency_limit
+        if limit is None:
+            return None
+        if isinstance(limit, int):
+            return RateLimit(f"task:{self.name}", limit)
+        return RateLimit(limit, config[limit])
+
+    def form_fields(self) -> list[dict[str, Any]]:
+        """Describe each input for a form: name, type, title, limits, default, required."""
+        schema = self.params.model_json_schema()
+        required = set(schema.get("required", []))
+        return [{"name": name, "required": name in required, **prop} for name, prop in schema["properties"].items()]
+
+
+class TaskRegistry(MutableMapping[str, Task]):
+    """The tasks of one :class:`offload.Offload`, by name (a mapping) and by the import path RQ stores."""
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, Task] = {}
+        self._by_path: dict[str, Task] = {}
+
+    def register(
+        self,
+        func: Callable[..., Any],
+        *,
+        title: str | None = None,
+        description: str | None = None,
+        queue: str = "default",
+        timeout: int = 180,
+        retry: Retry | None = None,
+        result_ttl: int | None = None,
+        concurrency_limit: int | str | None = None,
+        own_form: str | None = None,
+        name: str | None = None,
+    ) -> Task:
+        """Register ``func`` as a task and return it; a second task of the same name is refused."""
+        task_name = name or func.__name__
+        if task_name in self._by_name:
+            raise ValueError(f"task {task_name!r} is registered twice")
+        doc = inspect.getdoc(func) or ""
+        task = Task(
+            name=task_name,
+            func=func,
+            title=title or task_name.replace("_", " ").capitalize(),
+            description=description if description is not None else doc.split("\n\n")[0],
+            params=params_model(func),
+            queue=queue,
+            timeout=timeout,
+            retry=retry,
+            result_ttl=result_ttl,
+            concurrency_limit=concurrency_limit,
+            own_form=own_form,
+        )
+        self[task_name] = task
+        return task
+
+    def by_path(self, path: str) -> Task | None:
+        """Return the task whose function RQ stores as ``path`` (``module.function``), or None."""
+        return self._by_path.get(path)
+
+    def __getitem__(self, name: str) -> Task:
+        return self._by_name[name]
+
+    def __setitem__(self, name: str, task: Task) -> None:
+        if name != task.name:
+            raise ValueError(f"task {task.name!r} cannot be stored as {name!r}")
+        self.pop(name, None)
+        self._by_name[name] = task
+        self._by_path[task.path] = task
+
+    def __delitem__(self, name: str) -> None:
+        task = self._by_name.pop(name)
+        if self._by_path.get(task.path) is task:
+            del self._by_path[task.path]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._by_name)
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+
+def params_model(func: Callable[..., Any]) -> type[BaseModel]:
+    """Build the pydantic model of ``func``'s keyword parameters (unknown keys refused)."""
+    hints = typing.get_type_hints(func, include_extras=True)
+    fields: dict[str, Any] = {}
+    for name, param in inspect.signature(func).parameters.items():
+        if name not in hints:
+            raise TypeError(f"{func.__name__}: parameter {name!r} needs a type annotation")
+        default = ... if param.default is inspect.Parameter.empty else param.default
+        fields[name] = (hints[name], default)
+    model_name = "".join(part.title() for part in func.__name__.split("_")) + "Params"
+    return create_model(model_name, __config__=ConfigDict(extra="forbid"), **fields)
+
+
+def field_errors(exc: ValidationError, prefix: str = "") -> dict[str, str]:
+    """Map each invalid field (``params.limit``) of ``exc`` to a readable message."""
+    errors: dict[str, str] = {}
+    for error in exc.errors(include_url=False, include_input=False):
+        # An empty key is named "" (not dropped), so every message points at something.
+        name = ".".join(str(part) or '""' for part in error["loc"])
+        errors.setdefault(f"{prefix}{name}" if name else prefix.rstrip(".") or "params", error["msg"])
+    return errors

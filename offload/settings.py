@@ -1,0 +1,225 @@
+"""Offload's settings: every knob, its default, and where it is read from.
+
+An app configures Offload with ``OFFLOAD_``-prefixed keys in ``app.config``
+(``OFFLOAD_REDIS_URL``, ``OFFLOAD_QUEUES``, ...); :data:`DEFAULTS` below lists each one
+without its prefix, with a default that works on a laptop, and ``Offload.init_app`` fills in
+whatever the app left unset (:func:`apply_defaults`). An app that takes its configuration from
+the environment (the reference app, on Fly: ``fly secrets set``) reads it with
+:func:`from_environ`, which accepts each name with or without the prefix (``REDIS_URL`` or
+``OFFLOAD_REDIS_URL``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, MutableMapping
+from typing import Any
+
+PREFIX = "OFFLOAD_"
+
+DEVELOPMENT_SECRET_KEY = "offload-development-only-secret-key"  # noqa: S105 - refused outside development
+"""Used when ``SECRET_KEY`` is unset and ``OFFLOAD_ENV=development``; refused elsewhere."""
+
+
+class SettingsError(RuntimeError):
+    """A setting is missing or malformed; the message names it."""
+
+
+DEFAULTS: dict[str, Any] = {
+    # "development" allows laptop defaults; anything else ("production") demands real secrets.
+    "ENV": "development",
+    # redis:// or rediss:// (TLS); Valkey speaks the same protocol.
+    "REDIS_URL": "redis://127.0.0.1:6379/0",
+    # Workers listen to these in this order, so earlier queues always win.
+    "QUEUES": ["high", "default", "low"],
+    # Seconds a finished job and its result are kept (RQ's default is 500).
+    "RESULT_TTL": 24 * 3600,
+    # Seconds a failed job and its traceback are kept (RQ's default is a year).
+    "FAILURE_TTL": 7 * 24 * 3600,
+    # Seconds a job may wait in a queue before it is dropped unstarted .
+    "JOB_TTL": 7 * 24 * 3600,
+    # Seconds to wait for Redis to accept a connection / answer a command.
+    "REDIS_CONNECT_TIMEOUT": 2,
+    "REDIS_SOCKET_TIMEOUT": 5,
+    # How many jobs /jobs shows at most.
+    "JOB_LIST_LIMIT": 100,
+    # --- faults: how soon a dead worker's job is noticed, and what happens to it
+    # Seconds between a busy worker's heartbeats (RQ's job monitoring interval, 30 there).
+    # A job whose worker misses two of them in a row counts as abandoned.
+    "WORKER_HEARTBEAT_INTERVAL": 10,
+    # Seconds between a worker's maintenance passes, which find abandoned jobs (RQ: 600).
+    "WORKER_MAINTENANCE_INTERVAL": 20,
+    # Seconds between RQ's full maintenance passes (every registry of every queue cleaned);
+    # between them a pass only looks for abandoned jobs, one round trip (worker.py).
+    "WORKER_FULL_MAINTENANCE_INTERVAL": 600,
+    # Extra runs a job gets when its worker or work horse dies under it, on top of its
+    # task's own Retry (which a crash uses first). 0: such a job fails at once.
+    "CRASH_RERUNS": 1,
+    # --- deploy (docs/deploy.md) ---
+    # Queues no stock worker listens to: a job sent to one starts an `rq worker --burst`
+    # for it (ondemand.py) that exits when the queue is empty.
+    "ONDEMAND_QUEUES": ["ondemand"],
+    # "local" runs that worker as a subprocess; "fly" starts a Fly Machine per worker.
+    "ONDEMAND_BACKEND": "local",
+    # Most on-demand workers draining one queue at once.
+    "ONDEMAND_MAX_WORKERS": 2,
+    # The Machines API: public address, or http://_api.internal:4280 inside Fly; a deploy token.
+    "FLY_API_URL": "https://api.machines.dev",
+    "FLY_API_TOKEN": "",
+    # Set by Fly on every Machine: this app's name, the image it runs, its region.
+    "FLY_APP_NAME": "",
+    "FLY_IMAGE_REF": "",
+    "FLY_REGION": "",
+    # Size of an on-demand worker Machine.
+    "ONDEMAND_VM_CPUS": 1,
+    "ONDEMAND_VM_MEMORY_MB": 1024,
+    # Bearer token for GET /metrics on the public port; unset, /metrics answers 404.
+    "METRICS_TOKEN": "",
+    # The operator who may open /rq and the operator pages; both empty: those pages are off.
+    "OPERATOR_USERNAME": "",
+    # A werkzeug password hash (scrypt), made by `python -m auth`; never the password itself.
+    "OPERATOR_PASSWORD_HASH": "",
+    # Hours an operator login lasts before the password is asked again.
+    "OPERATOR_SESSION_HOURS": 12,
+    # --- workloads: files jobs make, the third-party API, the PDF font ---
+    # Largest file (artifact) a job may store next to its result, in bytes; it lives in Redis.
+    "ARTIFACT_MAX_BYTES": 5 * 1024 * 1024,
+    # A TrueType font with wide Unicode coverage for PDF reports (Debian: fonts-dejavu-core);
+    # when the file is missing, reports fall back to Helvetica and Latin-1 text.
+    "REPORT_FONT": "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    # The only host call_api talks to: users give a path, never a host (no SSRF).
+    "THIRD_PARTY_URL": "https://httpbin.org",
+    # Sent as "Authorization: Bearer ..." when set; a secret, so only from the environment.
+    "THIRD_PARTY_TOKEN": "",
+    # Seconds to connect / to wait for each read before the attempt counts as failed.
+    "THIRD_PARTY_CONNECT_TIMEOUT": 3,
+    "THIRD_PARTY_READ_TIMEOUT": 10,
+    # Most call_api jobs queued or running at once, across all workers (RQ RateLimit).
+    "THIRD_PARTY_CONCURRENCY": 4,
+    # Exponential backoff between attempts: base * 2**n seconds, jittered, at most cap.
+    "THIRD_PARTY_BACKOFF_BASE": 2,
+    "THIRD_PARTY_BACKOFF_CAP": 120,
+    # A Retry-After longer than this fails the job instead of parking it for that long.
+    "THIRD_PARTY_RETRY_AFTER_MAX": 600,
+    # --- newsletter (newsletter.py, mailer.py)
+    # smtp:// (plain), smtp+starttls:// (STARTTLS, required) or smtps:// (implicit TLS);
+    # credentials go in the URL (smtps://user:password@host:465) and are never logged.
+    "SMTP_URL": "smtp://127.0.0.1:1025",
+    # Seconds to connect to the SMTP server and to wait for each of its replies.
+    "SMTP_TIMEOUT": 30,
+    # A PEM file of CA certificates to trust for SMTP TLS, instead of the system's (empty: the system's).
+    "SMTP_CA_FILE": "",
+    # The From header and envelope sender of newsletters.
+    "NEWSLETTER_FROM": "Offload <newsletter@offload.invalid>",
+    # Most distinct recipients one newsletter may have.
+    "NEWSLETTER_MAX_RECIPIENTS": 10_000,
+    # Seconds a batch, its delivery records and failures are kept after its send time. A job of
+    # the batch that runs later (requeued by hand) finds no batch and fails rather than mail twice.
+    "NEWSLETTER_TTL": 14 * 24 * 3600,
+    # --- scheduling (scheduling.py)
+    # Furthest ahead a job may be scheduled, in seconds.
+    "SCHEDULE_MAX_AHEAD": 30 * 24 * 3600,
+    # A run_at this many seconds in the past is still accepted (clock skew, slow form); it runs at once.
+    "SCHEDULE_PAST_TOLERANCE": 60,
+    # --- periodic jobs (periodic.py): seconds between runs, and into each period
+    # The nightly cleanup: every day at 03:00 UTC.
+    "CLEANUP_EVERY": 24 * 3600,
+    "CLEANUP_OFFSET": 3 * 3600,
+    # The digest: every hour, on the hour.
+    "DIGEST_EVERY": 3600,
+    # Where the digest is mailed (through SMTP_URL); empty: it is only stored and shown as the job's result.
+    "DIGEST_TO": "",
+    # --- web defences (security.py)
+    # Proxies in front of the app that set X-Forwarded-For/-Proto (1 on Fly, 0 on a laptop).
+    "TRUSTED_PROXY_COUNT": 0,
+    # Jobs one client (IP address) may submit, in Flask-Limiter's notation.
+    "SUBMIT_RATE_LIMIT": "60 per minute",
+    # A worker's job process (which runs job after job) is replaced after this many jobs,
+    # or once its peak memory passes this many MB, so a leaking job cannot grow forever.
+    "JOB_PROCESS_MAX_JOBS": 1000,
+    "JOB_PROCESS_MAX_MEMORY_MB": 1024,
+}
+"""Every Offload setting without its ``OFFLOAD_`` prefix, with its default."""
+
+
+def key(name: str) -> str:
+    """Return the ``app.config`` key of setting ``name``: ``REDIS_URL`` -> ``OFFLOAD_REDIS_URL``."""
+    return PREFIX + name
+
+
+def _parse(name: str, raw: str) -> Any:
+    default = DEFAULTS[name]
+    if isinstance(default, bool):
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    if isinstance(default, int):
+        try:
+            return int(raw)
+        except ValueError:
+            raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+    if isinstance(default, list):
+        return [item.strip() for item in raw.split(",") if item.strip()]
+    return raw.strip() if name.startswith("OPERATOR_") else raw
+
+
+def from_environ(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Return app config read from ``environ``: every Offload setting found there (``NAME`` or
+    ``OFFLOAD_NAME``), prefixed, plus the Flask settings a deployed app needs (``SECRET_KEY``,
+    ``MAX_CONTENT_LENGTH``, secure session cookies outside development)."""
+    env = os.environ if environ is None else environ
+    config: dict[str, Any] = {}
+    for name in DEFAULTS:
+        names = (key(name),) if name == "ENV" else (key(name), name)
+        raw = next((env[n] for n in names if env.get(n, "") != ""), None)
+        if raw is not None:
+            config[key(name)] = _parse(name, raw)
+    offload_env = config.get(key("ENV"), DEFAULTS["ENV"])
+    secret_key = env.get("SECRET_KEY", "")
+    if not secret_key:
+        if offload_env != "development":
+            raise SettingsError("SECRET_KEY must be set when OFFLOAD_ENV is not 'development'")
+        secret_key = DEVELOPMENT_SECRET_KEY
+    config["SECRET_KEY"] = secret_key
+    # Largest request body the web accepts, in bytes (uploads included).
+    max_length = env.get("MAX_CONTENT_LENGTH", "")
+    try:
+        config["MAX_CONTENT_LENGTH"] = int(max_length) if max_length else 2 * 1024 * 1024
+    except ValueError:
+        raise SettingsError(f"MAX_CONTENT_LENGTH must be a whole number, got {max_length!r}") from None
+    # Session cookies: never sent over plain HTTP outside development, never read by scripts,
+    # never sent on cross-site requests other than top-level navigation.
+    config["SESSION_COOKIE_SECURE"] = offload_env != "development"
+    config["SESSION_COOKIE_HTTPONLY"] = True
+    config["SESSION_COOKIE_SAMESITE"] = "Lax"
+    validate({**{key(name): value for name, value in DEFAULTS.items()}, **config})
+    return config
+
+
+def apply_defaults(config: MutableMapping[str, Any]) -> None:
+    """Fill in every Offload setting ``config`` lacks with its default, then :func:`validate` it."""
+    for name, default in DEFAULTS.items():
+        config.setdefault(key(name), list(default) if isinstance(default, list) else default)
+    validate(config)
+
+
+def validate(config: Mapping[str, Any]) -> None:
+    """Raise :class:`SettingsError` naming the first setting of ``config`` that is malformed."""
+    if config[key("ENV")] != "development" and config.get("SECRET_KEY") in (None, "", DEVELOPMENT_SECRET_KEY):
+        raise SettingsError("SECRET_KEY must be set when OFFLOAD_ENV is not 'development'")
+    backend = config[key("ONDEMAND_BACKEND")]
+    if backend not in ("local", "fly"):
+        raise SettingsError(f"ONDEMAND_BACKEND must be 'local' or 'fly', got {backend!r}")
+    username = config[key("OPERATOR_USERNAME")]
+    password_hash = config[key("OPERATOR_PASSWORD_HASH")]
+    if bool(username) != bool(password_hash):
+        raise SettingsError("set both OPERATOR_USERNAME and OPERATOR_PASSWORD_HASH, or neither")
+    if password_hash and (password_hash.count("$") != 2 or password_hash.split(":")[0] not in ("scrypt", "pbkdf2")):
+        raise SettingsError(
+            "OPERATOR_PASSWORD_HASH must be a hash made by `python -m offload.web.auth` (method$salt$hash), "
+            "not a password"
+        )
+    for name, default in DEFAULTS.items():
+        value = config[key(name)]
+        if isinstance(default, int) and not isinstance(default, bool) and not isinstance(value, int):
+            raise SettingsError(f"{key(name)} must be a whole number, got {value!r}")
+        if isinstance(default, list) and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise SettingsError(f"{key(name)} must be a list of names, got {value!r}")

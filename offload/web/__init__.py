@@ -1,0 +1,18 @@
+"""Offload's web side as blueprints, for the host app to register where it wants them::
+
+    from offload.web import api_blueprint, console_blueprint, pages_blueprint
+
+    app.register_blueprint(pages_blueprint)        # task forms, job pages, /jobs, /healthz
+    app.register_blueprint(api_blueprint)          # the JSON API under /api
+    app.register_blueprint(console_blueprint)      # operator login, /operator/..., /rq
+
+Each sets up what it needs on first registration (CSRF, rate limits, templates: ``setup.py``).
+``offload.web.errors.init_app(app)`` and ``offload.web.security.init_app(app)`` add the error
+pages and security headers app-wide; the reference app (``app.py``) uses both.
+"""
+
+from offload.web.api import bp as api_blueprint
+from offload.web.console import bp as console_blueprint
+from offload.web.pages import bp as pages_blueprint
+
+__all__ = ["api_blueprint", "console_blueprint", "pages_blueprint"]

@@ -1,0 +1,186 @@
+"""The JSON API: ``POST /api/jobs`` starts a job (202 + Location), ``GET`` reads one back."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from flask import Blueprint, abort, current_app, jsonify, request, url_for
+from flask.sansio.blueprints import BlueprintSetupState
+from pydantic import ValidationError
+
+from offload import jobs
+from offload.registry import field_errors
+from offload.scheduling import ScheduleError, parse_when
+from offload.state import get_task, get_tasks
+from offload.web.auth import is_operator
+from offload.web.security import limit_submissions
+from offload.web.setup import on_register
+from offload.workloads import newsletter
+
+bp = on_register(Blueprint("api", __name__, url_prefix="/api"))
+
+
+@bp.record_once
+def _exempt_from_csrf(state: BlueprintSetupState) -> None:
+    # JSON only: browsers cannot send it cross-site without a CORS preflight.
+    state.app.extensions["csrf"].exempt(bp)
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _bad_request(message: str, fields: dict[str, str]):
+    return jsonify(error=message, fields=fields), 400
+
+
+def invalid_text(value: Any, path: str = "") -> str | None:
+    """Return the path of the first key or string in ``value`` that is not valid Unicode.
+
+    JSON's ``\\ud800`` escapes decode to unpaired surrogates, which pass validation as
+    ``str`` and then break every page that prints them as UTF-8.
+    """
+    if isinstance(value, str):
+        return None if value.isascii() or not _SURROGATE.search(value) else path
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        where = f"{path}.{key}" if path else str(key)
+        if isinstance(key, str) and _SURROGATE.search(key):
+            return where
+        found = invalid_text(item, where)
+        if found:
+            return found
+    return None
+
+
+@bp.get("/tasks")
+def list_tasks():
+    """Every task with its queue, policy and the JSON schema of its params."""
+    return jsonify(
+        tasks=[
+            {
+                "name": task.name,
+                "title": task.title,
+                "description": task.description,
+                "queue": task.queue,
+                "timeout_seconds": task.timeout,
+                "max_retries": task.max_retries,
+                "params_schema": task.params.model_json_schema(),
+            }
+            for task in get_tasks().values()
+        ]
+    )
+
+
+@bp.post("/jobs")
+@limit_submissions
+def create_job():
+    """Validate ``{"task": ..., "params": {...}}``, enqueue it and answer 202 Accepted."""
+    if not request.is_json:
+        abort(415, "Send a JSON body with Content-Type: application/json.")
+    body: Any = request.get_json(silent=True)
+    if body is None:
+        return _bad_request("The body is not valid JSON.", {"body": "not valid JSON"})
+    if not isinstance(body, dict):
+        return _bad_request("The body must be a JSON object.", {"body": "must be an object"})
+    bad_text = invalid_text(body)
+    if bad_text:
+        return _bad_request("Text must be valid Unicode.", {bad_text: "contains an unpaired surrogate"})
+    unknown = sorted(set(body) - {"task", "params", "run_at", "run_in"})
+    if unknown:
+        return _bad_request("Unknown keys in the body.", {key: "unknown key" for key in unknown})
+    name = body.get("task")
+    if not isinstance(name, str) or not name:
+        return _bad_request("Name the task to run.", {"task": "required, a task name (see GET /api/tasks)"})
+    task = get_task(name)
+    if task is None:
+        return jsonify(error=f"There is no task called {name[:100]!r}.", fields={"task": "unknown task"}), 404
+    if task.own_form:
+        return _bad_request(f"{name} is not started here.", {"task": "has its own endpoint (see the README)"})
+    params = body.get("params", {})
+    if not isinstance(params, dict):
+        return _bad_request("params must be a JSON object.", {"params": "must be an object"})
+    try:
+        validated = task.params.model_validate(params)
+    except ValidationError as exc:
+        return _bad_request("Some parameters are invalid.", field_errors(exc, prefix="params."))
+    try:
+        run_at = body_schedule(body)
+    except ScheduleError as exc:
+        return _bad_request(exc.message, {exc.field: exc.message})
+
+    job = jobs.submit_job(task, validated, run_at=run_at)
+    response = jsonify(jobs.job_view(job, with_log=False))
+    response.status_code = 202
+    response.headers["Location"] = url_for("api.get_job", job_id=job.id)
+    return response
+
+
+def body_schedule(body: dict[str, Any]):
+    """The UTC time a JSON body asks to run at (``run_at`` ISO time or ``run_in`` seconds), or None for now."""
+    config = current_app.config
+    return parse_when(
+        body.get("run_at"),
+        body.get("run_in"),
+        max_ahead=config["OFFLOAD_SCHEDULE_MAX_AHEAD"],
+        tolerance=config["OFFLOAD_SCHEDULE_PAST_TOLERANCE"],
+    )
+
+
+@bp.post("/newsletters")
+@limit_submissions
+def create_newsletter():
+    """Validate ``{"subject", "body", "recipients": [...]}``, enqueue one job per recipient, answer 202."""
+    if not request.is_json:
+        abort(415, "Send a JSON body with Content-Type: application/json.")
+    body: Any = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        return _bad_request("The body must be a JSON object.", {"body": "must be an object"})
+    unknown = sorted(set(body) - {"subject", "body", "recipients", "skip_invalid", "run_at", "run_in"})
+    if unknown:
+        return _bad_request("Unknown keys in the body.", {key: "unknown key" for key in unknown})
+    given = body.get("recipients")
+    if not isinstance(given, list) or not all(isinstance(entry, str) for entry in given):
+        return _bad_request("recipients must be a list of addresses.", {"recipients": "must be a list of strings"})
+    config = current_app.config
+    recipients = newsletter.read_recipients("\n".join(entry.replace("\n", " ") for entry in given))
+    submission = newsletter.check_newsletter(
+        body, recipients, config["OFFLOAD_NEWSLETTER_MAX_RECIPIENTS"], skip_invalid=body.get("skip_invalid") is True
+    )
+    errors = dict(submission.errors)
+    try:
+        run_at = body_schedule(body)
+    except ScheduleError as exc:
+        errors[exc.field] = exc.message
+    if errors:
+        invalid = [{"address": entry, "reason": reason} for entry, reason in recipients.invalid]
+        response = jsonify(
+            error="The newsletter was not sent.", fields=errors, invalid_recipients=invalid[: newsletter.INVALID_SHOWN]
+        )
+        return response, 400
+    assert submission.text is not None
+    batch_id = newsletter.submit_batch(
+        jobs.get_queue(newsletter.queue_name()), submission.text, recipients.valid, config=config, run_at=run_at
+    )
+    response = jsonify(newsletter.batch_view(jobs.get_redis(), batch_id))
+    response.status_code = 202
+    response.headers["Location"] = url_for("api.get_batch", batch_id=batch_id)
+    return response
+
+
+@bp.get("/batches/<batch_id>")
+def get_batch(batch_id: str):
+    """A newsletter batch: sent / failed / pending counts and the failures with their reasons."""
+    batch = newsletter.batch_view(jobs.get_redis(), batch_id)
+    if batch is None:
+        abort(404, "No such newsletter: it never existed or it has expired.")
+    return jsonify(batch)
+
+
+@bp.get("/jobs/<job_id>")
+def get_job(job_id: str):
+    """The job's state, progress, timings, its log and result or error (and traceback, for operators)."""
+    job = jobs.fetch_job(job_id)
+    if job is None:
+        abort(404, "No such job: it never existed or its result has expired.")
+    view = jobs.job_view(job, with_traceback=is_operator())
+    return jsonify(view)

@@ -1,0 +1,175 @@
+"""Operators: one account from the environment, a login page, and the one check everything uses.
+
+Guard a view with ``@operator_required``; ask ``is_operator()`` in code and templates.
+The account is ``OPERATOR_USERNAME`` + ``OPERATOR_PASSWORD_HASH`` (settings.py). With
+neither set, every operator page (``/rq`` included) answers 503 saying so, in development
+too: the dashboard never runs open. Make a hash with::
+
+    .venv/bin/python -m auth        # asks for the password twice, prints the hash
+
+A login lives in the signed session cookie with the time it happened and an HMAC of the
+account (``SECRET_KEY`` over username + password hash): changing the password or the
+secret key logs every operator out, and knowing the development ``SECRET_KEY`` is not
+enough to forge a login.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import hmac
+import logging
+import sys
+import time
+from collections.abc import Callable, Mapping
+from functools import wraps
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    abort,
+    current_app,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from offload.web.rate_limits import limiter
+
+log = logging.getLogger("offload")
+
+bp = Blueprint("auth", __name__)
+
+SESSION_KEY = "operator"
+MIN_PASSWORD_LENGTH = 12
+
+OFF_MESSAGE = (
+    "Operator pages, including the RQ dashboard, are off: no operator account is configured. "
+    "Set OPERATOR_USERNAME and OPERATOR_PASSWORD_HASH (make the hash with `python -m auth`) and restart."
+)
+
+
+def credentials_configured(config: Mapping[str, Any] | None = None) -> bool:
+    """Return True if an operator account is configured (else operator pages are off)."""
+    config = current_app.config if config is None else config
+    return bool(config.get("OFFLOAD_OPERATOR_USERNAME") and config.get("OFFLOAD_OPERATOR_PASSWORD_HASH"))
+
+
+def _account_key(config: Mapping[str, Any]) -> str:
+    """An HMAC only someone holding both the secret key and the password hash can compute."""
+    account = f"{config['OFFLOAD_OPERATOR_USERNAME']}\0{config['OFFLOAD_OPERATOR_PASSWORD_HASH']}".encode()
+    return hmac.new(config["SECRET_KEY"].encode(), account, hashlib.sha256).hexdigest()
+
+
+def is_operator() -> bool:
+    """Return True if this request comes from a logged-in operator whose login has not expired."""
+    config = current_app.config
+    if not credentials_configured(config):
+        return False
+    login = session.get(SESSION_KEY)
+    if not isinstance(login, dict):
+        return False
+    since = login.get("since")
+    if not isinstance(since, (int, float)) or time.time() - since > config["OFFLOAD_OPERATOR_SESSION_HOURS"] * 3600:
+        return False
+    return hmac.compare_digest(str(login.get("key", "")), _account_key(config))
+
+
+def check_credentials(username: str, password: str) -> bool:
+    """Return True if ``username`` and ``password`` are the operator's, compared in constant time."""
+    config = current_app.config
+    name_ok = hmac.compare_digest(username.encode(), config["OFFLOAD_OPERATOR_USERNAME"].encode())
+    # Hash the password even when the name is wrong, so both answers take as long.
+    password_ok = check_password_hash(config["OFFLOAD_OPERATOR_PASSWORD_HASH"], password)
+    return name_ok and password_ok
+
+
+def refuse_unless_operator() -> Response | None:
+    """Return None for an operator; else the answer anyone else gets (503 off, login redirect, 403)."""
+    if not credentials_configured():
+        abort(503, OFF_MESSAGE)
+    if is_operator():
+        return None
+    if request.method in ("GET", "HEAD") and not request.path.startswith("/api/"):
+        return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+    abort(403, "Log in as an operator first.")
+
+
+def operator_required(view: Callable[..., Any]) -> Callable[..., Any]:
+    """Let only a logged-in operator through to ``view``; the one check every operator page uses."""
+
+    @wraps(view)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        refusal = refuse_unless_operator()
+        if refusal is not None:
+            return refusal
+        return view(*args, **kwargs)
+
+    return guarded
+
+
+def safe_next(target: str | None) -> str:
+    """Return ``target`` if it is a path on this site, else the home page (no open redirects)."""
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        parts = urlsplit(target)
+        if not parts.scheme and not parts.netloc:
+            return target
+    return url_for("web.index")
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@limiter.limit(
+    "5 per minute;30 per hour",
+    methods=["POST"],
+    deduct_when=lambda response: response.status_code != 303,  # only failed attempts count
+    error_message="Too many failed logins from your address. Wait a minute and try again.",
+)
+def login():
+    """The operator login form; on success, back to the page that asked for it (303)."""
+    if not credentials_configured():
+        abort(503, OFF_MESSAGE)
+    target = safe_next(request.values.get("next"))
+    if request.method == "GET":
+        return render_template("offload/login.html", next=target, error=None, username="")
+    username = request.form.get("username", "")
+    if not check_credentials(username, request.form.get("password", "")):
+        log.warning("Failed operator login as %r from %s", username[:100], request.remote_addr)
+        error = "Wrong username or password."
+        return render_template("offload/login.html", next=target, error=error, username=username), 401
+    session[SESSION_KEY] = {"since": time.time(), "key": _account_key(current_app.config)}
+    session.permanent = True
+    log.info("Operator %s logged in from %s", username, request.remote_addr)
+    return redirect(target, code=303)
+
+
+@bp.post("/logout")
+def logout():
+    """Forget the operator login (the form posts a CSRF token like every other form)."""
+    session.pop(SESSION_KEY, None)
+    return redirect(url_for("web.index"), code=303)
+
+
+def main(argv: list[str]) -> int:
+    """Read a password (twice on a terminal, one line from a pipe) and print its hash."""
+    if sys.stdin.isatty():
+        password = getpass.getpass("Operator password: ")
+        if getpass.getpass("Again: ") != password:
+            print("The two passwords differ.", file=sys.stderr)
+            return 1
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    if len(password) < MIN_PASSWORD_LENGTH:
+        print(f"Use at least {MIN_PASSWORD_LENGTH} characters.", file=sys.stderr)
+        return 1
+    print(generate_password_hash(password))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

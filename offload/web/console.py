@@ -1,0 +1,28 @@
+"""The operators' console as one blueprint: register ``console_blueprint`` and the app gets the
+operator login (``/login``, ``/logout``), the operator pages (``/operator/...`` or the prefix
+given), job control (cancel, stop, requeue) and rq-dashboard at ``/rq``, all behind the login."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint
+from flask.sansio.blueprints import BlueprintSetupState
+
+from offload.web import auth, control, dashboard, operators
+from offload.web.setup import on_register
+
+log = logging.getLogger("offload")
+
+bp = on_register(Blueprint("console", __name__))
+
+
+@bp.record_once
+def _register_parts(state: BlueprintSetupState) -> None:
+    app = state.app
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(operators.bp, url_prefix=state.url_prefix or operators.URL_PREFIX)
+    app.register_blueprint(control.bp)
+    dashboard.init_app(app)
+    if not auth.credentials_configured(app.config):
+        log.warning(auth.OFF_MESSAGE)

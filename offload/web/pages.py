@@ -1,0 +1,209 @@
+"""The HTML pages: the task forms, a page per job, and the list of jobs."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    send_file,
+    session,
+    url_for,
+)
+from pydantic import ValidationError
+from redis.exceptions import RedisError
+
+from offload import artifacts, jobs
+from offload.registry import Task, field_errors
+from offload.scheduling import ScheduleError, parse_when
+from offload.state import get_task, get_tasks
+from offload.web.auth import is_operator
+from offload.web.security import limit_submissions
+from offload.web.setup import on_register
+from offload.workloads import newsletter
+
+bp = on_register(Blueprint("web", __name__))
+
+MY_JOBS_KEY = "my_jobs"
+MY_JOBS_LIMIT = 30
+"""Job ids remembered per browser (in its signed session cookie, which must stay under 4 kB)."""
+
+
+def remember_job(job_id: str) -> None:
+    """Add ``job_id`` to this browser's "My jobs", newest first, forgetting the oldest past the cap."""
+    mine = [job_id, *(known for known in session.get(MY_JOBS_KEY, []) if known != job_id)]
+    session[MY_JOBS_KEY] = mine[:MY_JOBS_LIMIT]
+    session.permanent = True
+
+
+@bp.app_template_filter("pretty_json")
+def pretty_json(value: Any) -> str:
+    """Indent a JSON value for a <pre>; Jinja escapes the text when it is printed."""
+    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True)
+
+
+def form_values(task: Task, form: dict[str, str]) -> dict[str, Any]:
+    """Turn submitted form text into params for ``task``: blanks are omitted, checkboxes become bools."""
+    values: dict[str, Any] = {}
+    for field in task.form_fields():
+        name = field["name"]
+        if field.get("type") == "boolean":
+            values[name] = name in form
+        elif form.get(name, "").strip() != "":
+            values[name] = form[name]
+    return values
+
+
+@bp.get("/")
+def index():
+    """Every task with its form."""
+    return render_template("offload/index.html", tasks=get_tasks().values(), errors={}, values={})
+
+
+@bp.post("/tasks/<name>")
+@limit_submissions
+def submit(name: str):
+    """Validate the form, enqueue the job and send the browser to its page (303)."""
+    task = get_task(name)
+    if task is None:
+        abort(404, f"There is no task called {name!r}.")
+    if task.own_form:
+        abort(404, f"{task.title} starts from its own form.")
+    values = form_values(task, request.form)
+    errors: dict[str, str] = {}
+    try:
+        params = task.params.model_validate(values)
+    except ValidationError as exc:
+        errors = field_errors(exc)
+    try:
+        run_at = form_schedule(request.form)
+    except ScheduleError as exc:
+        errors[exc.field] = exc.message
+    if errors:
+        page = render_template("offload/index.html", tasks=get_tasks().values(), errors={name: errors}, values={name: request.form})
+        return page, 400
+    job = jobs.submit_job(task, params, run_at=run_at)
+    remember_job(job.id)
+    return redirect(url_for("web.job_page", job_id=job.id), code=303)
+
+
+def form_schedule(form: Mapping[str, str]):
+    """The UTC time a form asks its job to run at (its run_at / run_in fields), or None for now."""
+    config = current_app.config
+    return parse_when(
+        form.get("run_at", "").strip(),
+        form.get("run_in", "").strip(),
+        max_ahead=config["OFFLOAD_SCHEDULE_MAX_AHEAD"],
+        tolerance=config["OFFLOAD_SCHEDULE_PAST_TOLERANCE"],
+    )
+
+
+@bp.route("/newsletter", methods=["GET", "POST"])
+@limit_submissions
+def newsletter_form():
+    """The newsletter form; a valid submit enqueues one job per recipient and shows the batch (303)."""
+    if request.method == "GET":
+        return render_template("offload/newsletter.html", errors={}, values={}, invalid=[], recipients=None)
+    config = current_app.config
+    upload = request.files.get("recipients_csv")
+    errors: dict[str, str] = {}
+    try:
+        recipients = newsletter.read_recipients(request.form.get("recipients", ""), upload.read() if upload else None)
+    except ValueError as exc:
+        recipients, errors["recipients_csv"] = newsletter.Recipients(), str(exc)
+    submission = newsletter.check_newsletter(
+        request.form, recipients, config["OFFLOAD_NEWSLETTER_MAX_RECIPIENTS"], skip_invalid="skip_invalid" in request.form
+    )
+    errors = {**submission.errors, **errors}
+    try:
+        run_at = form_schedule(request.form)
+    except ScheduleError as exc:
+        errors[exc.field] = exc.message
+    if errors:
+        page = render_template(
+            "offload/newsletter.html",
+            errors=errors,
+            values=request.form,
+            invalid=recipients.invalid[: newsletter.INVALID_SHOWN],
+            recipients=recipients,
+        )
+        return page, 400
+    assert submission.text is not None
+    batch_id = newsletter.submit_batch(
+        jobs.get_queue(newsletter.queue_name()), submission.text, recipients.valid, config=config, run_at=run_at
+    )
+    return redirect(url_for("web.batch_page", batch_id=batch_id), code=303)
+
+
+@bp.get("/batches/<batch_id>")
+def batch_page(batch_id: str):
+    """One newsletter batch: sent / failed / pending, updated live, and the failures with their reasons."""
+    batch = newsletter.batch_view(jobs.get_redis(), batch_id)
+    if batch is None:
+        abort(404, "No such newsletter: it never existed or it has expired.")
+    return render_template("offload/batch.html", batch=batch)
+
+
+@bp.get("/jobs/<job_id>")
+def job_page(job_id: str):
+    """One job: state, progress, timings, attempts, result or error; it updates itself."""
+    job = jobs.fetch_job(job_id)
+    if job is None:
+        abort(404, "No such job: it never existed or its result has expired.")
+    view = jobs.job_view(job, with_traceback=is_operator())
+    return render_template("offload/job.html", job=view)
+
+
+@bp.get("/jobs/<job_id>/files/<name>")
+def download_file(job_id: str, name: str):
+    """A file the job made, as an attachment; 410 once it has expired with the job's result."""
+    job = jobs.fetch_job(job_id)
+    result = job.return_value() if job is not None else None
+    if not isinstance(result, dict) or (result.get("artifact") or {}).get("name") != name:
+        abort(404, "No such file: its job never made it, or it has expired together with the job's result.")
+    found = artifacts.get_store().open(job_id, name)
+    if found is None:
+        abort(410, "This file has expired: files are kept only as long as their job's result. Run the job again.")
+    artifact, data = found
+    response = send_file(
+        io.BytesIO(data), mimetype=artifact.content_type, as_attachment=True, download_name=artifact.name
+    )
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Cache-Control"] = "private, no-store"
+    return response
+
+
+@bp.get("/healthz")
+def healthz():
+    """200 when Redis answers, 503 when it does not: for Fly's health check and load balancers."""
+    try:
+        jobs.get_redis().ping()
+    except RedisError as exc:
+        return jsonify(status="unavailable", redis=type(exc).__name__), 503
+    return jsonify(status="ok")
+
+
+@bp.get("/jobs")
+def job_list():
+    """My jobs: the jobs this browser submitted, newest first, optionally filtered by state."""
+    state = request.args.get("state") or None
+    if state is not None and state not in jobs.LISTED_STATES:
+        abort(400, f"Unknown state filter; use one of: {', '.join(jobs.LISTED_STATES)}.")
+    found = jobs.newest_first(jobs.fetch_jobs(session.get(MY_JOBS_KEY, [])))
+    if state is not None:
+        found = [job for job in found if job.get_status(refresh=False) == state]
+    return render_template(
+        "offload/jobs.html",
+        jobs=[jobs.job_view(job, with_log=False) for job in found],
+        filters={"state": state},
+        states=jobs.LISTED_STATES,
+    )

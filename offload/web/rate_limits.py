@@ -1,0 +1,32 @@
+"""Rate limits (Flask-Limiter), counted in the app's own Redis so every web process shares them.
+
+Views take a limit with ``@limiter.limit("5 per minute")``. The module is not called
+``limits.py``: that name would shadow the ``limits`` package Flask-Limiter is built on.
+"""
+
+from __future__ import annotations
+
+from flask import Flask
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+
+limiter = Limiter(key_func=get_remote_address)
+
+
+def init_app(app: Flask) -> None:
+    """Count ``app``'s limits in its Redis (``REDIS_URL``), with the same bounded timeouts."""
+    app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["OFFLOAD_REDIS_URL"])
+    app.config.setdefault(
+        "RATELIMIT_STORAGE_OPTIONS",
+        {
+            "socket_connect_timeout": app.config["OFFLOAD_REDIS_CONNECT_TIMEOUT"],
+            "socket_timeout": app.config["OFFLOAD_REDIS_SOCKET_TIMEOUT"],
+        },
+    )
+    app.config.setdefault("RATELIMIT_KEY_PREFIX", "offload")
+    # Stated for every app: `limiter` is shared, and init_app would carry one app's switch to the next.
+    app.config.setdefault("RATELIMIT_ENABLED", True)
+    # Redis down: count in this process's memory meanwhile, rather than fail the request.
+    app.config.setdefault("RATELIMIT_IN_MEMORY_FALLBACK_ENABLED", True)
+    app.config.setdefault("RATELIMIT_SWALLOW_ERRORS", True)
+    limiter.init_app(app)

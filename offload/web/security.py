@@ -1,0 +1,105 @@
+"""The web's defences that sit around the routes: which proxy to trust, the security headers
+on every response, the per-client limit on submitting jobs (``rate_limits.limiter``), and
+clean refusals of malformed or oversized requests.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from flask import Flask, Response, abort, current_app, request
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from offload.web.rate_limits import limiter
+
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",  # job.js only: no inline script, no eval
+        "style-src 'self'",
+        "img-src 'self' data:",  # Pico's icons are data: SVGs in its stylesheet
+        "connect-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",  # frame-ancestors for browsers that predate it
+    # Job pages are addressed by their unguessable id: never hand the URL to another site.
+    "Referrer-Policy": "same-origin",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+
+HSTS = "max-age=31536000; includeSubDomains"
+
+SUBMIT_LIMIT_MESSAGE = "Too many jobs submitted from your address. Wait a little (see Retry-After) and try again."
+
+
+def submit_limit() -> str:
+    """The per-client limit on submitting jobs, from ``SUBMIT_RATE_LIMIT``."""
+    return current_app.config["OFFLOAD_SUBMIT_RATE_LIMIT"]
+
+
+def limit_submissions(view):  # type: ignore[no-untyped-def]
+    """Decorate a view that submits jobs: every such view shares one per-client budget."""
+    return limiter.shared_limit(submit_limit, scope="submit", methods=["POST"], error_message=SUBMIT_LIMIT_MESSAGE)(
+        view
+    )
+
+
+def add_security_headers(response: Response) -> Response:
+    """Set the security headers a view has not set itself; HSTS only over HTTPS; when to retry a 429."""
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    if request.is_secure:
+        response.headers.setdefault("Strict-Transport-Security", HSTS)
+    breached = limiter.current_limit if response.status_code == 429 else None
+    if breached is not None:
+        response.headers["Retry-After"] = str(max(1, math.ceil(breached.reset_at - time.time())))
+    return response
+
+
+FORM_MIMETYPES = frozenset({"multipart/form-data", "application/x-www-form-urlencoded"})
+
+
+def refuse_unreadable_form_names() -> None:
+    """Answer 400 to a form with a field whose name werkzeug could not read.
+
+    A multipart part named with a bare CR comes out with the name None, on which
+    Flask-WTF's CSRF check crashes (a 500); this runs before it.
+    """
+    if request.mimetype in FORM_MIMETYPES and None in request.form:
+        abort(400, "A form field has a name that cannot be read.")
+
+
+def discard_request_body(limit: int) -> None:
+    """Read and drop the rest of an oversized request body, up to ``limit`` bytes.
+
+    Answering before the client has finished sending makes gunicorn close a socket with
+    unread data: the kernel then resets the connection and the client never sees the 413.
+    """
+    stream = request.environ.get("wsgi.input")
+    if stream is None:
+        return
+    remaining = limit
+    while remaining > 0:
+        chunk = stream.read(min(65536, remaining))
+        if not chunk:
+            return
+        remaining -= len(chunk)
+
+
+def init_app(app: Flask) -> None:
+    """Trust ``TRUSTED_PROXY_COUNT`` proxies, add the headers, refuse unreadable forms."""
+    proxies = app.config["OFFLOAD_TRUSTED_PROXY_COUNT"]
+    if proxies:
+        # X-Forwarded-For gives the client's address (rate limits), -Proto says HTTPS (HSTS, cookies).
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)  # type: ignore[method-assign]
+    app.after_request(add_security_headers)
+    app.before_request(refuse_unreadable_form_names)  # before CSRFProtect's, which init_app adds later

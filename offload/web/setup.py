@@ -1,0 +1,39 @@
+"""What every Offload blueprint needs on the app it is registered on, set up once per app:
+CSRF protection for its forms, rate limits counted in Redis, the operator's session for its
+templates, and its own templates and static files (under ``offload/`` and ``/offload-static``,
+so they never collide with the host app's)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Flask
+from flask_wtf.csrf import CSRFProtect
+
+from offload.web import auth, rate_limits
+
+EXTENSION_KEY = "offload_web"
+
+assets = Blueprint(
+    "offload", __name__, template_folder="templates", static_folder="static", static_url_path="/offload-static"
+)
+"""The templates (``offload/*.html``) and static files the pages share."""
+
+
+def install(app: Flask) -> None:
+    """Set ``app`` up for Offload's blueprints; does nothing the second time."""
+    if app.extensions.get(EXTENSION_KEY):
+        return
+    app.extensions[EXTENSION_KEY] = True
+    if "offload" not in app.extensions:
+        raise RuntimeError("register Offload's blueprints after Offload(app) / offload.init_app(app)")
+    app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)  # tokens live as long as the session
+    if "csrf" not in app.extensions:  # the host's own CSRFProtect, when it has one
+        CSRFProtect(app)
+    rate_limits.init_app(app)
+    app.context_processor(lambda: {"is_operator": auth.is_operator})
+    app.register_blueprint(assets)
+
+
+def on_register(blueprint: Blueprint) -> Blueprint:
+    """Make ``blueprint`` :func:`install` Offload's web parts on every app it is registered on."""
+    blueprint.record_once(lambda state: install(state.app))
+    return blueprint
