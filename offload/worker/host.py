@@ -21,7 +21,7 @@ _bound: Flask | None = None
 
 def bind(app: Flask) -> None:
     """Make ``app`` the host app of workers started in this process."""
-    global _bound  # noqa: PLW0603 - one host app per worker process, set once by the CLI
+    global _bound
     _bound = app
 
 

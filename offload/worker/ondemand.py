@@ -52,5 +52,3 @@ class OnDemandWorker(OffloadWorker):
                 ensure_worker(self.connection, backend, name, config["OFFLOAD_ONDEMAND_MAX_WORKERS"])
         except (RedisError, OnDemandError, LockError) as exc:
             log.error("on-demand worker %s left jobs queued and could not hand them on: %s", worker_id, exc)
-
-

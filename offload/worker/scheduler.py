@@ -15,6 +15,7 @@ Locks stay RQ's: one scheduler per queue however many workers run one.
 
 from __future__ import annotations
 
+import signal
 import time
 from typing import Any
 
@@ -22,6 +23,8 @@ import redis.exceptions
 
 from offload import periodic
 from offload.queues import WAKE_CHANNEL
+
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 MAX_SLEEP = 60
 """Longest the scheduler sleeps between reads (its locks live ``MAX_SLEEP + 60`` s)."""
@@ -68,8 +71,26 @@ class SleepingScheduler(periodic.OffloadScheduler):
                 waits.append((job.period(now) + 1) * job.every + job.offset - now)
         return min(waits) if waits else None
 
+    def start(self):  # type: ignore[no-untyped-def]
+        # Until the new process has its handlers (work()), a stop signal would kill it without
+        # stop(): its locks held until they expire. Held back until then; the fork inherits the mask.
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            return super().start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
     def work(self) -> None:
-        self._install_signal_handlers()
+        try:
+            self._install_signal_handlers()
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # one that came meanwhile lands now
+            self._work()
+        except _Wake:
+            pass
+        finally:
+            self.stop()  # whatever ended the loop: its locks released, its death registered
+
+    def _work(self) -> None:
         pubsub = self.connection.pubsub(ignore_subscribe_messages=True)
         backoff, born = 1.0, False
         try:
@@ -98,12 +119,11 @@ class SleepingScheduler(periodic.OffloadScheduler):
                     backoff = min(backoff * 2, 30)
         finally:
             pubsub.close()
-        self.stop()
 
     def _sleep(self, pubsub, seconds: float) -> None:  # type: ignore[no-untyped-def]
         """Sleep up to ``seconds``, less if a wake message or the stop signal comes."""
-        self._sleeping = True
         try:
+            self._sleeping = True  # inside the try: a stop signal right after it still ends here
             if self._stop_requested:
                 return
             if pubsub is None:

@@ -1,0 +1,101 @@
+"""Construction: ``rq worker``'s arguments adapted to Offload's worker.
+
+- The host app is built first (host.py); the worker's settings are its ``OFFLOAD_*`` config.
+- JSON whatever ``-S`` says (SECURITY.md): queues built with another serializer are rebuilt
+  as JSON queues, keeping their connection, default timeout and the rest of their settings.
+- ``--job-class`` / ``--queue-class``: RQ's defaults mean Offload's; a subclass of Offload's is
+  used as given; anything else is refused with a message naming the option.
+- ``rq worker`` always passes RQ's defaults for the job-monitoring and maintenance intervals;
+  those mean "not chosen", so Offload's settings apply.
+- No ``connection=``: RQ takes the queues' own connection (``OffloadWorker([queue])``).
+- Connecting to a vanished host gives up after ``OFFLOAD_REDIS_CONNECT_TIMEOUT`` instead of the
+  kernel's TCP timeout (minutes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from flask import Flask
+from rq import Queue
+from rq.defaults import DEFAULT_JOB_MONITORING_INTERVAL, DEFAULT_MAINTENANCE_TASK_INTERVAL
+from rq.job import Job
+from rq.serializers import JSONSerializer
+from rq.utils import import_attribute
+
+from offload.queues import OffloadQueue
+from offload.worker.attempts import OffloadJob
+from offload.worker.host import load_host_app
+
+
+def own_class(given: type | str | None, ours: type, rqs: type, option: str) -> type:
+    """Return the job or queue class to use: ours where RQ's default (or none) was given, a
+    subclass of ours as given; anything else is refused, naming the option."""
+    if isinstance(given, str):
+        given = import_attribute(given)
+    if given is None or given is rqs:
+        return ours
+    if isinstance(given, type) and issubclass(given, ours):
+        return given
+    name = f"{given.__module__}.{given.__qualname__}" if isinstance(given, type) else repr(given)
+    raise ValueError(
+        f"{option} {name} is not a subclass of {ours.__module__}.{ours.__qualname__}, "
+        "which Offload's worker needs (JSON jobs, attempt records)"
+    )
+
+
+def json_queue(queue: str | Queue, queue_class: type[Queue], job_class: type[Job]) -> str | Queue:
+    """Return ``queue`` as a JSON queue of ``queue_class``, keeping its connection and settings."""
+    if isinstance(queue, str):
+        return queue
+    if isinstance(queue, queue_class) and queue.serializer is JSONSerializer and issubclass(queue.job_class, job_class):
+        return queue
+    rebuilt_class = type(queue) if isinstance(queue, queue_class) else queue_class
+    return rebuilt_class(
+        queue.name,
+        connection=queue.connection,
+        job_class=job_class,
+        serializer=JSONSerializer,
+        default_timeout=queue._default_timeout,  # RQ has no public reader of it
+        is_async=queue.is_async,
+        death_penalty_class=queue.death_penalty_class,
+    )
+
+
+class Construction:
+    """Worker mixin: ``__init__``, adapting RQ's arguments (see the module's docstring)."""
+
+    def __init__(
+        self,
+        queues: Sequence[str | Queue] | str | Queue,
+        *args: Any,
+        job_process_max_jobs: int | None = None,
+        job_process_max_memory_mb: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        # The host app: its context wraps every job, its config is the worker's (host.py).
+        self.flask_app: Flask = load_host_app()
+        config = self.flask_app.config
+        kwargs["job_class"] = own_class(kwargs.get("job_class"), OffloadJob, Job, "--job-class")
+        kwargs["queue_class"] = own_class(kwargs.get("queue_class"), OffloadQueue, Queue, "--queue-class")
+        kwargs["serializer"] = JSONSerializer
+        if isinstance(queues, str | Queue):
+            queues = [queues]
+        queues = [json_queue(queue, kwargs["queue_class"], kwargs["job_class"]) for queue in queues]
+        if kwargs.get("job_monitoring_interval", DEFAULT_JOB_MONITORING_INTERVAL) == DEFAULT_JOB_MONITORING_INTERVAL:
+            kwargs["job_monitoring_interval"] = config["OFFLOAD_WORKER_HEARTBEAT_INTERVAL"]
+        if kwargs.get("maintenance_interval", DEFAULT_MAINTENANCE_TASK_INTERVAL) == DEFAULT_MAINTENANCE_TASK_INTERVAL:
+            kwargs["maintenance_interval"] = config["OFFLOAD_WORKER_MAINTENANCE_INTERVAL"]
+        super().__init__(queues, *args, **kwargs)  # type: ignore[call-arg]
+        pool_kwargs = self.connection.connection_pool.connection_kwargs  # type: ignore[attr-defined]
+        if pool_kwargs.get("socket_connect_timeout") is None:
+            pool_kwargs["socket_connect_timeout"] = config["OFFLOAD_REDIS_CONNECT_TIMEOUT"]
+        self.full_maintenance_interval: int = config["OFFLOAD_WORKER_FULL_MAINTENANCE_INTERVAL"]
+        self.crash_reruns: int = config["OFFLOAD_CRASH_RERUNS"]
+        if job_process_max_jobs is None:
+            job_process_max_jobs = config["OFFLOAD_JOB_PROCESS_MAX_JOBS"]
+        if job_process_max_memory_mb is None:
+            job_process_max_memory_mb = config["OFFLOAD_JOB_PROCESS_MAX_MEMORY_MB"]
+        self.job_process_max_jobs = job_process_max_jobs
+        self.job_process_max_memory_mb = job_process_max_memory_mb

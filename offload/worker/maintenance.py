@@ -1,0 +1,81 @@
+"""Maintenance, cheap and frequent: a dead worker's jobs found within a minute.
+
+RQ's pass cleans every registry of every queue (~30 commands from each worker each time: the
+lock is released after every pass) and tries for the scheduler's locks (a script per queue).
+Only one part of it has to be that fast: failing or retrying the jobs of a worker that died,
+i.e. started-registry entries whose heartbeat expired. Each pass (every
+WORKER_MAINTENANCE_INTERVAL) asks for those (one round trip, a command per queue) and cleans only
+a queue that has some, with the crash re-runs granted first (crash_reruns.py); the rest of RQ's
+maintenance runs every FULL_MAINTENANCE_INTERVAL (RQ's own default), and the scheduler's locks
+are tried only when one of them is free (scheduler_host.py).
+"""
+
+from __future__ import annotations
+
+import time
+
+from rq import worker_registration
+from rq.registry import clean_registries
+from rq.utils import current_timestamp, now
+
+from offload.queues import WAKE_CHANNEL
+
+
+class Maintenance:
+    """Worker mixin: frequent abandoned-job checks, RQ's full cleanup less often."""
+
+    full_maintenance_interval: int = 600
+    _fully_cleaned_at: float | None = None
+
+    @property
+    def dequeue_timeout(self) -> int:
+        # RQ blocks up to 405 s waiting for a job, and runs maintenance only between waits.
+        return max(1, min(self.worker_ttl - 15, self.maintenance_interval))  # type: ignore[attr-defined]
+
+    def run_maintenance_tasks(self) -> None:
+        self._until_redis_answers("running maintenance", self._maintain)  # type: ignore[attr-defined]
+
+    def _maintain(self) -> None:
+        if self.last_cleaned_at:  # type: ignore[attr-defined]
+            self._restart_scheduler_if_stopped()  # type: ignore[attr-defined]
+        moment = time.monotonic()
+        if self._fully_cleaned_at is None or moment - self._fully_cleaned_at >= self.full_maintenance_interval:
+            self.clean_registries()
+            self.clean_group_registries()  # type: ignore[attr-defined]
+            self._fully_cleaned_at = moment
+        else:
+            self.clean_abandoned_jobs()
+            self.last_cleaned_at = now()
+
+    def clean_registries(self) -> None:
+        # RQ's, with the crash re-runs granted first, under the same per-queue lock.
+        for queue in self.queues:  # type: ignore[attr-defined]
+            if queue.acquire_maintenance_lock():
+                try:
+                    self._settle_abandoned_jobs(queue)  # type: ignore[attr-defined]
+                    self.log.info("Worker %s: cleaning registries for queue: %s", self.name, queue.name)  # type: ignore[attr-defined]
+                    clean_registries(queue, self._exc_handlers)  # type: ignore[attr-defined]
+                    worker_registration.clean_worker_registry(queue)
+                    queue.intermediate_queue.cleanup(self, queue)
+                finally:
+                    queue.release_maintenance_lock()
+        self.last_cleaned_at = now()
+
+    def clean_abandoned_jobs(self) -> None:
+        """Fail or retry the jobs of workers that died, in the queues that have any."""
+        queues = self.queues  # type: ignore[attr-defined]
+        registries = [queue.started_job_registry for queue in queues]
+        cutoff = current_timestamp()
+        with self.connection.pipeline(transaction=False) as pipeline:  # type: ignore[attr-defined]
+            for registry in registries:
+                pipeline.zrangebyscore(registry.key, 0, cutoff, start=0, num=1)
+            expired = pipeline.execute()
+        for queue, registry, found in zip(queues, registries, expired, strict=True):
+            if found and queue.acquire_maintenance_lock():
+                try:
+                    self._settle_abandoned_jobs(queue)  # type: ignore[attr-defined]
+                    registry.cleanup(exception_handlers=self._exc_handlers)  # type: ignore[attr-defined]
+                finally:
+                    queue.release_maintenance_lock()
+                # A retry with a delay went through RQ's plain Queue: wake the scheduler for it.
+                self.connection.publish(WAKE_CHANNEL, queue.name)  # type: ignore[attr-defined]

@@ -1,0 +1,128 @@
+"""Redis outages, waited out: every step of the worker retries with backoff while Redis is
+unreachable, instead of quitting (RQ quits, and ``rq worker`` then exits 0: rq #1933), and a
+retried step is safe to repeat:
+
+- a job's start (``prepare_execution``) first removes what an earlier try may have written, so
+  no orphaned execution is later taken for an abandoned job;
+- the attempt record is appended once (attempts.OffloadJob);
+- the transaction that ends an execution (RQ's success, failure or retry write, which count,
+  store a result, schedule a repeat) commits once: repeated after Redis dropped its reply, by
+  RQ's WatchError loop or by ours, it first checks whether the execution's record is gone, i.e.
+  whether the earlier try committed, and if so stops (:class:`ExecutionAlreadyEnded`).
+
+An outage longer than a job's heartbeat TTL is lease.py's concern.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import redis.exceptions
+from rq.exceptions import StopRequested
+
+REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+"""What a lost or restarting Redis raises; the worker waits these out instead of quitting."""
+
+_T = TypeVar("_T")
+
+
+class ExecutionAlreadyEnded(Exception):
+    """A repeated end-of-execution write found the execution already ended: the earlier try committed."""
+
+
+class RedisOutages:
+    """Worker mixin: waits Redis out at every step; retried steps are written once."""
+
+    _stop_signalled: bool = False
+    _ending_execution: str | None = None
+
+    def _until_redis_answers(self, what: str, action: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        """Return ``action(...)``, retrying with backoff (one log line a try) while Redis is unreachable."""
+        delay = 0.5
+        while True:
+            try:
+                return action(*args, **kwargs)
+            except REDIS_ERRORS as exc:
+                if self._stop_signalled and not self.horse_pid and not self.is_horse:  # type: ignore[attr-defined]
+                    raise StopRequested() from exc
+                self.log.warning(  # type: ignore[attr-defined]
+                    "Worker %s: Redis unreachable while %s (%s); retrying in %.1f s",
+                    self.name,  # type: ignore[attr-defined]
+                    what,
+                    exc,
+                    delay,
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    def check_for_suspension(self, burst: bool) -> None:
+        self._until_redis_answers("checking for suspension", super().check_for_suspension, burst)  # type: ignore[misc]
+
+    def prepare_execution(self, job):  # type: ignore[no-untyped-def]
+        prepare = super().prepare_execution  # type: ignore[misc]
+
+        def attempt():  # type: ignore[no-untyped-def]
+            # One job at a time: what is here is what an earlier try may have written.
+            for stale in list(self.executions.values()):  # type: ignore[attr-defined]
+                with self.connection.pipeline() as pipeline:  # type: ignore[attr-defined]
+                    stale.delete(job=job, pipeline=pipeline)
+                    pipeline.execute()
+                self.executions.pop(stale.id, None)  # type: ignore[attr-defined]
+            return prepare(job)
+
+        return self._until_redis_answers(f"starting job {job.id}", attempt)
+
+    def prepare_job_execution(self, job, remove_from_intermediate_queue: bool = False) -> None:  # type: ignore[no-untyped-def]
+        self._until_redis_answers(
+            f"starting job {job.id}",
+            super().prepare_job_execution,  # type: ignore[misc]
+            job,
+            remove_from_intermediate_queue,
+        )
+
+    def handle_job_success(self, job, queue, started_job_registry, execution) -> None:  # type: ignore[no-untyped-def]
+        try:
+            self._until_redis_answers(
+                f"recording the success of job {job.id}",
+                super().handle_job_success,  # type: ignore[misc]
+                job,
+                queue,
+                started_job_registry,
+                execution,
+            )
+        except ExecutionAlreadyEnded:
+            self.log.warning(  # type: ignore[attr-defined]
+                "Worker %s: the success of job %s was recorded by a try whose reply was lost",
+                self.name,  # type: ignore[attr-defined]
+                job.id,
+            )
+
+    def cleanup_execution(self, job, pipeline, execution=None) -> None:  # type: ignore[no-untyped-def]
+        # Called inside every end-of-execution transaction, once per try.
+        if execution is not None:
+            if self._ending_execution == execution.id and not self.connection.exists(execution.key):  # type: ignore[attr-defined]
+                raise ExecutionAlreadyEnded(execution.id)
+            self._ending_execution = execution.id
+        super().cleanup_execution(job, pipeline, execution)  # type: ignore[misc]
+
+    def request_stop(self, signum, frame) -> None:  # type: ignore[no-untyped-def]
+        self._stop_signalled = True
+        try:
+            super().request_stop(signum, frame)  # type: ignore[misc]
+        except REDIS_ERRORS:
+            # RQ asks Redis whether we are busy; we know: stop after the job, or now.
+            if not self.horse_pid:  # type: ignore[attr-defined]
+                raise StopRequested() from None
+            self._stop_requested = True
+
+    def work(self, burst: bool = False, **kwargs: Any) -> bool:  # type: ignore[override]
+        worked = super().work(burst, **kwargs)  # type: ignore[misc]
+        if not (burst or kwargs.get("max_jobs") or kwargs.get("max_idle_time") or self._stop_signalled):
+            # RQ's loop quits on errors it does not handle and `rq worker` then exits 0, which
+            # a supervisor reads as "done" (rq #1933). Exit 1 so the worker gets restarted.
+            self.log.error("Worker %s: the work loop ended unexpectedly; exiting 1", self.name)  # type: ignore[attr-defined]
+            sys.exit(1)
+        return worked
