@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from rq import get_current_job
+from rq import Queue, get_current_job
+from rq.job import Job
+
+from offload.worker import OffloadJob
 
 
 def fail_with(message: str) -> None:
@@ -169,3 +172,25 @@ def hold_memory(megabytes: int) -> int:
     block = bytearray(megabytes * 1024 * 1024)
     block[::4096] = b"x" * len(range(0, len(block), 4096))
     return os.getpid()
+
+
+def ignore_timeout(seconds: float) -> str:
+    """Hang past the job's timeout: SIGALRM (RQ's timeout) is blocked, as in a long C call."""
+    import signal
+    import time
+
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+    time.sleep(seconds)
+    return "never timed out"
+
+
+class OwnJob(OffloadJob):
+    """A job class of the app's own, built on Offload's: ``--job-class`` accepts it."""
+
+
+class PlainJob(Job):
+    """A job class built on RQ's alone: ``--job-class`` refuses it."""
+
+
+class PlainQueue(Queue):
+    """A queue class built on RQ's alone: ``--queue-class`` refuses it."""

@@ -28,6 +28,8 @@ from offload.queues import OffloadQueue
 from offload.worker.attempts import OffloadJob
 from offload.worker.host import load_host_app
 
+PUBLIC_NAMES = {OffloadJob: "offload.worker.OffloadJob", OffloadQueue: "offload.queues.OffloadQueue"}
+
 
 def own_class(given: type | str | None, ours: type, rqs: type, option: str) -> type:
     """Return the job or queue class to use: ours where RQ's default (or none) was given, a
@@ -40,7 +42,7 @@ def own_class(given: type | str | None, ours: type, rqs: type, option: str) -> t
         return given
     name = f"{given.__module__}.{given.__qualname__}" if isinstance(given, type) else repr(given)
     raise ValueError(
-        f"{option} {name} is not a subclass of {ours.__module__}.{ours.__qualname__}, "
+        f"{option} {name} is not a subclass of {PUBLIC_NAMES.get(ours, ours.__qualname__)}, "
         "which Offload's worker needs (JSON jobs, attempt records)"
     )
 

@@ -12,7 +12,7 @@ on SIGTERM. The job process dies with the worker (``PR_SET_PDEATHSIG``), so a jo
 while maintenance re-runs it elsewhere.
 
 The parent waits for a report (``{"status", "retire"}``) under RQ's monitor, whose SIGALRM
-(every job-monitoring interval) may interrupt it: a report is read with SIGALRM blocked and kept
+(every job-monitoring interval) may interrupt it: a report is read with that alarm deferred and kept
 and kept until the next job, so an alarm never splits or loses one.
 """
 
@@ -55,13 +55,20 @@ def die_with_parent(parent_pid: int) -> None:
 
 
 @contextlib.contextmanager
-def alarm_blocked() -> Iterator[None]:
-    """Hold SIGALRM back for the block; one that came meanwhile is delivered when it ends."""
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+def alarm_deferred() -> Iterator[None]:
+    """Hold back SIGALRM's handler (RQ's monitor raises from it) for the block; run it after.
+
+    Not a signal mask: the signal goes to any thread that does not block it (the pubsub
+    thread), and Python runs handlers in the main thread whichever thread received it. Call it
+    from the main thread."""
+    came: list[tuple[int, Any]] = []
+    previous = signal.signal(signal.SIGALRM, lambda signum, frame: came.append((signum, frame)))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        signal.signal(signal.SIGALRM, previous)
+        if came and callable(previous):
+            previous(*came[0])
 
 
 @dataclass
@@ -144,7 +151,7 @@ class JobProcessRunner:
             # The scheduler process may hold a copy of the pipe (it can fork after the job
             # process), so a death does not always close it: check the pid between polls.
             ready = process.connection.poll(0.5)
-            with alarm_blocked():  # read, or reap, and keep the outcome, whole
+            with alarm_deferred():  # read, or reap, and keep the outcome, whole
                 if ready:
                     self._horse_result = self._read_report(process)
                 else:

@@ -1,17 +1,18 @@
-"""A job's lease: a worker that cannot renew a job's heartbeat before it expires gives the job up.
+"""A job's lease: a worker that cannot renew a job's heartbeat in time gives the job up.
 
 A running job's entry in the StartedJobRegistry expires at its last heartbeat plus the heartbeat
 TTL (crash_reruns.py); once it has, any worker's maintenance takes the job for abandoned and runs
-it again. A worker cut off from Redis (an outage, a partition) longer than that used to keep
-running the job, and once Redis answered again both runs went on at once. Now the worker treats
-the TTL as a lease: when the next heartbeat could come too late (Redis unreachable since the
-last one), it kills the job process before the lease runs out and leaves the job alone: no
-crash record, no failure written; its expired entry makes it an abandoned job, re-run elsewhere
-by maintenance (with a crash re-run), never two at once.
+it again. A worker cut off from Redis (an outage, a partition) for longer than that used to keep
+running the job, and both runs went on at once. Now the TTL is a lease: a watchdog thread kills
+the job process just before the lease, as last renewed, runs out (a heartbeat
+can block in redis-py's retries for far longer than that, so the main thread cannot be relied on
+to notice), and the worker then leaves the job alone: no crash record, no failure written. Its
+expired entry makes it an abandoned job, re-run by maintenance (a crash re-run), never two at once.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 
 from rq.utils import now
@@ -20,39 +21,76 @@ from offload.worker.outages import REDIS_ERRORS
 
 
 class JobLease:
-    """Worker mixin: heartbeats that wait out Redis, and the job given up when its lease would lapse."""
+    """Worker mixin: heartbeats that wait out Redis, and the job given up before its lease lapses."""
 
     _lease_expires_at: float = 0.0
     _lease_lost_job_id: str | None = None
+    _lease_job_id: str | None = None
+    _lease_watchdog: threading.Thread | None = None
+    _lease_ended: threading.Event | None = None
 
     def prepare_execution(self, job):  # type: ignore[no-untyped-def]
         self._lease_lost_job_id = None
         self._lease_expires_at = time.time() + self.get_heartbeat_ttl(job)  # type: ignore[attr-defined]
         return super().prepare_execution(job)  # type: ignore[misc]
 
+    def execute_job(self, job, queue) -> None:  # type: ignore[no-untyped-def]
+        self._lease_job_id = job.id
+        try:
+            super().execute_job(job, queue)  # type: ignore[misc]
+        finally:
+            self._lease_job_id = None
+            if self._lease_watchdog is not None:
+                self._lease_ended.set()  # type: ignore[union-attr]
+                self._lease_watchdog.join()
+                self._lease_watchdog = None
+
     def maintain_heartbeats(self, job, execution) -> None:  # type: ignore[no-untyped-def]
+        if self._lease_watchdog is None:  # started after the fork, never before it
+            self._lease_ended = threading.Event()
+            self._lease_watchdog = threading.Thread(
+                target=self._watch_lease, args=(job, self._lease_ended), name="offload-lease", daemon=True
+            )
+            self._lease_watchdog.start()
+        if self._lease_lost_job_id == job.id:
+            return  # given up: a heartbeat now would only delay its re-run
         sent_at = time.time()
         working_time = (now() - job.started_at).total_seconds() if job.started_at else 0.0
         ttl = self.get_heartbeat_ttl(job, working_time=working_time)  # type: ignore[attr-defined]
         lapsed = sent_at >= self._lease_expires_at
         try:
             super().maintain_heartbeats(job, execution)  # type: ignore[misc]
-            # A lapsed lease renewed only if nobody has taken the job for abandoned meanwhile.
-            if lapsed and self.connection.zscore(job.started_job_registry.key, execution.composite_key) is None:  # type: ignore[attr-defined]
+            # A lapsed lease is renewed only if nobody has taken the job for abandoned meanwhile.
+            registry_key = job.started_job_registry.key
+            if lapsed and self.connection.zscore(registry_key, execution.composite_key) is None:  # type: ignore[attr-defined]
                 self._give_up(job, "its heartbeat lapsed and another worker took it for abandoned")
                 return
         except REDIS_ERRORS as exc:
-            # Keep watching the job process; the next heartbeat is one interval away, unless that is too late.
+            # Keep watching the job process; the watchdog gives the job up if this lasts.
             self.log.warning(  # type: ignore[attr-defined]
                 "Worker %s: no heartbeat for job %s, Redis unreachable (%s)",
                 self.name,  # type: ignore[attr-defined]
                 job.id,
                 exc,
             )
-            if time.time() + self.job_monitoring_interval >= self._lease_expires_at:  # type: ignore[attr-defined]
-                self._give_up(job, "Redis was unreachable for longer than its heartbeat TTL")
             return
         self._lease_expires_at = sent_at + ttl
+
+    def _watch_lease(self, job, ended: threading.Event) -> None:  # type: ignore[no-untyped-def]
+        """Kill the job process if its lease is about to run out unrenewed; return when the job ends."""
+        while self._lease_job_id == job.id and not ended.is_set():
+            left = self._lease_expires_at - self._lease_margin() - time.time()
+            if left > 0:
+                ended.wait(left)
+                continue
+            if self.horse_pid and self._lease_lost_job_id != job.id:  # type: ignore[attr-defined]
+                self._give_up(job, "Redis did not take its heartbeat for longer than the heartbeat TTL allows")
+            return
+
+    def _lease_margin(self) -> float:
+        """How long before the lease runs out the job is given up: room for clocks that disagree
+        a little, less than the slack a heartbeat has (the TTL is at least two intervals)."""
+        return min(1.0, self.job_monitoring_interval / 4)  # type: ignore[attr-defined]
 
     def _give_up(self, job, why: str) -> None:  # type: ignore[no-untyped-def]
         self.log.error(  # type: ignore[attr-defined]

@@ -1,0 +1,279 @@
+"""The worker's edge cases, each once a bug, on real parts: real Redis (behind a TCP proxy for
+network faults: tests/faultproxy.py), real processes and signals, the real ``rq worker`` CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import struct
+import subprocess
+import time
+from multiprocessing import Pipe
+from urllib.parse import urlsplit
+
+import pytest
+from redis import Redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from rq.command import send_kill_horse_command
+from rq.job import Job, JobStatus
+from rq.serializers import JSONSerializer
+from rq.timeouts import HorseMonitorTimeoutException
+
+import dev
+from offload.queues import OffloadQueue
+from offload.worker import OffloadWorker
+from offload.worker.jobprocess import JobProcess
+from offload.worker.scheduler import SleepingScheduler
+from tests.conftest import ROOT, process_env, wait_for
+from tests.faultproxy import FaultProxy
+from tests.faults import Ledger, alive
+
+FAST = {"WORKER_HEARTBEAT_INTERVAL": "1", "WORKER_MAINTENANCE_INTERVAL": "1"}
+
+
+class OwnQueue(OffloadQueue):
+    """An app's own queue class, built on Offload's."""
+
+
+@pytest.fixture
+def json_queue(redis: Redis) -> OffloadQueue:
+    return OffloadQueue("default", connection=redis, serializer=JSONSerializer)
+
+
+@pytest.fixture
+def signals():
+    """Put back the handlers a worker run in the tests' process installs."""
+    kept = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, signal.SIGALRM)}
+    yield
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    for sig, handler in kept.items():
+        signal.signal(sig, handler)
+
+
+@pytest.fixture
+def proxy(redis_url: str):
+    proxy = FaultProxy(urlsplit(redis_url).port)
+    yield proxy
+    proxy.close()
+
+
+def ended(job: Job, timeout: float = 30) -> Job:
+    ends = (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED)
+    wait_for(lambda: job.get_status(refresh=True) in ends, timeout=timeout, what=f"job {job.id} to end")
+    job.refresh()
+    return job
+
+
+def attempts(job: Job) -> list[tuple[str | None, str | None]]:
+    return [(attempt["outcome"], attempt.get("error")) for attempt in job.meta["attempts"]]
+
+
+# --------------------------------------------------------------------------- construction
+
+
+def test_a_worker_built_from_queues_alone_takes_their_connection_and_keeps_their_settings(redis, signals):
+    given = OwnQueue("default", connection=redis, default_timeout=7)  # RQ's pickle serializer
+
+    worker = OffloadWorker([given])
+    [queue] = worker.queues
+    job = queue.enqueue("tests.fixtures.report_pid")
+    worker.work(burst=True)
+
+    assert worker.connection is redis
+    assert type(queue) is OwnQueue and queue.serializer is JSONSerializer
+    assert job.timeout == 7
+    assert job.get_status(refresh=True) == JobStatus.FINISHED
+
+
+def run_cli(redis_url: str, *extra: str) -> subprocess.CompletedProcess:
+    command = [*shlex.split(dev.WORKER_COMMAND), "--burst", *extra]
+    return subprocess.run(command, cwd=ROOT, env=process_env(redis_url), capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    ("option", "given", "needed"),
+    [
+        ("--job-class", "tests.fixtures.PlainJob", "offload.worker.OffloadJob"),
+        ("--queue-class", "tests.fixtures.PlainQueue", "offload.queues.OffloadQueue"),
+    ],
+)
+def test_the_cli_refuses_a_job_or_queue_class_not_built_on_offloads(redis_url, json_queue, option, given, needed):
+    job = json_queue.enqueue("tests.fixtures.report_pid")
+
+    result = run_cli(redis_url, option, given)
+
+    assert result.returncode != 0
+    assert f"{option} {given} is not a subclass of {needed}" in result.stdout + result.stderr
+    assert job.get_status(refresh=True) == JobStatus.QUEUED
+
+
+@pytest.mark.e2e
+def test_the_cli_takes_a_job_class_built_on_offloads(redis_url, json_queue):
+    job = json_queue.enqueue("tests.fixtures.report_pid")
+
+    result = run_cli(redis_url, "--job-class", "tests.fixtures.OwnJob")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert job.get_status(refresh=True) == JobStatus.FINISHED
+
+
+# --------------------------------------------------------------------------- deliberate kills
+
+
+@pytest.mark.e2e
+def test_a_kill_horse_command_fails_the_job_and_it_is_not_rerun_as_a_crash(workers, redis, json_queue):
+    workers.start_worker()
+    job = json_queue.enqueue("tests.fixtures.run_until_released", "release:never", job_timeout=120)
+    wait_for(lambda: job.get_status(refresh=True) == JobStatus.STARTED, what="the job to start")
+
+    job.refresh()
+    send_kill_horse_command(redis, job.worker_name)
+
+    assert ended(job).get_status() == JobStatus.FAILED
+    assert attempts(job) == [("failed", "killed on request (kill-horse command)")]
+    assert "crash_reruns" not in job.meta
+
+
+@pytest.mark.e2e
+def test_a_job_hung_past_its_timeout_is_killed_and_fails_timed_out_without_a_rerun(workers, json_queue):
+    workers.start_worker(env=FAST)
+    job = json_queue.enqueue("tests.fixtures.ignore_timeout", 300, job_timeout=1)
+
+    # RQ kills a work horse that outlived its timeout by 60 s (SIGALRM never reached this one).
+    assert ended(job, timeout=120).get_status() == JobStatus.FAILED
+    assert attempts(job) == [("failed", "timed out after 1 s")]
+    assert "crash_reruns" not in job.meta
+
+
+# --------------------------------------------------------------------------- retried writes
+
+
+def test_a_start_retried_after_redis_dropped_its_reply_records_one_attempt(proxy, redis, signals):
+    # redis-py's own retries resend the same bytes; with them off (or used up) Offload's retry rebuilds them.
+    through_proxy = Redis.from_url(proxy.url, retry=Retry(NoBackoff(), 0))
+    queue = OffloadQueue("default", connection=through_proxy, serializer=JSONSerializer)
+    job = queue.enqueue("tests.fixtures.report_pid")
+    proxy.drop_reply_of_transaction_with(b"PERSIST")  # the job process's "started" write
+
+    OffloadWorker([queue]).work(burst=True)
+
+    job = Job.fetch(job.id, connection=redis, serializer=JSONSerializer)
+    assert proxy.dropped == 1
+    assert job.get_status() == JobStatus.FINISHED
+    assert [outcome for outcome, _ in attempts(job)] == ["finished"]
+
+
+def test_a_success_retried_after_redis_dropped_its_reply_is_written_once(proxy, redis, signals):
+    queue = OffloadQueue("default", connection=Redis.from_url(proxy.url), serializer=JSONSerializer)
+    job = queue.enqueue("tests.fixtures.report_pid")
+    proxy.drop_reply_of_transaction_with(b"XADD")  # RQ's success write stores the result
+
+    worker = OffloadWorker([queue])
+    worker.work(burst=True)
+
+    job = Job.fetch(job.id, connection=redis, serializer=JSONSerializer)
+    assert proxy.dropped == 1
+    assert job.get_status() == JobStatus.FINISHED
+    assert len(job.results()) == 1
+    assert int(redis.hget(worker.key, "successful_job_count")) == 1
+
+
+# --------------------------------------------------------------------------- the job process
+
+
+def test_a_job_process_reaped_elsewhere_is_not_taken_for_a_success(json_queue, signals):
+    job = json_queue.enqueue("tests.fixtures.exit_abruptly")
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps children: wait4 finds none
+
+    OffloadWorker([json_queue]).work(burst=True)
+
+    assert job.get_status(refresh=True) == JobStatus.FAILED
+
+
+def test_an_alarm_while_a_report_is_read_neither_splits_nor_loses_it(redis, signals):
+    worker = OffloadWorker(["default"], connection=redis)
+    parent_end, child_end = Pipe()
+    pid = os.fork()
+    if pid == 0:  # a job process whose report arrives in two parts, the alarm between them
+        payload = json.dumps({"status": 0, "retire": False}).encode()
+        os.write(child_end.fileno(), struct.pack("!i", len(payload)))
+        time.sleep(0.5)
+        os.write(child_end.fileno(), payload)
+        time.sleep(3)
+        os._exit(7)
+    child_end.close()
+    worker._job_process = JobProcess(pid=pid, connection=parent_end)
+
+    def alarm(signum, frame):
+        raise HorseMonitorTimeoutException("RQ's monitor: time for a heartbeat")
+
+    signal.signal(signal.SIGALRM, alarm)
+    signal.setitimer(signal.ITIMER_REAL, 0.25)
+    outcomes, alarms = [], 0
+    try:
+        while not outcomes:  # as RQ's monitor_work_horse loops
+            try:
+                outcomes.append(worker.wait_for_horse())
+            except HorseMonitorTimeoutException:
+                alarms += 1
+    finally:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        if worker._job_process is not None:
+            os.waitpid(pid, 0)
+
+    assert alarms == 1
+    assert outcomes == [(pid, 0, None)]
+
+
+# --------------------------------------------------------------------------- a worker cut off
+
+
+@pytest.mark.e2e
+def test_a_worker_cut_off_from_redis_past_the_heartbeat_ttl_gives_its_job_up_so_it_never_runs_twice_at_once(
+    workers, redis, proxy
+):
+    workers.start_worker("a", env={**FAST, "REDIS_URL": proxy.url})
+    ledger = Ledger(redis, "cutoff")
+    [job_id] = ledger.submit(1, seconds=12)
+    first = wait_for(lambda: ledger.in_progress(60), what="the job to start on worker a")
+    workers.start_worker("b", env=FAST)
+
+    proxy.cut()  # worker a and its job process lose Redis; worker b does not
+    wait_for(lambda: ledger.runs().get(job_id) == 2, timeout=30, what="worker b to take the job for abandoned")
+    first_still_running = alive(first.pid)
+    proxy.restore()
+    wait_for(ledger.settled, timeout=60, interval=0.5, what="the job to end")
+
+    assert not first_still_running, "the job ran on two workers at once"
+    assert ledger.done() == {job_id: 1}
+    job = ledger.fetch(job_id)
+    assert job.get_status() == JobStatus.FINISHED
+    assert [outcome for outcome, _ in attempts(job)] == ["crashed", "finished"]
+
+
+# --------------------------------------------------------------------------- the scheduler process
+
+
+def test_a_stop_signal_as_the_scheduler_process_starts_still_releases_its_locks(redis, signals, monkeypatch):
+    work = SleepingScheduler.work
+
+    def slow_start(scheduler):  # imports and logging take a while in a real start
+        time.sleep(1)
+        work(scheduler)
+
+    monkeypatch.setattr(SleepingScheduler, "work", slow_start)
+    worker = OffloadWorker(["default"], connection=redis)
+    worker._start_scheduler()  # what `rq worker --with-scheduler` does first
+    process = worker.scheduler._process
+    assert redis.exists("rq:scheduler-lock:default")
+
+    os.kill(process.pid, signal.SIGTERM)  # before the new process has its handlers
+    process.join(10)
+
+    assert process.exitcode == 0
+    assert not redis.exists("rq:scheduler-lock:default"), "the scheduler died holding its lock"
