@@ -49,7 +49,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("offload.ondemand")
 
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parent.parent
+"""The app root a local on-demand worker starts in (`rq worker -c worker` reads worker.py there)."""
 EXTENSION_KEY = "offload_ondemand"
 WORKER_ID_ENV = "OFFLOAD_ONDEMAND_WORKER"
 """Environment variable that tells an on-demand worker its id (its key in the workers hash)."""
