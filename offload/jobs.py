@@ -29,6 +29,7 @@ ENDED_STATES = frozenset({"finished", "failed", "stopped", "canceled"})
 LISTED_STATES = ("queued", "scheduled", "started", "deferred", "finished", "failed", "stopped", "canceled")
 
 _JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_QUALIFIED_ERROR = re.compile(r"^(?:[A-Za-z_][\w]*\.)+([A-Za-z_]\w*(?::|$))")
 
 
 def submit_job(task: Task, params: BaseModel, run_at: datetime | None = None) -> Job:
@@ -152,7 +153,12 @@ def short_error(job: Job) -> str | None:
     if not exc:
         return None
     lines = [line for line in exc.strip().splitlines() if line.strip()]
-    return lines[-1][:500] if lines else None
+    return error_line(lines[-1]) if lines else None
+
+
+def error_line(line: str) -> str:
+    """Return an exception's one line as users see it: ``pkg.mod.SomeError: msg`` -> ``SomeError: msg``."""
+    return _QUALIFIED_ERROR.sub(r"\1", line.strip())[:500]
 
 
 def job_view(job: Job, with_traceback: bool = False, with_log: bool = True) -> dict[str, Any]:

@@ -50,7 +50,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("offload.ondemand")
 
-ROOT = Path(__file__).resolve().parent
 EXTENSION_KEY = "offload_ondemand"
 WORKER_ID_ENV = "OFFLOAD_ONDEMAND_WORKER"
 """Environment variable that tells an on-demand worker its id (its key in the workers hash)."""
@@ -147,10 +146,12 @@ def leave_if_drained(redis: Redis, queue_names: Iterable[str], worker_id: str) -
 
 
 class LocalBackend:
-    """Runs each on-demand worker as a subprocess of this process, with this environment."""
+    """Runs each on-demand worker as a subprocess of this process, with this environment, in this
+    process's working directory (where the app's modules and ``-c worker`` are found)."""
 
-    def __init__(self, env: dict[str, str] | None = None) -> None:
+    def __init__(self, env: dict[str, str] | None = None, cwd: str | None = None) -> None:
         self.env = dict(os.environ if env is None else env)
+        self.cwd = cwd or os.getcwd()
 
     def start(self, queue: str, worker_id: str) -> str:
         command = burst_command(queue)
@@ -158,7 +159,7 @@ class LocalBackend:
         beside = Path(sys.executable).with_name("rq")
         rq = str(beside) if beside.exists() else shutil.which("rq", path=self.env.get("PATH")) or "rq"
         process = subprocess.Popen(
-            [rq, *command[1:]], cwd=ROOT, env={**self.env, WORKER_ID_ENV: worker_id}, start_new_session=True
+            [rq, *command[1:]], cwd=self.cwd, env={**self.env, WORKER_ID_ENV: worker_id}, start_new_session=True
         )
         # Reap it when it exits, so its pid disappears (alive() looks the pid up).
         threading.Thread(target=process.wait, name=f"reap-{process.pid}", daemon=True).start()

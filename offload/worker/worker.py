@@ -56,7 +56,7 @@ from rq.utils import current_timestamp, import_attribute, now, utcformat
 from rq.worker import WorkerStatus
 
 from offload import joblog, retries
-from offload.jobs import unreadable
+from offload.jobs import error_line, unreadable
 from offload.metrics import JobMetricsMixin
 from offload.queues import WAKE_CHANNEL, OffloadQueue
 from offload.state import State, get_state
@@ -109,8 +109,7 @@ def describe_failure(exc: BaseException | None, timeout: float | None) -> str:
         return f"timed out after {int(timeout or 0)} s"
     if exc is None:
         return "failed"
-    line = traceback.format_exception_only(type(exc), exc)[-1].strip()
-    return line[:500]
+    return error_line(traceback.format_exception_only(type(exc), exc)[-1])
 
 
 def _die_with_parent(parent_pid: int) -> None:
