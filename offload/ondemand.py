@@ -49,7 +49,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("offload.ondemand")
 
-ROOT = Path(__file__).resolve().parent
 EXTENSION_KEY = "offload_ondemand"
 WORKER_ID_ENV = "OFFLOAD_ONDEMAND_WORKER"
 """Environment variable that tells an on-demand worker its id (its key in the workers hash)."""
@@ -156,8 +155,11 @@ class LocalBackend:
         # The rq next to this Python (same virtualenv), else the one on PATH.
         beside = Path(sys.executable).with_name("rq")
         rq = str(beside) if beside.exists() else shutil.which("rq", path=self.env.get("PATH")) or "rq"
+        # In this process's working directory, where the host app runs from: rq worker imports ``-c worker``
+        # and the jobs' modules from there (its ``--path .``), as the stock workers started there do. Not the
+        # package's own directory, which holds no host app (and is site-packages once Offload is installed).
         process = subprocess.Popen(
-            [rq, *command[1:]], cwd=ROOT, env={**self.env, WORKER_ID_ENV: worker_id}, start_new_session=True
+            [rq, *command[1:]], env={**self.env, WORKER_ID_ENV: worker_id}, start_new_session=True
         )
         # Reap it when it exits, so its pid disappears (alive() looks the pid up).
         threading.Thread(target=process.wait, name=f"reap-{process.pid}", daemon=True).start()
