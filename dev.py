@@ -140,6 +140,7 @@ def redis_server(
 def redis_for_dev(url: str) -> Iterator[str]:
     """Yield a Redis URL that answers: ``url`` itself, or a server started for it."""
     from offload.connection import redact
+
     if redis_answers(url):
         say(f"using the Redis at {redact(url)}")
         yield url

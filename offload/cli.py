@@ -29,7 +29,7 @@ def worker_command(rq_args: tuple[str, ...]) -> None:
 
     from offload.worker.host import bind
 
-    app = current_app._get_current_object()  # type: ignore[attr-defined] - the real app, not the proxy
+    app = current_app._get_current_object()  # type: ignore[attr-defined]  # the app itself, not the proxy
     bind(app)
     args = list(rq_args)
     if "--help" not in args:

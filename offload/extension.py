@@ -57,6 +57,8 @@ class Offload:
     @overload
     def task(
         self,
+        func: None = None,
+        /,
         *,
         title: str | None = None,
         description: str | None = None,
@@ -69,7 +71,21 @@ class Offload:
         name: str | None = None,
     ) -> Callable[[F], F]: ...
 
-    def task(self, func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+    def task(
+        self,
+        func: Callable[..., Any] | None = None,
+        /,
+        *,
+        title: str | None = None,
+        description: str | None = None,
+        queue: str = "default",
+        timeout: int = 180,
+        retry: Retry | None = None,
+        result_ttl: int | None = None,
+        concurrency_limit: int | str | None = None,
+        own_form: str | None = None,
+        name: str | None = None,
+    ) -> Any:
         """Register the decorated function as a task; its annotated signature is its input form.
 
         ``@offload.task`` or ``@offload.task(title=..., queue=..., timeout=..., retry=Retry(...),
@@ -79,7 +95,18 @@ class Offload:
         """
 
         def register(function: F) -> F:
-            self.tasks.register(function, **options)
+            self.tasks.register(
+                function,
+                title=title,
+                description=description,
+                queue=queue,
+                timeout=timeout,
+                retry=retry,
+                result_ttl=result_ttl,
+                concurrency_limit=concurrency_limit,
+                own_form=own_form,
+                name=name,
+            )
             return function
 
         return register(func) if func is not None else register

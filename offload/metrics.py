@@ -58,7 +58,7 @@ def task_label(job: Job) -> str:
     """The task a job runs: its registered name, the function path for jobs enqueued by hand,
     or "unreadable" for a job whose data is not JSON (the worker refuses to run those)."""
     try:
-        return (job.meta or {}).get("task") or job.func_name
+        return str((job.meta or {}).get("task") or job.func_name)
     except DeserializationError:
         return "unreadable"
 

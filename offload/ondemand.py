@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from flask import current_app
 from redis import Redis
 from redis.exceptions import LockError, RedisError
+from redis.lock import Lock
 from rq import Queue
 
 from offload.state import get_redis
@@ -122,7 +123,7 @@ def ensure_worker(redis: Redis, backend: Backend, queue: str, max_workers: int) 
 def leave_if_drained(redis: Redis, queue_names: Iterable[str], worker_id: str) -> bool:
     """Forget ``worker_id`` and return True if its queues are empty; else False (it goes on)."""
     names = list(queue_names)
-    locks = []
+    locks: list[Lock] = []
     for name in names:
         lock = redis.lock(lock_key(name), timeout=LOCK_TIMEOUT, blocking_timeout=LOCK_WAIT)
         if not lock.acquire():

@@ -12,8 +12,8 @@ import rq_dashboard.web
 from rq import Queue, SimpleWorker
 from rq.serializers import JSONSerializer
 
-from offload.web import auth
 from app import create_app
+from offload.web import auth
 from tests.conftest import (
     OPERATOR_ACCOUNT,
     OPERATOR_PASSWORD,

@@ -24,9 +24,9 @@ from rq.serializers import JSONSerializer
 
 import dev
 from offload import settings
+from offload.worker.worker import OffloadWorker
 from tests.conftest import ROOT, Stack, process_env, wait_for
 from tests.faults import Ledger, alive, parse_time
-from offload.worker.worker import OffloadWorker
 
 
 def _crash(ledger: Ledger, job_id: str) -> dict:

@@ -10,9 +10,9 @@ import pytest
 from rq import Queue, SimpleWorker
 from rq.serializers import JSONSerializer
 
+from app import create_app
 from offload import jobs
 from offload.workloads import newsletter
-from app import create_app
 from tests.conftest import OPERATOR_ACCOUNT, log_in, wait_for
 
 

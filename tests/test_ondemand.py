@@ -23,10 +23,11 @@ from rq.serializers import JSONSerializer
 from offload import ondemand
 from offload.ondemand import FlyBackend, LocalBackend, burst_command, ensure_worker, leave_if_drained, workers_key
 from tasks import offload
-
-TASKS = offload.tasks
 from tests.conftest import process_env, wait_for
 from tests.fake_fly import FakeFly
+
+TASKS = offload.tasks
+
 
 pytestmark = pytest.mark.e2e
 

@@ -26,6 +26,7 @@ def _exempt_from_csrf(state: BlueprintSetupState) -> None:
     # JSON only: browsers cannot send it cross-site without a CORS preflight.
     state.app.extensions["csrf"].exempt(bp)
 
+
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 

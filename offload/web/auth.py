@@ -28,8 +28,6 @@ from urllib.parse import urlsplit
 
 from flask import (
     Blueprint,
-    Flask,
-    Response,
     abort,
     current_app,
     redirect,
@@ -38,6 +36,7 @@ from flask import (
     session,
     url_for,
 )
+from flask.typing import ResponseReturnValue
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from offload.web.rate_limits import limiter
@@ -90,7 +89,7 @@ def check_credentials(username: str, password: str) -> bool:
     return name_ok and password_ok
 
 
-def refuse_unless_operator() -> Response | None:
+def refuse_unless_operator() -> ResponseReturnValue | None:
     """Return None for an operator; else the answer anyone else gets (503 off, login redirect, 403)."""
     if not credentials_configured():
         abort(503, OFF_MESSAGE)

@@ -34,8 +34,8 @@ def _job_in(job_id: str, states: tuple[str, ...], action: str) -> Job:
     job = jobs.fetch_job(job_id)
     if job is None:
         abort(404, "No such job: it never existed or its result has expired.")
-    status = job.get_status()
-    status = status.value if isinstance(status, JobStatus) else str(status)
+    found = job.get_status()
+    status = found.value if isinstance(found, JobStatus) else str(found)
     if status not in states:
         abort(409, f"Only a {' or '.join(states)} job can be {action}; this one is {status}.")
     return job

@@ -5,6 +5,8 @@ so they never collide with the host app's)."""
 
 from __future__ import annotations
 
+from typing import cast
+
 from flask import Blueprint, Flask
 from flask_wtf.csrf import CSRFProtect
 
@@ -35,5 +37,5 @@ def install(app: Flask) -> None:
 
 def on_register(blueprint: Blueprint) -> Blueprint:
     """Make ``blueprint`` :func:`install` Offload's web parts on every app it is registered on."""
-    blueprint.record_once(lambda state: install(state.app))
+    blueprint.record_once(lambda state: install(cast(Flask, state.app)))  # a Flask app at run time
     return blueprint

@@ -1,2 +1,3 @@
-"""The work behind the reference app's tasks (``tasks.py``): reports, primes, the third-party API, language
-identification, newsletters and housekeeping. Each module is imported when its task first runs."""
+"""The reference workloads from the guide: PDF reports, a flaky third-party API, an ML model, a
+newsletter, number crunching, and the housekeeping jobs. Each module holds one workload; the
+task declarations that run them are the app's (the reference app's ``tasks.py``)."""

@@ -97,7 +97,7 @@ class Recipients:
 def read_recipients(text: str, csv_data: bytes | None = None) -> Recipients:
     """Read addresses from pasted text (one per line, or separated by commas or semicolons)
     and from a CSV file (its ``email`` column if it has a header naming one, else its first)."""
-    recipients, seen = Recipients(), set()
+    recipients, seen = Recipients(), set[str]()
     for line in text.splitlines():
         for entry in line.replace(";", ",").split(","):
             recipients.add(entry, seen)
@@ -316,7 +316,9 @@ def deliver(batch_id: str, to: str) -> dict[str, Any]:
         return {"to": to, "already_delivered": True, **json.loads(accepted)}
 
     config = current_app.config
-    smtp = mailer.SmtpConfig.from_url(config["OFFLOAD_SMTP_URL"], config["OFFLOAD_SMTP_TIMEOUT"], config["OFFLOAD_SMTP_CA_FILE"])
+    smtp = mailer.SmtpConfig.from_url(
+        config["OFFLOAD_SMTP_URL"], config["OFFLOAD_SMTP_TIMEOUT"], config["OFFLOAD_SMTP_CA_FILE"]
+    )
     message = EmailMessage()
     message["From"] = batch["sender"]
     message["To"] = Address(addr_spec=to)
