@@ -146,8 +146,7 @@ def leave_if_drained(redis: Redis, queue_names: Iterable[str], worker_id: str) -
 
 
 class LocalBackend:
-    """Runs each on-demand worker as a subprocess of this process, with this environment, in this
-    process's working directory (where the app's modules and ``-c worker`` are found)."""
+    """Runs each on-demand worker as a subprocess of this process, with this environment."""
 
     def __init__(self, env: dict[str, str] | None = None, cwd: str | None = None) -> None:
         self.env = dict(os.environ if env is None else env)
@@ -158,6 +157,9 @@ class LocalBackend:
         # The rq next to this Python (same virtualenv), else the one on PATH.
         beside = Path(sys.executable).with_name("rq")
         rq = str(beside) if beside.exists() else shutil.which("rq", path=self.env.get("PATH")) or "rq"
+        # In the working directory the host app runs from: rq worker imports ``-c worker`` and the jobs'
+        # modules from there (its ``--path .``), as the stock workers started there do. Not the package's
+        # own directory, which holds no host app (and is site-packages once Offload is installed).
         process = subprocess.Popen(
             [rq, *command[1:]], cwd=self.cwd, env={**self.env, WORKER_ID_ENV: worker_id}, start_new_session=True
         )
