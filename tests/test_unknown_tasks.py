@@ -99,3 +99,18 @@ def test_a_job_no_worker_knows_fails_after_the_grace_time_saying_so_and_never_ru
     view = client.get(f"/api/jobs/{job.id}").get_json()
     assert view["status"] == "failed"
     assert view["error"].startswith(f"no worker knows task {name};")
+
+
+@pytest.mark.e2e
+def test_on_an_on_demand_queue_which_no_scheduler_serves_the_job_goes_back_to_the_queue_itself(workers, redis):
+    workers.start_worker(extra=["ondemand"], env={"UNKNOWN_TASK_GRACE": "2"})
+    queue = OffloadQueue("ondemand", connection=redis, serializer=JSONSerializer)
+    job = queue.enqueue(NEW_TASK, key="runs", retry=Retry(max=1))
+
+    job = ended(job)
+
+    assert job.get_status() == JobStatus.FAILED
+    assert f"no worker knows task {NEW_TASK};" in job.latest_result().exc_string
+    assert 2 <= job.meta[PUT_BACK] <= 4, "put back at the end of the queue, a pause apart"
+    assert redis.zcard(queue.scheduled_job_registry.key) == 0
+    assert job.retries_left == 1 and redis.get("runs") is None

@@ -8,9 +8,11 @@ Such a job is usually no attack: during a rolling deploy the web of the new rele
 task that workers of the old release do not have yet. So the worker neither runs it nor spends its
 retries: it puts the job back a few seconds out (the scheduled registry, so it does not take the
 same job again at once; the scheduler then requeues it at the back) and a worker that knows the
-task runs it. Only once workers have been putting it back for ``UNKNOWN_TASK_GRACE`` seconds (since
-the first of them did, recorded in the job's meta) is it failed, with a message saying that no
-worker knows its task; its retries are left as they were, so a requeue after the deploy gets them all.
+task runs it. On an on-demand queue, which no scheduler serves, it goes to the back of the queue
+at once and the worker pauses a second. Only once workers have been putting it back for
+``UNKNOWN_TASK_GRACE`` seconds (since the first of them did, recorded in the job's meta) is it
+failed, with a message saying that no worker knows its task; its retries are left as they were,
+so a requeue after the deploy gets them all.
 
 Only the job's function is checked: the callbacks a job names (a newsletter's ``on_failure``) are
 Offload's own and run as RQ runs them. ``OffloadWorker.execute_job`` calls :func:`set_aside` for
@@ -42,6 +44,9 @@ PUT_BACK = "unknown_task_put_back"
 RECHECK_DELAY = 5
 """Seconds a put-back job waits before it is queued again (less when the grace time ends sooner)."""
 
+ONDEMAND_PAUSE = 1.0
+"""Seconds a worker pauses after putting a job back at the end of an on-demand queue (no scheduler there)."""
+
 
 def is_known(func_name: str, tasks: TaskRegistry, config: Mapping[str, Any]) -> bool:
     """Return True if a worker with ``tasks`` and ``config`` may run a job of function ``func_name``."""
@@ -70,22 +75,31 @@ def set_aside(worker: OffloadWorker, job: Job, queue: Queue) -> bool:
 
 
 def _put_back(worker: OffloadWorker, job: Job, queue: Queue, delay: int, left: float) -> None:
+    # On-demand queues have no scheduler (their burst workers run none): there the job goes to the
+    # back of the queue at once, and this worker pauses instead.
+    ondemand = queue.name in worker.flask_app.config["OFFLOAD_ONDEMAND_QUEUES"]
     job.meta[PUT_BACK] = int(job.meta.get(PUT_BACK, 0)) + 1
     worker.log.warning(
         "Worker %s: job %s is of task %s, which this worker does not know (an older release?): put back "
-        "for a worker that knows it, queued again in %d s; it fails if none takes it in %d s",
+        "for a worker that knows it, queued again %s; it fails if none takes it in %d s",
         worker.name,
         job.id,
         job.func_name,
-        delay,
+        "at the back now" if ondemand else f"in {delay} s",
         math.ceil(left),
     )
-    # One transaction: out of the worker's hands, scheduled (with its meta), the scheduler woken
-    # (OffloadQueue.schedule_job). Its status reads "scheduled" until it is queued again.
+    # What RQ's Job.retry does, in one transaction with taking it out of the worker's hands: the
+    # scheduled registry (with its meta; OffloadQueue wakes the scheduler), its status "scheduled"
+    # until it is queued again; or the back of the queue.
     with worker.connection.pipeline() as pipeline:
         pipeline.lrem(queue.intermediate_queue.key, 1, job.id)
-        queue.schedule_job(job, datetime.now(UTC) + timedelta(seconds=delay), pipeline=pipeline)
+        if ondemand:
+            queue._enqueue_job(job, pipeline=pipeline)
+        else:
+            queue.schedule_job(job, datetime.now(UTC) + timedelta(seconds=delay), pipeline=pipeline)
         pipeline.execute()
+    if ondemand:
+        time.sleep(ONDEMAND_PAUSE)
 
 
 def _fail(worker: OffloadWorker, job: Job, queue: Queue, grace: int) -> None:
