@@ -138,6 +138,14 @@ DEFAULTS: dict[str, Any] = {
     # or once its peak memory passes this many MB, so a leaking job cannot grow forever.
     "JOB_PROCESS_MAX_JOBS": 1000,
     "JOB_PROCESS_MAX_MEMORY_MB": 1024,
+    # --- which jobs a worker runs (worker/unknown_tasks.py)
+    # Seconds a job whose task the worker does not know (an older release during a rolling deploy)
+    # keeps being put back for a worker that knows it, before it fails saying no worker does. Its
+    # retries are not spent meanwhile; the job's function is never imported by such a worker.
+    "UNKNOWN_TASK_GRACE": 600,
+    # Modules whose functions workers run as jobs though they are no registered task (the tests set
+    # tests.fixtures); empty: a worker runs only registered tasks (and Offload's own callbacks).
+    "UNREGISTERED_JOB_MODULES": [],
 }
 """Every Offload setting without its ``OFFLOAD_`` prefix, with its default."""
 

@@ -29,6 +29,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Workers built in the tests' own process run their jobs inside the reference app, as `rq worker -c worker` does.
 os.environ.setdefault("OFFLOAD_APP", "app:create_app")
+# Workers run only registered tasks, and the functions of the modules this names: the tests enqueue
+# their fixtures (tests/fixtures.py) by path. Every worker and app the tests start reads it.
+os.environ.setdefault("OFFLOAD_UNREGISTERED_JOB_MODULES", "tests.fixtures")
 
 OPERATOR_USERNAME = "operator"
 OPERATOR_PASSWORD = "correct horse battery staple"  # the tests' own account

@@ -60,6 +60,7 @@ from offload.jobs import error_line, unreadable
 from offload.metrics import JobMetricsMixin
 from offload.queues import WAKE_CHANNEL, OffloadQueue
 from offload.state import State, get_state
+from offload.worker import unknown_tasks
 from offload.worker.host import load_host_app
 from offload.worker.scheduler import SleepingScheduler
 
@@ -416,6 +417,8 @@ class OffloadWorker(JobMetricsMixin, Worker):
             queue.intermediate_queue.remove(job.id)
             self.handle_job_failure(job, queue, exc_string=f"Refused: {refusal} (Offload only runs JSON jobs)")
             return
+        if self._until_redis_answers(f"setting job {job.id} aside", unknown_tasks.set_aside, self, job, queue):
+            return  # not a task this worker knows: put back for one that does, or failed (unknown_tasks.py)
         try:
             execution = self.prepare_execution(job)
             self.fork_work_horse(job, queue)
