@@ -102,6 +102,6 @@ def init_app(app: Flask) -> None:
     proxies = app.config["OFFLOAD_TRUSTED_PROXY_COUNT"]
     if proxies:
         # X-Forwarded-For gives the client's address (rate limits), -Proto says HTTPS (HSTS, cookies).
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)  # type: ignore[method-assign]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)  # type: ignore[method-assign]  # Flask documents wrapping it
     app.after_request(add_security_headers)
     app.before_request(refuse_unreadable_form_names)  # before CSRFProtect's, which init_app adds later
