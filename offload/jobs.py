@@ -196,12 +196,12 @@ def job_view(job: Job, with_traceback: bool = False, with_log: bool = True) -> d
         "result": job.return_value() if status_name == "finished" else None,
         "error": short_error(job) if status_name in ("failed", "stopped") else None,
         "log": job_log(job) if with_log else [],
-        "url": url_for("web.job_page", job_id=job.id),
-        "api_url": url_for("api.get_job", job_id=job.id),
-        "batch_url": url_for("web.batch_page", batch_id=meta["batch"]) if meta.get("batch") else None,
+        "url": _url("web.job_page", job_id=job.id),
+        "api_url": _url("api.get_job", job_id=job.id),
+        "batch_url": _url("web.batch_page", batch_id=meta["batch"]) if meta.get("batch") else None,
     }
     artifact = view["result"].get("artifact") if isinstance(view["result"], dict) else None
-    view["download_url"] = url_for("web.download_file", job_id=job.id, name=artifact["name"]) if artifact else None
+    view["download_url"] = _url("web.download_file", job_id=job.id, name=artifact["name"]) if artifact else None
     if status_name == "scheduled":
         queue = get_state().queues.get(job.origin)
         if queue is not None:
@@ -210,6 +210,13 @@ def job_view(job: Job, with_traceback: bool = False, with_log: bool = True) -> d
     if with_traceback:
         view["traceback"] = job_traceback(job)
     return view
+
+
+def _url(endpoint: str, **values: Any) -> str | None:
+    """The URL of ``endpoint``, or None when the app did not register the blueprint that has it."""
+    if endpoint.partition(".")[0] not in current_app.blueprints:
+        return None
+    return url_for(endpoint, **values)
 
 
 def job_log(job: Job) -> list[str]:

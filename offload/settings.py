@@ -77,7 +77,7 @@ DEFAULTS: dict[str, Any] = {
     "METRICS_TOKEN": "",
     # The operator who may open /rq and the operator pages; both empty: those pages are off.
     "OPERATOR_USERNAME": "",
-    # A werkzeug password hash (scrypt), made by `python -m auth`; never the password itself.
+    # A werkzeug password hash (scrypt), made by `python -m offload.web.auth`; never the password itself.
     "OPERATOR_PASSWORD_HASH": "",
     # Hours an operator login lasts before the password is asked again.
     "OPERATOR_SESSION_HOURS": 12,

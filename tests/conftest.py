@@ -37,7 +37,7 @@ OPERATOR_USERNAME = "operator"
 OPERATOR_PASSWORD = "correct horse battery staple"  # the tests' own account
 OPERATOR_ACCOUNT = {
     "OFFLOAD_OPERATOR_USERNAME": OPERATOR_USERNAME,
-    # pbkdf2 with few rounds keeps logins fast in tests; `python -m auth` makes scrypt hashes.
+    # pbkdf2 with few rounds keeps logins fast in tests; `python -m offload.web.auth` makes scrypt hashes.
     "OFFLOAD_OPERATOR_PASSWORD_HASH": generate_password_hash(OPERATOR_PASSWORD, method="pbkdf2:sha256:1000"),
 }
 """The operator account every test app and test stack is configured with."""

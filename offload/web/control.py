@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 
-from flask import Blueprint, abort, redirect, url_for
+from flask import Blueprint, abort, current_app, redirect, url_for
 from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.group import Group
@@ -42,6 +42,8 @@ def _job_in(job_id: str, states: tuple[str, ...], action: str) -> Job:
 
 
 def _back(job: Job):
+    if "web" not in current_app.blueprints:  # an app with the console but not the pages
+        return redirect(url_for("operators.all_jobs"), code=303)
     return redirect(url_for("web.job_page", job_id=job.id), code=303)
 
 
@@ -104,4 +106,6 @@ def cancel_batch(batch_id: str):
             job.cancel(pipeline=pipe)
         pipe.execute()
     log.info("Operator canceled newsletter %s: %d waiting mails", batch_id, len(waiting))
+    if "web" not in current_app.blueprints:
+        return redirect(url_for("operators.all_jobs"), code=303)
     return redirect(url_for("web.batch_page", batch_id=batch_id), code=303)
