@@ -33,7 +33,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -43,6 +43,7 @@ from redis.exceptions import LockError, RedisError
 from redis.lock import Lock
 from rq import Queue
 
+from offload.settings import APP_ENV
 from offload.state import get_redis
 
 if TYPE_CHECKING:
@@ -65,8 +66,20 @@ class OnDemandError(RuntimeError):
 
 
 def burst_command(queue: str) -> list[str]:
-    """The command an on-demand worker runs: the stock worker, in burst mode, on ``queue`` only."""
-    return ["rq", "worker", "-c", "worker", "-w", "offload.worker.ondemand.OnDemandWorker", "--burst", queue]
+    """The command an on-demand worker runs: the stock worker, in burst mode, on ``queue`` only.
+
+    It needs no settings module of the app's: rq reads ``REDIS_URL`` from the environment, and
+    the worker loads the host app ``OFFLOAD_APP`` names (:func:`worker_env`)."""
+    return ["rq", "worker", "-w", "offload.worker.ondemand.OnDemandWorker", "--burst", queue]
+
+
+def worker_env(config: Mapping[str, Any]) -> dict[str, str]:
+    """The environment an on-demand worker needs beyond the app's own: its Redis and its host app
+    (``OFFLOAD_APP`` if set, else the current app's import name, which ``flask --app`` resolves)."""
+    app_path = os.environ.get(APP_ENV) or os.environ.get("FLASK_APP")
+    if not app_path:
+        app_path = current_app.import_name
+    return {"REDIS_URL": config["OFFLOAD_REDIS_URL"], APP_ENV: app_path}
 
 
 def workers_key(queue: str) -> str:
@@ -217,6 +230,7 @@ class FlyBackend:
         kill_timeout: int = 300,
         budget: float = 15.0,
         start_timeout: int = 10,
+        env: dict[str, str] | None = None,
     ) -> None:
         missing = [
             name
@@ -232,6 +246,7 @@ class FlyBackend:
         self.kill_timeout = kill_timeout
         self.budget = budget
         self.start_timeout = start_timeout
+        self.env = dict(env or {})
         import httpx  # here, not at import: the web loads this module but only Fly's workers need it
 
         self.client = httpx.Client(
@@ -268,7 +283,7 @@ class FlyBackend:
             "auto_destroy": True,
             "restart": {"policy": "no"},
             "guest": self.guest,
-            "env": {WORKER_ID_ENV: worker_id},
+            "env": {**self.env, WORKER_ID_ENV: worker_id},
             "metadata": {"offload_role": "ondemand-worker", "offload_queue": queue, "offload_worker": worker_id},
             # A Machine stopped by Fly drains like a deploy: SIGTERM, then the job's time to finish.
             "stop_config": {"signal": "SIGTERM", "timeout": f"{self.kill_timeout}s"},
@@ -358,7 +373,7 @@ def _is_capacity_error(response: httpx.Response) -> bool:
 # --------------------------------------------------------------------------- the app's side
 
 
-def make_backend(config: dict[str, Any]) -> Backend:
+def make_backend(config: Mapping[str, Any]) -> Backend:
     """The backend ``ONDEMAND_BACKEND`` names, configured from settings."""
     if config["OFFLOAD_ONDEMAND_BACKEND"] == "fly":
         return FlyBackend(
@@ -369,8 +384,10 @@ def make_backend(config: dict[str, Any]) -> Backend:
             region=config["OFFLOAD_FLY_REGION"],
             cpus=config["OFFLOAD_ONDEMAND_VM_CPUS"],
             memory_mb=config["OFFLOAD_ONDEMAND_VM_MEMORY_MB"],
+            # REDIS_URL comes from the app's Fly secrets, which every Machine of the app gets.
+            env={APP_ENV: worker_env(config)[APP_ENV]},
         )
-    return LocalBackend({**os.environ, "REDIS_URL": config["OFFLOAD_REDIS_URL"]})
+    return LocalBackend({**os.environ, **worker_env(config)})
 
 
 def job_enqueued(queue: str, job_id: str) -> None:

@@ -17,6 +17,10 @@ from typing import Any
 
 PREFIX = "OFFLOAD_"
 
+APP_ENV = "OFFLOAD_APP"
+"""Environment variable naming the Flask app a worker runs jobs for, in ``flask --app``'s notation
+(``module``, ``module:app``, ``module:create_app()``): read by ``rq worker -w offload.worker.OffloadWorker``."""
+
 DEVELOPMENT_SECRET_KEY = "offload-development-only-secret-key"  # noqa: S105 - refused outside development
 """Used when ``SECRET_KEY`` is unset and ``OFFLOAD_ENV=development``; refused elsewhere."""
 
