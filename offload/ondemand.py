@@ -34,6 +34,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -390,19 +391,52 @@ def make_backend(config: Mapping[str, Any]) -> Backend:
     return LocalBackend({**os.environ, **worker_env(config)})
 
 
-def job_enqueued(queue: str, job_id: str) -> None:
-    """After a job lands on ``queue``: make sure an on-demand worker will run it.
+class Starter:
+    """Starts on-demand workers off the request's thread: a submit never waits for the queue's
+    lock or for the Machines API (up to ``LOCK_WAIT`` plus the Fly backend's budget, ~35 s).
 
-    Failing to start one is logged, not raised: the job is safely queued and the next
-    submit to the queue tries again.
-    """
+    One thread per web process does the starting. Submits to a queue while a start for it is
+    waiting coalesce into that one; a submit that arrives while a start runs asks for another
+    after it, so the last job is always looked at."""
+
+    def __init__(self, redis: Redis, backend: Backend, max_workers: int) -> None:
+        self.redis, self.backend, self.max_workers = redis, backend, max_workers
+        self._waiting: dict[str, str] = {}  # queue -> id of the job that asked
+        self._guard = threading.Lock()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="offload-ondemand")
+
+    def request(self, queue: str, job_id: str) -> Future[None] | None:
+        """Ask for a worker for ``queue`` (job ``job_id`` waits there); return the pending start, if new."""
+        with self._guard:
+            if queue in self._waiting:
+                return None
+            self._waiting[queue] = job_id
+        return self._executor.submit(self._start, queue)
+
+    def _start(self, queue: str) -> None:
+        with self._guard:
+            job_id = self._waiting.pop(queue)
+        try:
+            ensure_worker(self.redis, self.backend, queue, self.max_workers)
+        except (OnDemandError, RedisError) as exc:
+            # The job is safely queued; the next submit to the queue tries again.
+            log.error("job %s waits on queue %s: no on-demand worker could be started: %s", job_id, queue, exc)
+        except Exception:
+            log.exception("job %s waits on queue %s: starting an on-demand worker failed", job_id, queue)
+
+
+def job_enqueued(queue: str, job_id: str) -> Future[None] | None:
+    """After a job lands on ``queue``: have an on-demand worker started for it, without waiting."""
     config = current_app.config
     if queue not in config["OFFLOAD_ONDEMAND_QUEUES"]:
-        return
-    try:
-        backend = current_app.extensions.get(EXTENSION_KEY)
-        if backend is None:
-            backend = current_app.extensions[EXTENSION_KEY] = make_backend(config)
-        ensure_worker(get_redis(), backend, queue, config["OFFLOAD_ONDEMAND_MAX_WORKERS"])
-    except (OnDemandError, RedisError) as exc:
-        log.error("job %s waits on queue %s: no on-demand worker could be started: %s", job_id, queue, exc)
+        return None
+    starter = current_app.extensions.get(EXTENSION_KEY)
+    if starter is None:
+        try:
+            backend = make_backend(config)
+        except OnDemandError as exc:
+            log.error("job %s waits on queue %s: no on-demand worker could be started: %s", job_id, queue, exc)
+            return None
+        starter = Starter(get_redis(), backend, config["OFFLOAD_ONDEMAND_MAX_WORKERS"])
+        starter = current_app.extensions.setdefault(EXTENSION_KEY, starter)  # one per app, whichever thread won
+    return starter.request(queue, job_id)

@@ -94,7 +94,8 @@ def cancel_batch(batch_id: str):
     if newsletter.batch_view(redis, batch_id, failures_shown=0) is None:
         abort(404, "No such newsletter: it never existed or it has expired.")
     # The flag first: a job that starts between here and its cancel below sees it and sends nothing.
-    redis.hsetnx(newsletter.batch_key(batch_id), "canceled_at", int(time.time()))
+    if not newsletter.mark_canceled(redis, batch_id, int(time.time())):
+        abort(404, "No such newsletter: it has just expired.")
     ids = [raw.decode() for raw in redis.smembers(Group.get_key(batch_id))]
     waiting = [
         job

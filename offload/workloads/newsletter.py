@@ -66,6 +66,19 @@ def failed_key(batch_id: str) -> str:
     return f"{KEY_PREFIX}{batch_id}:failed"
 
 
+# Set the flag only on a batch that still exists: HSETNX alone would make a new hash, without
+# the batch's TTL, when the batch expired since it was read (and its index entry would stay).
+_MARK_CANCELED = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+return redis.call('HSETNX', KEYS[1], 'canceled_at', ARGV[1])
+"""
+
+
+def mark_canceled(redis: Redis, batch_id: str, at: int) -> bool:
+    """Flag the batch canceled at ``at`` (the first flag stays); False if the batch no longer exists."""
+    return int(redis.eval(_MARK_CANCELED, 1, batch_key(batch_id), at)) >= 0
+
+
 # --------------------------------------------------------------------------- reading the form
 
 
