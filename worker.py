@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 
 from offload import settings
-from offload.worker.host import APP_ENV
+from offload.settings import APP_ENV
 from offload.worker.logs import logging_config
 
 os.environ.setdefault(APP_ENV, "app:create_app")

@@ -22,10 +22,10 @@ from flask import Blueprint, Flask, abort, current_app, jsonify, request
 from pydantic import ValidationError
 from rq import Queue
 
-from offload import jobs
-from offload.web.api import field_errors
 from app import create_app, csrf
 from bench import jobs as bench_jobs
+from offload import jobs
+from offload.web.api import field_errors
 from tasks import TASKS, get_task, task
 
 if "noop" not in TASKS:

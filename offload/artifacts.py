@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from flask import current_app
 from redis import Redis
@@ -82,7 +82,7 @@ class RedisArtifactStore:
         stored = self.redis.hgetall(self.key(job_id, name))
         if not stored:
             return None
-        data = stored[b"data"]
+        data = cast(bytes, stored[b"data"])
         return Artifact(name=name, content_type=stored[b"content_type"].decode(), size=len(data)), data
 
     def exists(self, job_id: str, name: str) -> bool:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 from flask import current_app
-from flask.cli import with_appcontext
+from flask.cli import ScriptInfo, with_appcontext
 from rq.defaults import DEFAULT_WORKER_CLASS
+
+from offload.settings import APP_ENV
 
 WORKER_CLASS = "offload.worker.OffloadWorker"
 
@@ -29,8 +33,11 @@ def worker_command(rq_args: tuple[str, ...]) -> None:
 
     from offload.worker.host import bind
 
-    app = current_app._get_current_object()  # type: ignore[attr-defined] - the real app, not the proxy
+    app = current_app._get_current_object()  # type: ignore[attr-defined]  # the app itself, not the proxy
     bind(app)
+    # Processes this worker starts (on-demand workers it hands work on to) load the same app.
+    info = click.get_current_context().find_object(ScriptInfo)
+    os.environ.setdefault(APP_ENV, (info.app_import_path if info else None) or app.import_name)
     args = list(rq_args)
     if "--help" not in args:
         params = rq_worker.make_context("flask offload worker", list(args), resilient_parsing=True).params

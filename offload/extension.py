@@ -10,17 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
-from typing import Any, TypeVar, overload
+from typing import Any, TypeVar, Unpack, overload
 
 from flask import Flask
-from rq import Retry
 from rq.job import Job
 
 from offload import cli, jobs, settings
 from offload.connection import connect
 from offload.exceptions import UnknownTask
 from offload.queues import make_queues
-from offload.registry import Task, TaskRegistry
+from offload.registry import Task, TaskOptions, TaskRegistry
 from offload.state import EXTENSION_KEY, State, get_state
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -55,21 +54,9 @@ class Offload:
     def task(self, func: F, /) -> F: ...
 
     @overload
-    def task(
-        self,
-        *,
-        title: str | None = None,
-        description: str | None = None,
-        queue: str = "default",
-        timeout: int = 180,
-        retry: Retry | None = None,
-        result_ttl: int | None = None,
-        concurrency_limit: int | str | None = None,
-        own_form: str | None = None,
-        name: str | None = None,
-    ) -> Callable[[F], F]: ...
+    def task(self, func: None = None, /, **options: Unpack[TaskOptions]) -> Callable[[F], F]: ...
 
-    def task(self, func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+    def task(self, func: Callable[..., Any] | None = None, /, **options: Unpack[TaskOptions]) -> Any:
         """Register the decorated function as a task; its annotated signature is its input form.
 
         ``@offload.task`` or ``@offload.task(title=..., queue=..., timeout=..., retry=Retry(...),

@@ -39,7 +39,7 @@ def log_key(job_id: str) -> str:
 class _LineFormatter(logging.Formatter):
     """``time LEVEL logger: message``, plus an exception's last line; never a traceback."""
 
-    converter = time.gmtime
+    converter = time.gmtime  # type: ignore[assignment]  # logging calls it with the record's time
 
     def format(self, record: logging.LogRecord) -> str:
         # Built here rather than by Formatter.format, which reuses a traceback another handler cached.

@@ -29,6 +29,7 @@ ENDED_STATES = frozenset({"finished", "failed", "stopped", "canceled"})
 LISTED_STATES = ("queued", "scheduled", "started", "deferred", "finished", "failed", "stopped", "canceled")
 
 _JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_QUALIFIED_ERROR = re.compile(r"^(?:[A-Za-z_][\w]*\.)+([A-Za-z_]\w*(?::|$))")
 
 
 def submit_job(task: Task, params: BaseModel, run_at: datetime | None = None) -> Job:
@@ -152,7 +153,12 @@ def short_error(job: Job) -> str | None:
     if not exc:
         return None
     lines = [line for line in exc.strip().splitlines() if line.strip()]
-    return lines[-1][:500] if lines else None
+    return error_line(lines[-1]) if lines else None
+
+
+def error_line(line: str) -> str:
+    """Return an exception's one line as users see it: ``pkg.mod.SomeError: msg`` -> ``SomeError: msg``."""
+    return _QUALIFIED_ERROR.sub(r"\1", line.strip())[:500]
 
 
 def job_view(job: Job, with_traceback: bool = False, with_log: bool = True) -> dict[str, Any]:
@@ -190,12 +196,12 @@ def job_view(job: Job, with_traceback: bool = False, with_log: bool = True) -> d
         "result": job.return_value() if status_name == "finished" else None,
         "error": short_error(job) if status_name in ("failed", "stopped") else None,
         "log": job_log(job) if with_log else [],
-        "url": url_for("web.job_page", job_id=job.id),
-        "api_url": url_for("api.get_job", job_id=job.id),
-        "batch_url": url_for("web.batch_page", batch_id=meta["batch"]) if meta.get("batch") else None,
+        "url": _url("web.job_page", job_id=job.id),
+        "api_url": _url("api.get_job", job_id=job.id),
+        "batch_url": _url("web.batch_page", batch_id=meta["batch"]) if meta.get("batch") else None,
     }
     artifact = view["result"].get("artifact") if isinstance(view["result"], dict) else None
-    view["download_url"] = url_for("web.download_file", job_id=job.id, name=artifact["name"]) if artifact else None
+    view["download_url"] = _url("web.download_file", job_id=job.id, name=artifact["name"]) if artifact else None
     if status_name == "scheduled":
         queue = get_state().queues.get(job.origin)
         if queue is not None:
@@ -204,6 +210,13 @@ def job_view(job: Job, with_traceback: bool = False, with_log: bool = True) -> d
     if with_traceback:
         view["traceback"] = job_traceback(job)
     return view
+
+
+def _url(endpoint: str, **values: Any) -> str | None:
+    """The URL of ``endpoint``, or None when the app did not register the blueprint that has it."""
+    if endpoint.partition(".")[0] not in current_app.blueprints:
+        return None
+    return url_for(endpoint, **values)
 
 
 def job_log(job: Job) -> list[str]:

@@ -20,6 +20,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 from rq import Worker
 from rq.serializers import JSONSerializer
+from rq.worker.base import BaseWorker
 
 from offload import settings
 from offload.connection import connect
@@ -35,7 +36,7 @@ def _process_exists(pid: int) -> bool:
     return True
 
 
-def live_workers(redis: Redis, hostname: str) -> list[Worker]:
+def live_workers(redis: Redis, hostname: str) -> list[BaseWorker]:
     """The workers registered from ``hostname`` whose heartbeat has not expired and whose process exists."""
     return [
         worker

@@ -58,7 +58,7 @@ def task_label(job: Job) -> str:
     """The task a job runs: its registered name, the function path for jobs enqueued by hand,
     or "unreadable" for a job whose data is not JSON (the worker refuses to run those)."""
     try:
-        return (job.meta or {}).get("task") or job.func_name
+        return str((job.meta or {}).get("task") or job.func_name)
     except DeserializationError:
         return "unreadable"
 
@@ -99,15 +99,15 @@ class JobMetricsMixin:
             log.warning("could not record %s of job %s in metrics: %s", outcome, job.id, exc)
 
     def prepare_job_execution(self, job: Job, *args: Any, **kwargs: Any) -> None:
-        super().prepare_job_execution(job, *args, **kwargs)  # type: ignore[misc]
+        super().prepare_job_execution(job, *args, **kwargs)  # type: ignore[misc]  # mixin: Worker is next in the MRO
         self._record(job, "started")
 
     def handle_job_success(self, job: Job, *args: Any, **kwargs: Any) -> None:
-        super().handle_job_success(job, *args, **kwargs)  # type: ignore[misc]
+        super().handle_job_success(job, *args, **kwargs)  # type: ignore[misc]  # mixin: Worker is next in the MRO
         self._record(job, "finished", _duration(job))
 
     def handle_job_failure(self, job: Job, *args: Any, **kwargs: Any) -> None:
-        super().handle_job_failure(job, *args, **kwargs)  # type: ignore[misc]
+        super().handle_job_failure(job, *args, **kwargs)  # type: ignore[misc]  # mixin: Worker is next in the MRO
         self._record(job, "failed", _duration(job))
 
 

@@ -33,15 +33,18 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from flask import current_app
 from redis import Redis
 from redis.exceptions import LockError, RedisError
+from redis.lock import Lock
 from rq import Queue
 
+from offload.settings import APP_ENV
 from offload.state import get_redis
 
 if TYPE_CHECKING:
@@ -49,8 +52,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("offload.ondemand")
 
-ROOT = Path(__file__).resolve().parent.parent
-"""The app root a local on-demand worker starts in (`rq worker -c worker` reads worker.py there)."""
 EXTENSION_KEY = "offload_ondemand"
 WORKER_ID_ENV = "OFFLOAD_ONDEMAND_WORKER"
 """Environment variable that tells an on-demand worker its id (its key in the workers hash)."""
@@ -66,8 +67,20 @@ class OnDemandError(RuntimeError):
 
 
 def burst_command(queue: str) -> list[str]:
-    """The command an on-demand worker runs: the stock worker, in burst mode, on ``queue`` only."""
-    return ["rq", "worker", "-c", "worker", "-w", "offload.worker.ondemand.OnDemandWorker", "--burst", queue]
+    """The command an on-demand worker runs: the stock worker, in burst mode, on ``queue`` only.
+
+    It needs no settings module of the app's: rq reads ``REDIS_URL`` from the environment, and
+    the worker loads the host app ``OFFLOAD_APP`` names (:func:`worker_env`)."""
+    return ["rq", "worker", "-w", "offload.worker.ondemand.OnDemandWorker", "--burst", queue]
+
+
+def worker_env(config: Mapping[str, Any]) -> dict[str, str]:
+    """The environment an on-demand worker needs beyond the app's own: its Redis and its host app
+    (``OFFLOAD_APP`` if set, else the current app's import name, which ``flask --app`` resolves)."""
+    app_path = os.environ.get(APP_ENV) or os.environ.get("FLASK_APP")
+    if not app_path:
+        app_path = current_app.import_name
+    return {"REDIS_URL": config["OFFLOAD_REDIS_URL"], APP_ENV: app_path}
 
 
 def workers_key(queue: str) -> str:
@@ -124,7 +137,7 @@ def ensure_worker(redis: Redis, backend: Backend, queue: str, max_workers: int) 
 def leave_if_drained(redis: Redis, queue_names: Iterable[str], worker_id: str) -> bool:
     """Forget ``worker_id`` and return True if its queues are empty; else False (it goes on)."""
     names = list(queue_names)
-    locks = []
+    locks: list[Lock] = []
     for name in names:
         lock = redis.lock(lock_key(name), timeout=LOCK_TIMEOUT, blocking_timeout=LOCK_WAIT)
         if not lock.acquire():
@@ -149,16 +162,20 @@ def leave_if_drained(redis: Redis, queue_names: Iterable[str], worker_id: str) -
 class LocalBackend:
     """Runs each on-demand worker as a subprocess of this process, with this environment."""
 
-    def __init__(self, env: dict[str, str] | None = None) -> None:
+    def __init__(self, env: dict[str, str] | None = None, cwd: str | None = None) -> None:
         self.env = dict(os.environ if env is None else env)
+        self.cwd = cwd or os.getcwd()
 
     def start(self, queue: str, worker_id: str) -> str:
         command = burst_command(queue)
         # The rq next to this Python (same virtualenv), else the one on PATH.
         beside = Path(sys.executable).with_name("rq")
         rq = str(beside) if beside.exists() else shutil.which("rq", path=self.env.get("PATH")) or "rq"
+        # In the working directory the host app runs from: rq worker imports ``-c worker`` and the jobs'
+        # modules from there (its ``--path .``), as the stock workers started there do. Not the package's
+        # own directory, which holds no host app (and is site-packages once Offload is installed).
         process = subprocess.Popen(
-            [rq, *command[1:]], cwd=ROOT, env={**self.env, WORKER_ID_ENV: worker_id}, start_new_session=True
+            [rq, *command[1:]], cwd=self.cwd, env={**self.env, WORKER_ID_ENV: worker_id}, start_new_session=True
         )
         # Reap it when it exits, so its pid disappears (alive() looks the pid up).
         threading.Thread(target=process.wait, name=f"reap-{process.pid}", daemon=True).start()
@@ -214,6 +231,7 @@ class FlyBackend:
         kill_timeout: int = 300,
         budget: float = 15.0,
         start_timeout: int = 10,
+        env: dict[str, str] | None = None,
     ) -> None:
         missing = [
             name
@@ -229,6 +247,7 @@ class FlyBackend:
         self.kill_timeout = kill_timeout
         self.budget = budget
         self.start_timeout = start_timeout
+        self.env = dict(env or {})
         import httpx  # here, not at import: the web loads this module but only Fly's workers need it
 
         self.client = httpx.Client(
@@ -265,7 +284,7 @@ class FlyBackend:
             "auto_destroy": True,
             "restart": {"policy": "no"},
             "guest": self.guest,
-            "env": {WORKER_ID_ENV: worker_id},
+            "env": {**self.env, WORKER_ID_ENV: worker_id},
             "metadata": {"offload_role": "ondemand-worker", "offload_queue": queue, "offload_worker": worker_id},
             # A Machine stopped by Fly drains like a deploy: SIGTERM, then the job's time to finish.
             "stop_config": {"signal": "SIGTERM", "timeout": f"{self.kill_timeout}s"},
@@ -355,7 +374,7 @@ def _is_capacity_error(response: httpx.Response) -> bool:
 # --------------------------------------------------------------------------- the app's side
 
 
-def make_backend(config: dict[str, Any]) -> Backend:
+def make_backend(config: Mapping[str, Any]) -> Backend:
     """The backend ``ONDEMAND_BACKEND`` names, configured from settings."""
     if config["OFFLOAD_ONDEMAND_BACKEND"] == "fly":
         return FlyBackend(
@@ -366,23 +385,58 @@ def make_backend(config: dict[str, Any]) -> Backend:
             region=config["OFFLOAD_FLY_REGION"],
             cpus=config["OFFLOAD_ONDEMAND_VM_CPUS"],
             memory_mb=config["OFFLOAD_ONDEMAND_VM_MEMORY_MB"],
+            # REDIS_URL comes from the app's Fly secrets, which every Machine of the app gets.
+            env={APP_ENV: worker_env(config)[APP_ENV]},
         )
-    return LocalBackend({**os.environ, "REDIS_URL": config["OFFLOAD_REDIS_URL"]})
+    return LocalBackend({**os.environ, **worker_env(config)})
 
 
-def job_enqueued(queue: str, job_id: str) -> None:
-    """After a job lands on ``queue``: make sure an on-demand worker will run it.
+class Starter:
+    """Starts on-demand workers off the request's thread: a submit never waits for the queue's
+    lock or for the Machines API (up to ``LOCK_WAIT`` plus the Fly backend's budget, ~35 s).
 
-    Failing to start one is logged, not raised: the job is safely queued and the next
-    submit to the queue tries again.
-    """
+    One thread per web process does the starting. Submits to a queue while a start for it is
+    waiting coalesce into that one; a submit that arrives while a start runs asks for another
+    after it, so the last job is always looked at."""
+
+    def __init__(self, redis: Redis, backend: Backend, max_workers: int) -> None:
+        self.redis, self.backend, self.max_workers = redis, backend, max_workers
+        self._waiting: dict[str, str] = {}  # queue -> id of the job that asked
+        self._guard = threading.Lock()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="offload-ondemand")
+
+    def request(self, queue: str, job_id: str) -> Future[None] | None:
+        """Ask for a worker for ``queue`` (job ``job_id`` waits there); return the pending start, if new."""
+        with self._guard:
+            if queue in self._waiting:
+                return None
+            self._waiting[queue] = job_id
+        return self._executor.submit(self._start, queue)
+
+    def _start(self, queue: str) -> None:
+        with self._guard:
+            job_id = self._waiting.pop(queue)
+        try:
+            ensure_worker(self.redis, self.backend, queue, self.max_workers)
+        except (OnDemandError, RedisError) as exc:
+            # The job is safely queued; the next submit to the queue tries again.
+            log.error("job %s waits on queue %s: no on-demand worker could be started: %s", job_id, queue, exc)
+        except Exception:
+            log.exception("job %s waits on queue %s: starting an on-demand worker failed", job_id, queue)
+
+
+def job_enqueued(queue: str, job_id: str) -> Future[None] | None:
+    """After a job lands on ``queue``: have an on-demand worker started for it, without waiting."""
     config = current_app.config
     if queue not in config["OFFLOAD_ONDEMAND_QUEUES"]:
-        return
-    try:
-        backend = current_app.extensions.get(EXTENSION_KEY)
-        if backend is None:
-            backend = current_app.extensions[EXTENSION_KEY] = make_backend(config)
-        ensure_worker(get_redis(), backend, queue, config["OFFLOAD_ONDEMAND_MAX_WORKERS"])
-    except (OnDemandError, RedisError) as exc:
-        log.error("job %s waits on queue %s: no on-demand worker could be started: %s", job_id, queue, exc)
+        return None
+    starter = current_app.extensions.get(EXTENSION_KEY)
+    if starter is None:
+        try:
+            backend = make_backend(config)
+        except OnDemandError as exc:
+            log.error("job %s waits on queue %s: no on-demand worker could be started: %s", job_id, queue, exc)
+            return None
+        starter = Starter(get_redis(), backend, config["OFFLOAD_ONDEMAND_MAX_WORKERS"])
+        starter = current_app.extensions.setdefault(EXTENSION_KEY, starter)  # one per app, whichever thread won
+    return starter.request(queue, job_id)

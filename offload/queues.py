@@ -18,11 +18,13 @@ job RQ stores.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from redis import Redis
+from redis.client import Pipeline
 from rq import Queue
-from rq.job import JobStatus
+from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 WAKE_CHANNEL = "offload:scheduler:wake"
@@ -32,13 +34,15 @@ WAKE_CHANNEL = "offload:scheduler:wake"
 class OffloadQueue(Queue):
     """RQ's queue, with fewer writes per job, which wakes the scheduler when it schedules."""
 
-    def create_job(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def create_job(self, *args: Any, **kwargs: Any) -> Job:
         job = super().create_job(*args, **kwargs)
         # No id yet: Job.id makes up a new one, so no other key can refer to this job.
-        job._offload_new = job._id is None
+        job._offload_new = job._id is None  # type: ignore[attr-defined]  # a mark only _persist_job reads
         return job
 
-    def enqueue_job(self, job, pipeline=None, at_front=False, unique=False):  # type: ignore[no-untyped-def]
+    def enqueue_job(
+        self, job: Job, pipeline: Pipeline | None = None, at_front: bool = False, unique: bool = False
+    ) -> Job:
         if pipeline is not None or unique or job.has_rate_limit or job._dependency_ids or not self._is_async:
             return super().enqueue_job(job, pipeline=pipeline, at_front=at_front, unique=unique)
         with self.connection.pipeline() as batch:
@@ -46,17 +50,17 @@ class OffloadQueue(Queue):
             batch.execute()
         return job
 
-    def _persist_job(self, job, pipeline, status=JobStatus.QUEUED) -> None:  # type: ignore[no-untyped-def]
+    def _persist_job(self, job: Job, pipeline: Pipeline, status: JobStatus = JobStatus.QUEUED) -> None:
         job._status = status  # save() writes it with the rest of the hash
         job.save(pipeline=pipeline)
         new = getattr(job, "_offload_new", False) and not job._dependency_ids
-        job._offload_new = False
+        job._offload_new = False  # type: ignore[attr-defined]  # see create_job
         if new and job.ttl is not None and job.ttl > 0:
             pipeline.expire(job.key, job.ttl)
         else:
             job.cleanup(ttl=job.ttl, pipeline=pipeline)
 
-    def schedule_job(self, job, datetime, pipeline=None, unique=False):  # type: ignore[no-untyped-def]
+    def schedule_job(self, job: Job, datetime: datetime, pipeline: Pipeline | None = None, unique: bool = False) -> Job:
         job = super().schedule_job(job, datetime, pipeline=pipeline, unique=unique)
         # A unique job is written by a script at once, whatever pipeline was given.
         connection = pipeline if pipeline is not None and not unique else self.connection

@@ -14,7 +14,7 @@ import inspect
 import typing
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from rq import RateLimit, Retry
@@ -75,6 +75,20 @@ class Task:
         return [{"name": name, "required": name in required, **prop} for name, prop in schema["properties"].items()]
 
 
+class TaskOptions(TypedDict, total=False):
+    """How a task is registered (``@offload.task(**options)``); every key is optional."""
+
+    title: str  # shown on its form and job pages (default: from the function's name)
+    description: str  # default: the first paragraph of its docstring
+    queue: str  # default "default"
+    timeout: int  # seconds; default 180 (RQ's)
+    retry: Retry | None  # RQ's Retry(max=..., interval=[...]); default: none
+    result_ttl: int | None  # seconds the result is kept; default OFFLOAD_RESULT_TTL
+    concurrency_limit: int | str | None  # at most this many queued or running at once (or the config key of it)
+    own_form: str | None  # the endpoint of the page that starts it, when its signature's form cannot
+    name: str  # default: the function's name
+
+
 class TaskRegistry(MutableMapping[str, Task]):
     """The tasks of one :class:`offload.Offload`, by name (a mapping) and by the import path RQ stores."""
 
@@ -82,37 +96,26 @@ class TaskRegistry(MutableMapping[str, Task]):
         self._by_name: dict[str, Task] = {}
         self._by_path: dict[str, Task] = {}
 
-    def register(
-        self,
-        func: Callable[..., Any],
-        *,
-        title: str | None = None,
-        description: str | None = None,
-        queue: str = "default",
-        timeout: int = 180,
-        retry: Retry | None = None,
-        result_ttl: int | None = None,
-        concurrency_limit: int | str | None = None,
-        own_form: str | None = None,
-        name: str | None = None,
-    ) -> Task:
+    def register(self, func: Callable[..., Any], **options: Unpack[TaskOptions]) -> Task:
         """Register ``func`` as a task and return it; a second task of the same name is refused."""
-        task_name = name or func.__name__
+        task_name = options.get("name") or func.__name__
         if task_name in self._by_name:
             raise ValueError(f"task {task_name!r} is registered twice")
         doc = inspect.getdoc(func) or ""
+        title = options.get("title")
+        description = options.get("description")
         task = Task(
             name=task_name,
             func=func,
             title=title or task_name.replace("_", " ").capitalize(),
             description=description if description is not None else doc.split("\n\n")[0],
             params=params_model(func),
-            queue=queue,
-            timeout=timeout,
-            retry=retry,
-            result_ttl=result_ttl,
-            concurrency_limit=concurrency_limit,
-            own_form=own_form,
+            queue=options.get("queue", "default"),
+            timeout=options.get("timeout", 180),
+            retry=options.get("retry"),
+            result_ttl=options.get("result_ttl"),
+            concurrency_limit=options.get("concurrency_limit"),
+            own_form=options.get("own_form"),
         )
         self[task_name] = task
         return task

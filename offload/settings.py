@@ -17,6 +17,10 @@ from typing import Any
 
 PREFIX = "OFFLOAD_"
 
+APP_ENV = "OFFLOAD_APP"
+"""Environment variable naming the Flask app a worker runs jobs for, in ``flask --app``'s notation
+(``module``, ``module:app``, ``module:create_app()``): read by ``rq worker -w offload.worker.OffloadWorker``."""
+
 DEVELOPMENT_SECRET_KEY = "offload-development-only-secret-key"  # noqa: S105 - refused outside development
 """Used when ``SECRET_KEY`` is unset and ``OFFLOAD_ENV=development``; refused elsewhere."""
 
@@ -77,7 +81,7 @@ DEFAULTS: dict[str, Any] = {
     "METRICS_TOKEN": "",
     # The operator who may open /rq and the operator pages; both empty: those pages are off.
     "OPERATOR_USERNAME": "",
-    # A werkzeug password hash (scrypt), made by `python -m auth`; never the password itself.
+    # A werkzeug password hash (scrypt), made by `python -m offload.web.auth`; never the password itself.
     "OPERATOR_PASSWORD_HASH": "",
     # Hours an operator login lasts before the password is asked again.
     "OPERATOR_SESSION_HOURS": 12,
@@ -138,6 +142,14 @@ DEFAULTS: dict[str, Any] = {
     # or once its peak memory passes this many MB, so a leaking job cannot grow forever.
     "JOB_PROCESS_MAX_JOBS": 1000,
     "JOB_PROCESS_MAX_MEMORY_MB": 1024,
+    # --- which jobs a worker runs (worker/unknown_tasks.py)
+    # Seconds a job whose task the worker does not know (an older release during a rolling deploy)
+    # keeps being put back for a worker that knows it, before it fails saying no worker does. Its
+    # retries are not spent meanwhile; the job's function is never imported by such a worker.
+    "UNKNOWN_TASK_GRACE": 600,
+    # Modules whose functions workers run as jobs though they are no registered task (the tests set
+    # tests.fixtures); empty: a worker runs only registered tasks (and Offload's own callbacks).
+    "UNREGISTERED_JOB_MODULES": [],
 }
 """Every Offload setting without its ``OFFLOAD_`` prefix, with its default."""
 

@@ -29,12 +29,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Workers built in the tests' own process run their jobs inside the reference app, as `rq worker -c worker` does.
 os.environ.setdefault("OFFLOAD_APP", "app:create_app")
+# Workers run only registered tasks, and the functions of the modules this names: the tests enqueue
+# their fixtures (tests/fixtures.py) by path. Every worker and app the tests start reads it.
+os.environ.setdefault("OFFLOAD_UNREGISTERED_JOB_MODULES", "tests.fixtures")
 
 OPERATOR_USERNAME = "operator"
 OPERATOR_PASSWORD = "correct horse battery staple"  # the tests' own account
 OPERATOR_ACCOUNT = {
     "OFFLOAD_OPERATOR_USERNAME": OPERATOR_USERNAME,
-    # pbkdf2 with few rounds keeps logins fast in tests; `python -m auth` makes scrypt hashes.
+    # pbkdf2 with few rounds keeps logins fast in tests; `python -m offload.web.auth` makes scrypt hashes.
     "OFFLOAD_OPERATOR_PASSWORD_HASH": generate_password_hash(OPERATOR_PASSWORD, method="pbkdf2:sha256:1000"),
 }
 """The operator account every test app and test stack is configured with."""

@@ -9,10 +9,10 @@ import re
 import pytest
 from werkzeug.security import check_password_hash
 
-from offload.web import auth
 import dev
-from offload import settings
 from app import create_app
+from offload import settings
+from offload.web import auth
 from tests.conftest import OPERATOR_ACCOUNT, OPERATOR_PASSWORD, log_in
 
 

@@ -21,11 +21,12 @@ from rq.serializers import JSONSerializer
 
 from offload import Task
 from tasks import offload
-
-TASKS = offload.tasks
 from tests.conftest import OPERATOR_PASSWORD, OPERATOR_USERNAME, ROOT, wait_for
 from tests.mailserver import MailServer, mail_server
 from tests.thirdparty_server import ThirdParty
+
+TASKS = offload.tasks
+
 
 pytestmark = pytest.mark.e2e
 

@@ -12,8 +12,8 @@ import rq_dashboard.web
 from rq import Queue, SimpleWorker
 from rq.serializers import JSONSerializer
 
-from offload.web import auth
 from app import create_app
+from offload.web import auth
 from tests.conftest import (
     OPERATOR_ACCOUNT,
     OPERATOR_PASSWORD,
@@ -205,7 +205,7 @@ def test_workers_json_shows_a_busy_workers_job_where_rq_dashboard_alone_fails(st
 
 @pytest.mark.e2e
 def test_served_without_an_operator_account_rq_is_closed_and_the_log_says_why(redis_url, tmp_path):
-    env = {key: value for key, value in process_env(redis_url).items() if not key.startswith("OPERATOR_")}
+    env = {key: value for key, value in process_env(redis_url).items() if "OPERATOR_" not in key}
     stack = Stack(redis_url=redis_url, logs=tmp_path, env=env)
     try:
         stack.start_web()

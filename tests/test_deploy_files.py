@@ -24,9 +24,10 @@ from redis import Redis
 
 import dev
 from tasks import offload
+from tests.conftest import ROOT, Stack, process_env, wait_for
 
 TASKS = offload.tasks
-from tests.conftest import ROOT, Stack, process_env, wait_for
+
 
 FLY = tomllib.loads((ROOT / "fly.toml").read_text())
 SECRETS = ("REDIS_URL", "SECRET_KEY", "METRICS_TOKEN", "FLY_API_TOKEN")

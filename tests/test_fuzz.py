@@ -22,9 +22,10 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from tasks import offload
+from tests.conftest import queued_job_count
 
 TASKS = offload.tasks
-from tests.conftest import queued_job_count
+
 
 FUZZ = settings(
     max_examples=250,

@@ -10,9 +10,9 @@ import pytest
 from rq import Queue, SimpleWorker
 from rq.serializers import JSONSerializer
 
+from app import create_app
 from offload import jobs
 from offload.workloads import newsletter
-from app import create_app
 from tests.conftest import OPERATOR_ACCOUNT, log_in, wait_for
 
 
@@ -168,3 +168,16 @@ def test_an_operator_stops_a_running_job_and_others_cannot(http: httpx.Client, s
     assert response.status_code == 303
     view = wait_for(lambda: (v := http.get(f"/api/jobs/{job.id}").json())["ended"] and v, what="the job to stop")
     assert view["status"] == "stopped"
+
+
+def test_canceling_a_newsletter_that_just_expired_leaves_no_key_behind(app, redis):
+    """The batch can expire between the page's read and the cancel: no TTL-less hash may appear."""
+    batch_id = "0" * 32
+    redis.hset(newsletter.batch_key(batch_id), "subject", "x")
+    assert newsletter.mark_canceled(redis, batch_id, 1) is True
+    assert newsletter.mark_canceled(redis, batch_id, 2) is True  # already flagged: the first time stays
+    assert redis.hget(newsletter.batch_key(batch_id), "canceled_at") == b"1"
+    redis.delete(newsletter.batch_key(batch_id))  # expired
+
+    assert newsletter.mark_canceled(redis, batch_id, 3) is False
+    assert not redis.exists(newsletter.batch_key(batch_id))

@@ -11,12 +11,12 @@ from rq import Queue
 from rq.group import Group
 from rq.serializers import JSONSerializer
 
-from offload.workloads import newsletter
 from app import create_app
+from offload.workloads import newsletter
 from tasks import offload
+from tests.conftest import queued_job_count
 
 TASKS = offload.tasks
-from tests.conftest import queued_job_count
 
 
 def form(recipients: str = "", **extra) -> dict:

@@ -75,7 +75,7 @@ def test_the_form_mails_every_recipient_once_and_the_batch_page_shows_it(workers
     assert (batch["sent"], batch["failed"], batch["pending"]) == (20, 0, 0)
     assert smtp.received() == dict.fromkeys(recipients, 1)
     assert {message["Subject"] for _, message in smtp.messages} == {"Issue #1"}
-    assert 'data-field="sent">20<' in page and 'src="/static/batch.js"' in page
+    assert 'data-field="sent">20<' in page and 'src="/offload-static/batch.js"' in page
 
 
 def test_a_server_that_refuses_for_a_while_still_delivers_each_mail_exactly_once(workers, smtp, redis, app):

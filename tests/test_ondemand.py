@@ -21,12 +21,21 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from offload import ondemand
-from offload.ondemand import FlyBackend, LocalBackend, burst_command, ensure_worker, leave_if_drained, workers_key
+from offload.ondemand import (
+    FlyBackend,
+    LocalBackend,
+    burst_command,
+    ensure_worker,
+    leave_if_drained,
+    lock_key,
+    workers_key,
+)
 from tasks import offload
-
-TASKS = offload.tasks
 from tests.conftest import process_env, wait_for
 from tests.fake_fly import FakeFly
+
+TASKS = offload.tasks
+
 
 pytestmark = pytest.mark.e2e
 
@@ -81,7 +90,7 @@ def drained(redis: Redis) -> bool:
 def test_job_on_an_ondemand_queue_starts_a_burst_worker_that_exits_once_drained(client, redis, ondemand_task):
     created = client.post("/api/jobs", json={"task": "crunch_on_demand", "params": {"limit": 1_000_000}})
     assert created.status_code == 202
-    (pid,) = [int(pid) for pid in redis.hvals(workers_key(QUEUE))]
+    (pid,) = [int(pid) for pid in wait_for(lambda: redis.hvals(workers_key(QUEUE)), what="a worker to start")]
 
     job = wait_for(lambda: (view := client.get(created.headers["Location"]).get_json())["ended"] and view, what="job")
     assert job["status"] == "finished" and job["result"]["primes_below_limit"] == 78498
@@ -138,7 +147,7 @@ def test_a_worker_stopped_with_work_left_hands_it_to_a_new_worker(redis, redis_u
     running = queue.enqueue("tests.fixtures.run_until_released", "release")
     ensure_worker(redis, backend, QUEUE, max_workers=1)
     wait_for(lambda: status(redis, running.id) == "started", what="the worker to take the job")
-    (pid,) = [int(pid) for pid in redis.hvals(workers_key(QUEUE))]
+    (pid,) = [int(pid) for pid in wait_for(lambda: redis.hvals(workers_key(QUEUE)), what="a worker to start")]
     left = queue.enqueue("tests.fixtures.burn_cpu", 0)
     assert ensure_worker(redis, backend, QUEUE, max_workers=1) is None
 
@@ -212,7 +221,7 @@ def submit(client) -> str:
 def test_a_job_starts_a_machine_of_the_running_image_that_drains_the_queue_and_is_destroyed(fly, fly_client, redis):
     job_id = submit(fly_client)
 
-    (machine,) = fly.created()
+    (machine,) = wait_for(fly.created, what="a Machine to be created")
     config = machine.config
     assert config["image"] == IMAGE
     assert config["init"]["cmd"] == burst_command(QUEUE)
@@ -232,6 +241,7 @@ def test_rate_limits_and_capacity_errors_are_retried_until_a_machine_starts(fly,
     )
     job_id = submit(fly_client)
 
+    wait_for(fly.created, what="a Machine to be created")
     assert [r for r in fly.requests if r[0] == "POST"].__len__() == 4
     assert len(fly.created()) == 1
     wait_for(lambda: status(redis, job_id) == "finished", what="the Machine to run the job")
@@ -241,10 +251,24 @@ def test_a_refused_token_leaves_the_job_queued_and_says_why(fly, fly_client, red
     fly.token = "another-token"
     with caplog.at_level(logging.ERROR, logger="offload.ondemand"):
         job_id = submit(fly_client)
+        wait_for(lambda: "401" in caplog.text, what="the refusal to be logged")
 
     assert status(redis, job_id) == "queued"
     assert not fly.created()
     assert f"job {job_id} waits on queue ondemand" in caplog.text and "401" in caplog.text
+
+
+def test_a_submit_never_waits_for_the_queues_lock_or_the_machines_api(fly, fly_client, redis):
+    """Starting a worker takes the queue's lock (up to 20 s) and the Machines API (up to 15 s): not in the request."""
+    held = redis.lock(lock_key(QUEUE), timeout=60)
+    assert held.acquire(blocking=False)
+    try:
+        job_id = submit(fly_client)  # answered while the lock is held elsewhere
+        assert status(redis, job_id) == "queued" and not fly.created()
+    finally:
+        held.release()
+    wait_for(fly.created, what="the Machine started once the lock was free")
+    wait_for(lambda: status(redis, job_id) == "finished", what="the Machine to run the job")
 
 
 def test_no_second_machine_starts_for_work_one_is_draining(fly, redis, queue):

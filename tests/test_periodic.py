@@ -8,9 +8,8 @@ from collections import Counter
 import pytest
 from redis import Redis
 
-from offload.workloads import housekeeping
-from offload.workloads import newsletter
 from offload import periodic
+from offload.workloads import housekeeping, newsletter
 from tasks import offload
 from tests.conftest import Stack, process_env, wait_for
 

@@ -15,8 +15,8 @@ from pypdf import PdfReader
 
 from offload import settings
 from offload.artifacts import ArtifactTooLarge, RedisArtifactStore
-from offload.workloads.reports import build_pdf, file_name, parse_table
 from offload.retries import PermanentError
+from offload.workloads.reports import build_pdf, file_name, parse_table
 from tests.conftest import queued_job_count, wait_for
 
 

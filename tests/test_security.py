@@ -119,7 +119,9 @@ def test_headers_come_through_gunicorn_too(http: httpx.Client):
 def test_hsts_only_over_https_and_only_from_a_trusted_proxy(redis_url: str):
     from app import create_app
 
-    behind_proxy = create_app({"TESTING": True, "OFFLOAD_REDIS_URL": redis_url, "OFFLOAD_TRUSTED_PROXY_COUNT": 1}).test_client()
+    behind_proxy = create_app(
+        {"TESTING": True, "OFFLOAD_REDIS_URL": redis_url, "OFFLOAD_TRUSTED_PROXY_COUNT": 1}
+    ).test_client()
     direct = create_app({"TESTING": True, "OFFLOAD_REDIS_URL": redis_url}).test_client()
     https = {"X-Forwarded-Proto": "https"}
 

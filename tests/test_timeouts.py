@@ -7,9 +7,9 @@ from rq import Queue, Retry
 from rq.serializers import JSONSerializer
 
 from tasks import offload
+from tests.conftest import wait_for
 
 TASKS = offload.tasks
-from tests.conftest import wait_for
 
 
 @pytest.mark.parametrize("name", sorted(name for name, task in TASKS.items() if not task.own_form))

@@ -26,6 +26,8 @@ def _exempt_from_csrf(state: BlueprintSetupState) -> None:
     # JSON only: browsers cannot send it cross-site without a CORS preflight.
     state.app.extensions["csrf"].exempt(bp)
 
+
+EMPTY_KEY = '""'
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -33,17 +35,18 @@ def _bad_request(message: str, fields: dict[str, str]):
     return jsonify(error=message, fields=fields), 400
 
 
-def invalid_text(value: Any, path: str = "") -> str | None:
+def invalid_text(value: Any, path: str | None = None) -> str | None:
     """Return the path of the first key or string in ``value`` that is not valid Unicode.
 
     JSON's ``\\ud800`` escapes decode to unpaired surrogates, which pass validation as
     ``str`` and then break every page that prints them as UTF-8.
     """
     if isinstance(value, str):
-        return None if value.isascii() or not _SURROGATE.search(value) else path
+        return None if value.isascii() or not _SURROGATE.search(value) else (path or "")
     items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
     for key, item in items:
-        where = f"{path}.{key}" if path else str(key)
+        # Inside the body an empty key is named "" (as field_errors names it), so the path stays readable.
+        where = f"{path}.{str(key) or EMPTY_KEY}" if path is not None else str(key)
         if isinstance(key, str) and _SURROGATE.search(key):
             return where
         found = invalid_text(item, where)

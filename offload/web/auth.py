@@ -5,7 +5,7 @@ The account is ``OPERATOR_USERNAME`` + ``OPERATOR_PASSWORD_HASH`` (settings.py).
 neither set, every operator page (``/rq`` included) answers 503 saying so, in development
 too: the dashboard never runs open. Make a hash with::
 
-    .venv/bin/python -m auth        # asks for the password twice, prints the hash
+    .venv/bin/python -m offload.web.auth        # asks for the password twice, prints the hash
 
 A login lives in the signed session cookie with the time it happened and an HMAC of the
 account (``SECRET_KEY`` over username + password hash): changing the password or the
@@ -28,8 +28,6 @@ from urllib.parse import urlsplit
 
 from flask import (
     Blueprint,
-    Flask,
-    Response,
     abort,
     current_app,
     redirect,
@@ -38,6 +36,7 @@ from flask import (
     session,
     url_for,
 )
+from flask.typing import ResponseReturnValue
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from offload.web.rate_limits import limiter
@@ -51,7 +50,7 @@ MIN_PASSWORD_LENGTH = 12
 
 OFF_MESSAGE = (
     "Operator pages, including the RQ dashboard, are off: no operator account is configured. "
-    "Set OPERATOR_USERNAME and OPERATOR_PASSWORD_HASH (make the hash with `python -m auth`) and restart."
+    "Set OPERATOR_USERNAME and OPERATOR_PASSWORD_HASH (make the hash with `python -m offload.web.auth`) and restart."
 )
 
 
@@ -90,7 +89,7 @@ def check_credentials(username: str, password: str) -> bool:
     return name_ok and password_ok
 
 
-def refuse_unless_operator() -> Response | None:
+def refuse_unless_operator() -> ResponseReturnValue | None:
     """Return None for an operator; else the answer anyone else gets (503 off, login redirect, 403)."""
     if not credentials_configured():
         abort(503, OFF_MESSAGE)
@@ -120,7 +119,12 @@ def safe_next(target: str | None) -> str:
         parts = urlsplit(target)
         if not parts.scheme and not parts.netloc:
             return target
-    return url_for("web.index")
+    return home()
+
+
+def home() -> str:
+    """The page an operator lands on: the task list, or the operators' queues in an app without the pages."""
+    return url_for("web.index") if "web" in current_app.blueprints else url_for("operators.queues")
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -152,7 +156,7 @@ def login():
 def logout():
     """Forget the operator login (the form posts a CSRF token like every other form)."""
     session.pop(SESSION_KEY, None)
-    return redirect(url_for("web.index"), code=303)
+    return redirect(home(), code=303)
 
 
 def main(argv: list[str]) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 
-from flask import Blueprint, abort, redirect, url_for
+from flask import Blueprint, abort, current_app, redirect, url_for
 from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.group import Group
@@ -34,14 +34,16 @@ def _job_in(job_id: str, states: tuple[str, ...], action: str) -> Job:
     job = jobs.fetch_job(job_id)
     if job is None:
         abort(404, "No such job: it never existed or its result has expired.")
-    status = job.get_status()
-    status = status.value if isinstance(status, JobStatus) else str(status)
+    found = job.get_status()
+    status = found.value if isinstance(found, JobStatus) else str(found)
     if status not in states:
         abort(409, f"Only a {' or '.join(states)} job can be {action}; this one is {status}.")
     return job
 
 
 def _back(job: Job):
+    if "web" not in current_app.blueprints:  # an app with the console but not the pages
+        return redirect(url_for("operators.all_jobs"), code=303)
     return redirect(url_for("web.job_page", job_id=job.id), code=303)
 
 
@@ -92,7 +94,8 @@ def cancel_batch(batch_id: str):
     if newsletter.batch_view(redis, batch_id, failures_shown=0) is None:
         abort(404, "No such newsletter: it never existed or it has expired.")
     # The flag first: a job that starts between here and its cancel below sees it and sends nothing.
-    redis.hsetnx(newsletter.batch_key(batch_id), "canceled_at", int(time.time()))
+    if not newsletter.mark_canceled(redis, batch_id, int(time.time())):
+        abort(404, "No such newsletter: it has just expired.")
     ids = [raw.decode() for raw in redis.smembers(Group.get_key(batch_id))]
     waiting = [
         job
@@ -104,4 +107,6 @@ def cancel_batch(batch_id: str):
             job.cancel(pipeline=pipe)
         pipe.execute()
     log.info("Operator canceled newsletter %s: %d waiting mails", batch_id, len(waiting))
+    if "web" not in current_app.blueprints:
+        return redirect(url_for("operators.all_jobs"), code=303)
     return redirect(url_for("web.batch_page", batch_id=batch_id), code=303)

@@ -27,13 +27,16 @@ from typing import Any
 
 import rq_dashboard
 import rq_dashboard.web
-from flask import Flask, Response, abort, current_app, jsonify, render_template, request
+from flask import Response, abort, current_app, jsonify, render_template, request
+from flask.sansio.app import App
+from flask.typing import ResponseReturnValue
 from flask_wtf.csrf import generate_csrf
 from markupsafe import escape
 from rq import Worker
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.serializers import JSONSerializer
+from rq.worker.base import BaseWorker
 from werkzeug.exceptions import MethodNotAllowed
 
 from offload.web import auth
@@ -46,7 +49,7 @@ CSRF_COOKIE = "_csrf_token"  # the name rq-dashboard's dashboard.js reads
 _INLINE_SCRIPT = re.compile(r'<script type="text/javascript">(.*?)</script>', re.DOTALL)
 
 
-def init_app(app: Flask) -> None:
+def init_app(app: App) -> None:
     """Mount rq-dashboard at ``/rq`` on ``app``'s Redis, behind the operator login."""
     app.config.from_object(rq_dashboard.default_settings)
     app.config["RQ_DASHBOARD_REDIS_URL"] = app.config["OFFLOAD_REDIS_URL"]
@@ -61,7 +64,7 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(NoSuchJobError, no_such_job)
 
 
-def guard_dashboard() -> Response | None:
+def guard_dashboard() -> ResponseReturnValue | None:
     """Refuse every dashboard request but an operator's, and GET on its state-changing routes."""
     if request.blueprint != BLUEPRINT:
         return None
@@ -70,7 +73,7 @@ def guard_dashboard() -> Response | None:
         return refusal
     if (request.view_args or {}).get("instance_number", 0) != 0:
         abort(404, "The dashboard shows one Redis: instance 0.")
-    rule_methods = request.url_rule.methods if request.url_rule else set()
+    rule_methods = (request.url_rule.methods if request.url_rule else None) or set()
     if request.method in ("GET", "HEAD") and "POST" in rule_methods:
         raise MethodNotAllowed(valid_methods=["POST"], description="This action changes data: it takes POST only.")
     return None
@@ -129,7 +132,7 @@ def job_info(instance_number: int, job_id: str):
     return jsonify(escape_strings(data)), {"Cache-Control": "no-store"}
 
 
-def current_job(worker: Worker) -> Job | None:
+def current_job(worker: BaseWorker) -> Job | None:
     """Return the job ``worker`` is running, or None when idle or when that job was deleted."""
     try:
         return worker.get_current_job()
@@ -156,7 +159,10 @@ def list_workers(instance_number: int):
     job unpickles JSON and fails with a 500. The answer has the same shape as its own.
     """
     workers = []
-    for worker in Worker.all(connection=current_app.redis_conn, serializer=JSONSerializer):
+    for worker in Worker.all(
+        connection=current_app.redis_conn,  # type: ignore[attr-defined]  # rq-dashboard's setup sets it
+        serializer=JSONSerializer,
+    ):
         workers.append(
             {
                 "name": str(escape(worker.name)),

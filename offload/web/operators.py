@@ -88,4 +88,6 @@ def worker_overview() -> list[dict[str, Any]]:
 @operator_required
 def queues():
     """Depth per queue, counts per registry, and every worker with what it is running."""
-    return render_template("offload/queues.html", queues=queue_overview(), workers=worker_overview(), registries=REGISTRIES)
+    return render_template(
+        "offload/queues.html", queues=queue_overview(), workers=worker_overview(), registries=REGISTRIES
+    )

@@ -89,7 +89,9 @@ def submit(name: str):
     except ScheduleError as exc:
         errors[exc.field] = exc.message
     if errors:
-        page = render_template("offload/index.html", tasks=get_tasks().values(), errors={name: errors}, values={name: request.form})
+        page = render_template(
+            "offload/index.html", tasks=get_tasks().values(), errors={name: errors}, values={name: request.form}
+        )
         return page, 400
     job = jobs.submit_job(task, params, run_at=run_at)
     remember_job(job.id)
@@ -121,7 +123,10 @@ def newsletter_form():
     except ValueError as exc:
         recipients, errors["recipients_csv"] = newsletter.Recipients(), str(exc)
     submission = newsletter.check_newsletter(
-        request.form, recipients, config["OFFLOAD_NEWSLETTER_MAX_RECIPIENTS"], skip_invalid="skip_invalid" in request.form
+        request.form,
+        recipients,
+        config["OFFLOAD_NEWSLETTER_MAX_RECIPIENTS"],
+        skip_invalid="skip_invalid" in request.form,
     )
     errors = {**submission.errors, **errors}
     try:

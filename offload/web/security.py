@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
+from typing import Any
 
 from flask import Flask, Response, abort, current_app, request
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -46,7 +48,7 @@ def submit_limit() -> str:
     return current_app.config["OFFLOAD_SUBMIT_RATE_LIMIT"]
 
 
-def limit_submissions(view):  # type: ignore[no-untyped-def]
+def limit_submissions(view: Callable[..., Any]) -> Callable[..., Any]:
     """Decorate a view that submits jobs: every such view shares one per-client budget."""
     return limiter.shared_limit(submit_limit, scope="submit", methods=["POST"], error_message=SUBMIT_LIMIT_MESSAGE)(
         view
@@ -100,6 +102,6 @@ def init_app(app: Flask) -> None:
     proxies = app.config["OFFLOAD_TRUSTED_PROXY_COUNT"]
     if proxies:
         # X-Forwarded-For gives the client's address (rate limits), -Proto says HTTPS (HSTS, cookies).
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)  # type: ignore[method-assign]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)  # type: ignore[method-assign]  # Flask documents wrapping it
     app.after_request(add_security_headers)
     app.before_request(refuse_unreadable_form_names)  # before CSRFProtect's, which init_app adds later

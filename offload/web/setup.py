@@ -5,7 +5,9 @@ so they never collide with the host app's)."""
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask
+from typing import cast
+
+from flask import Blueprint, Flask, current_app
 from flask_wtf.csrf import CSRFProtect
 
 from offload.web import auth, rate_limits
@@ -29,11 +31,17 @@ def install(app: Flask) -> None:
     if "csrf" not in app.extensions:  # the host's own CSRFProtect, when it has one
         CSRFProtect(app)
     rate_limits.init_app(app)
-    app.context_processor(lambda: {"is_operator": auth.is_operator})
+    app.context_processor(lambda: {"is_operator": auth.is_operator, "offload_parts": registered_parts()})
     app.register_blueprint(assets)
+
+
+def registered_parts() -> dict[str, bool]:
+    """Which of Offload's blueprints the current app has, so pages link only to what exists."""
+    blueprints = current_app.blueprints
+    return {"pages": "web" in blueprints, "api": "api" in blueprints, "console": "console" in blueprints}
 
 
 def on_register(blueprint: Blueprint) -> Blueprint:
     """Make ``blueprint`` :func:`install` Offload's web parts on every app it is registered on."""
-    blueprint.record_once(lambda state: install(state.app))
+    blueprint.record_once(lambda state: install(cast(Flask, state.app)))  # a Flask app at run time
     return blueprint

@@ -14,6 +14,8 @@ from rq.job import Job
 from rq.timeouts import JobTimeoutException
 from rq.utils import now, utcformat
 
+from offload.jobs import error_line
+
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -25,8 +27,7 @@ def describe_failure(exc: BaseException | None, timeout: float | None) -> str:
         return timed_out(timeout)
     if exc is None:
         return "failed"
-    line = traceback.format_exception_only(type(exc), exc)[-1].strip()
-    return line[:500]
+    return error_line(traceback.format_exception_only(type(exc), exc)[-1])
 
 
 def timed_out(timeout: float | None) -> str:

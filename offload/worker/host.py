@@ -13,8 +13,8 @@ import os
 from flask import Flask
 from flask.cli import NoAppException, ScriptInfo
 
-APP_ENV = "OFFLOAD_APP"
-"""Environment variable naming the host app for ``rq worker``: ``module:create_app`` and the like."""
+from offload.settings import APP_ENV
+
 
 _bound: Flask | None = None
 

@@ -40,6 +40,7 @@ from rq.queue import Queue
 from rq.worker import WorkerStatus
 
 from offload.jobs import unreadable
+from offload.worker import unknown_tasks
 from offload.worker.outages import REDIS_ERRORS
 
 
@@ -99,6 +100,8 @@ class JobProcessRunner:
             queue.intermediate_queue.remove(job.id)
             self.handle_job_failure(job, queue, exc_string=f"Refused: {refusal} (Offload only runs JSON jobs)")  # type: ignore[attr-defined]
             return
+        if self._until_redis_answers(f"setting job {job.id} aside", unknown_tasks.set_aside, self, job, queue):  # type: ignore[attr-defined]
+            return  # not a task this worker knows: put back for one that does, or failed (unknown_tasks.py)
         try:
             execution = self.prepare_execution(job)  # type: ignore[attr-defined]
             self.fork_work_horse(job, queue)

@@ -61,12 +61,14 @@ def hourly_digest(redis: Redis, config: Mapping[str, Any], hours: int, job_id: s
             ids = registry.get_job_ids()
             for offset in range(0, len(ids), 500):
                 for job in Job.fetch_many(ids[offset : offset + 500], connection=redis, serializer=JSONSerializer):
+                    if job is None:
+                        continue
                     ended = job.ended_at.replace(tzinfo=UTC).timestamp() if job and job.ended_at else None
                     if ended is not None and start <= ended <= end:
-                        task = (job.meta or {}).get("task") or job.func_name
+                        task = str((job.meta or {}).get("task") or job.func_name)
                         counts.setdefault(task, Counter())[status] += 1
     # Totals only: anyone may run the digest from its form, and a batch id opens its recipient list.
-    newsletters = Counter()
+    newsletters: Counter[str] = Counter()
     for raw in redis.zrangebyscore(newsletter.INDEX_KEY, start, end):
         batch = newsletter.batch_view(redis, raw.decode(), failures_shown=0)
         if batch:
@@ -104,7 +106,9 @@ def _mail(config: Mapping[str, Any], digest: dict[str, Any]) -> None:
     message["To"] = config["OFFLOAD_DIGEST_TO"]
     message["Subject"] = f"Offload digest, {digest['window_end']}"
     message.set_content("\n".join(lines) + "\n")
-    smtp = mailer.SmtpConfig.from_url(config["OFFLOAD_SMTP_URL"], config["OFFLOAD_SMTP_TIMEOUT"], config["OFFLOAD_SMTP_CA_FILE"])
+    smtp = mailer.SmtpConfig.from_url(
+        config["OFFLOAD_SMTP_URL"], config["OFFLOAD_SMTP_TIMEOUT"], config["OFFLOAD_SMTP_CA_FILE"]
+    )
     mailer.send(smtp, message, on_accepted=lambda reply: None)
 
 

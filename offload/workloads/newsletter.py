@@ -66,6 +66,19 @@ def failed_key(batch_id: str) -> str:
     return f"{KEY_PREFIX}{batch_id}:failed"
 
 
+# Set the flag only on a batch that still exists: HSETNX alone would make a new hash, without
+# the batch's TTL, when the batch expired since it was read (and its index entry would stay).
+_MARK_CANCELED = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+return redis.call('HSETNX', KEYS[1], 'canceled_at', ARGV[1])
+"""
+
+
+def mark_canceled(redis: Redis, batch_id: str, at: int) -> bool:
+    """Flag the batch canceled at ``at`` (the first flag stays); False if the batch no longer exists."""
+    return int(redis.eval(_MARK_CANCELED, 1, batch_key(batch_id), at)) >= 0
+
+
 # --------------------------------------------------------------------------- reading the form
 
 
@@ -97,7 +110,7 @@ class Recipients:
 def read_recipients(text: str, csv_data: bytes | None = None) -> Recipients:
     """Read addresses from pasted text (one per line, or separated by commas or semicolons)
     and from a CSV file (its ``email`` column if it has a header naming one, else its first)."""
-    recipients, seen = Recipients(), set()
+    recipients, seen = Recipients(), set[str]()
     for line in text.splitlines():
         for entry in line.replace(";", ",").split(","):
             recipients.add(entry, seen)
@@ -316,7 +329,9 @@ def deliver(batch_id: str, to: str) -> dict[str, Any]:
         return {"to": to, "already_delivered": True, **json.loads(accepted)}
 
     config = current_app.config
-    smtp = mailer.SmtpConfig.from_url(config["OFFLOAD_SMTP_URL"], config["OFFLOAD_SMTP_TIMEOUT"], config["OFFLOAD_SMTP_CA_FILE"])
+    smtp = mailer.SmtpConfig.from_url(
+        config["OFFLOAD_SMTP_URL"], config["OFFLOAD_SMTP_TIMEOUT"], config["OFFLOAD_SMTP_CA_FILE"]
+    )
     message = EmailMessage()
     message["From"] = batch["sender"]
     message["To"] = Address(addr_spec=to)

@@ -72,7 +72,9 @@ def call(config: Mapping[str, Any], path: str, payload: Any = None, retry_number
     url = target_url(config["OFFLOAD_THIRD_PARTY_URL"], path)
     method = "GET" if payload is None else "POST"
     what = f"{method} {path}"
-    delay = backoff_delay(retry_number, config["OFFLOAD_THIRD_PARTY_BACKOFF_BASE"], config["OFFLOAD_THIRD_PARTY_BACKOFF_CAP"])
+    delay = backoff_delay(
+        retry_number, config["OFFLOAD_THIRD_PARTY_BACKOFF_BASE"], config["OFFLOAD_THIRD_PARTY_BACKOFF_CAP"]
+    )
     connect, read = config["OFFLOAD_THIRD_PARTY_CONNECT_TIMEOUT"], config["OFFLOAD_THIRD_PARTY_READ_TIMEOUT"]
     headers = {"User-Agent": "Offload (+rq worker)", "Accept": "application/json, text/*;q=0.5"}
     if config["OFFLOAD_THIRD_PARTY_TOKEN"]:

@@ -1,0 +1,134 @@
+"""The Flask extension as another app uses it: Offload(app) / init_app, tasks, submit and fetch,
+and each blueprint registered on its own."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import pytest
+from flask import Flask
+from pydantic import Field
+
+from offload import InvalidParams, Offload, UnknownTask
+from offload.state import get_state
+from offload.web import api_blueprint, console_blueprint, pages_blueprint
+from tests.conftest import OPERATOR_ACCOUNT, queued_job_count
+
+
+def make_app(redis_url: str, **config: object) -> Flask:
+    app = Flask("host")
+    app.config.update(SECRET_KEY="host-secret", OFFLOAD_REDIS_URL=redis_url, **config)
+    return app
+
+
+@pytest.fixture
+def offload() -> Offload:
+    extension = Offload()
+
+    @extension.task(title="Add", queue="default", timeout=10)
+    def add(a: Annotated[int, Field(ge=0, le=100)], b: int = 1) -> int:
+        return a + b
+
+    return extension
+
+
+def test_init_app_fills_in_defaults_keeps_the_apps_own_and_refuses_a_second_call(redis_url, offload):
+    app = make_app(redis_url, OFFLOAD_RESULT_TTL=60)
+    offload.init_app(app)
+
+    assert app.config["OFFLOAD_RESULT_TTL"] == 60
+    assert app.config["OFFLOAD_QUEUES"] == ["high", "default", "low"]
+    assert get_state(app).tasks is offload.tasks
+    assert not hasattr(offload, "app")
+    with pytest.raises(RuntimeError, match="already set up"):
+        offload.init_app(app)
+
+
+def test_one_offload_serves_two_apps_each_with_its_own_redis(redis_url, offload):
+    first, second = make_app(redis_url), make_app(redis_url.rsplit("/", 1)[0] + "/1")
+    offload.init_app(first)
+    offload.init_app(second)
+
+    assert get_state(first).redis is not get_state(second).redis
+    with first.app_context():
+        job = offload.submit("add", {"a": 2})
+        assert offload.fetch(job.id).kwargs == {"a": 2, "b": 1}
+    with second.app_context():
+        assert offload.fetch(job.id) is None
+
+
+def test_submit_names_each_bad_field_and_enqueues_nothing(redis_url, redis, offload):
+    app = make_app(redis_url)
+    offload.init_app(app)
+
+    with app.app_context():
+        with pytest.raises(InvalidParams) as caught:
+            offload.submit("add", {"a": 101, "c": 3})
+        with pytest.raises(UnknownTask, match="'nope'"):
+            offload.submit("nope", {})
+        assert offload.fetch("no-such-job") is None
+        assert offload.fetch("../../etc/passwd") is None
+
+    assert set(caught.value.fields) == {"a", "c"}
+    assert "a:" in str(caught.value) and "'add'" in str(caught.value)
+    assert queued_job_count(redis) == 0
+
+
+def test_a_task_on_a_queue_the_app_does_not_have_is_refused_at_init(redis_url):
+    offload = Offload()
+
+    @offload.task(queue="nightly")
+    def late() -> None:
+        return None
+
+    with pytest.raises(RuntimeError, match="'late' uses queue 'nightly'"):
+        offload.init_app(make_app(redis_url))
+
+
+def test_the_api_blueprint_alone_takes_and_shows_jobs(redis_url, offload):
+    app = make_app(redis_url, TESTING=True)
+    offload.init_app(app)
+    app.register_blueprint(api_blueprint)
+    client = app.test_client()
+
+    created = client.post("/api/jobs", json={"task": "add", "params": {"a": 1}})
+    bad = client.post("/api/jobs", json={"task": "add", "params": {"a": -1}})
+
+    assert created.status_code == 202, created.get_data(as_text=True)
+    assert created.get_json()["url"] is None  # no pages registered: no link to one
+    assert client.get(created.headers["Location"]).get_json()["status"] == "queued"
+    assert bad.status_code == 400 and "params.a" in bad.get_json()["fields"]
+
+
+def test_the_console_alone_logs_an_operator_in(redis_url, offload):
+    app = make_app(redis_url, TESTING=True, WTF_CSRF_ENABLED=False, **OPERATOR_ACCOUNT)
+    offload.init_app(app)
+    app.register_blueprint(console_blueprint, url_prefix="/ops")
+    client = app.test_client()
+
+    assert client.get("/ops/queues").status_code == 302
+    assert client.get("/login").status_code == 200
+    from tests.conftest import OPERATOR_PASSWORD, OPERATOR_USERNAME
+
+    client.post("/login", data={"username": OPERATOR_USERNAME, "password": OPERATOR_PASSWORD})
+    page = client.get("/ops/queues")
+    assert page.status_code == 200 and "default" in page.get_data(as_text=True)
+    assert client.get("/rq/").status_code == 200
+
+
+def test_the_pages_alone_render_with_their_own_templates_and_static_files(redis_url, offload):
+    app = make_app(redis_url, TESTING=True)
+    offload.init_app(app)
+    app.register_blueprint(pages_blueprint, url_prefix="/jobs-ui")
+
+    client = app.test_client()
+    index = client.get("/jobs-ui/")
+    assert index.status_code == 200 and "Add" in index.get_data(as_text=True)
+    assert client.get("/offload-static/app.css").status_code == 200
+    assert "Operator login" not in index.get_data(as_text=True)  # no console registered
+
+
+def test_a_blueprint_registered_before_offload_says_so(redis_url):
+    app = make_app(redis_url)
+    with pytest.raises(RuntimeError, match="after Offload"):
+        app.register_blueprint(api_blueprint)
