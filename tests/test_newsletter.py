@@ -209,3 +209,25 @@ def test_the_task_list_links_to_the_newsletter_form_instead_of_a_generated_one(c
     assert 'href="/newsletter"' in page
     assert 'action="/tasks/send_newsletter"' not in page
     assert client.get("/newsletter").status_code == 200
+
+
+def test_callbacks_stored_by_a_release_before_the_package_still_resolve(redis):
+    """Newsletter jobs queued before the move name ``newsletter.on_mail_failed``; the worker's job class finds it."""
+    from rq import Callback, Queue
+    from rq.serializers import JSONSerializer
+
+    from offload.worker import OffloadJob
+    from offload.workloads.newsletter import on_mail_failed, on_mail_stopped
+
+    queue = Queue("low", connection=redis, serializer=JSONSerializer)
+    job = queue.enqueue(
+        "tests.fixtures.burn_cpu",
+        0,
+        on_failure=Callback("newsletter.on_mail_failed"),
+        on_stopped=Callback("newsletter.on_mail_stopped"),
+    )
+
+    stored = OffloadJob.fetch(job.id, connection=redis, serializer=JSONSerializer)
+
+    assert stored.failure_callback is on_mail_failed
+    assert stored.stopped_callback is on_mail_stopped

@@ -11,9 +11,10 @@ from flask import Flask
 
 from offload import joblog
 from offload.state import State, get_state
+from offload.worker.base import WorkerBase
 
 
-class HostAppContext:
+class HostAppContext(WorkerBase):
     """Worker mixin: the host app's preload hooks and its context around every job."""
 
     flask_app: Flask
@@ -28,14 +29,14 @@ class HostAppContext:
         for hook in self.offload.worker_startup:  # the job process inherits what these load (copy-on-write)
             with self.flask_app.app_context():
                 hook()
-        self.log.info(  # type: ignore[attr-defined]
+        self.log.info(
             "Worker %s: preloaded libraries and models in %.2f s",
-            self.name,  # type: ignore[attr-defined]
+            self.name,
             time.perf_counter() - started,
         )
-        super().bootstrap(*args, **kwargs)  # type: ignore[misc]
+        super().bootstrap(*args, **kwargs)
 
-    def perform_job(self, job, queue, execution) -> bool:  # type: ignore[no-untyped-def]
+    def perform_job(self, job, queue, execution) -> bool:
         # The attempt's start is recorded by OffloadJob.prepare_for_execution (attempts.py).
-        with self.flask_app.app_context(), joblog.capture(job, self.connection):  # type: ignore[attr-defined]
-            return super().perform_job(job, queue, execution)  # type: ignore[misc]
+        with self.flask_app.app_context(), joblog.capture(job, self.connection):
+            return super().perform_job(job, queue, execution)

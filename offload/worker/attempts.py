@@ -15,6 +15,8 @@ from rq.timeouts import JobTimeoutException
 from rq.utils import now, utcformat
 
 from offload.jobs import error_line
+from offload.legacy import CurrentPathsJob
+from offload.worker.base import WorkerBase
 
 
 def now_iso() -> str:
@@ -34,10 +36,11 @@ def timed_out(timeout: float | None) -> str:
     return f"timed out after {int(timeout or 0)} s"
 
 
-class OffloadJob(Job):
-    """RQ's job, which records the start of each attempt in the write that marks it started."""
+class OffloadJob(CurrentPathsJob):
+    """RQ's job, which records the start of each attempt in the write that marks it started (and reads
+    paths stored by earlier releases as they are now: offload/legacy.py)."""
 
-    def prepare_for_execution(self, worker_name: str, pipeline) -> None:  # type: ignore[no-untyped-def]
+    def prepare_for_execution(self, worker_name: str, pipeline) -> None:
         super().prepare_for_execution(worker_name, pipeline)
         attempts = self.meta.setdefault("attempts", [])
         # A retried start (Redis dropped the reply: outages.py) writes the same attempt again.
@@ -49,10 +52,10 @@ class OffloadJob(Job):
         pipeline.hset(self.key, "meta", self.serializer.dumps(self.meta))
 
 
-class AttemptRecords:
+class AttemptRecords(WorkerBase):
     """Worker mixin: ends each attempt in the write RQ makes when the task returns or raises."""
 
-    def handle_execution_ended(self, job, queue, heartbeat_ttl) -> None:  # type: ignore[no-untyped-def]
+    def handle_execution_ended(self, job, queue, heartbeat_ttl) -> None:
         # Runs right after the task returns or raises, inside perform_job's except block on failure.
         attempts = job.meta.get("attempts") or [{"started_at": None}]
         attempt = attempts[-1]
@@ -66,9 +69,7 @@ class AttemptRecords:
         # What RQ's version does (end time, job heartbeat), with the meta in the same write.
         job.ended_at = job.last_heartbeat = now()
         mapping = {"last_heartbeat": utcformat(job.last_heartbeat), "meta": job.serializer.dumps(job.meta)}
-        self._until_redis_answers(  # type: ignore[attr-defined]
-            f"recording the end of job {job.id}", job.connection.hset, job.key, mapping=mapping
-        )
+        self._until_redis_answers(f"recording the end of job {job.id}", job.connection.hset, job.key, mapping=mapping)
 
     def _end_attempt(self, job: Job, outcome: str, error: str) -> dict[str, Any]:
         """End the job's running attempt with ``outcome`` and ``error``; return the meta (not yet saved)."""

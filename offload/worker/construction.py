@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from flask import Flask
 from rq import Queue
@@ -26,6 +26,7 @@ from rq.utils import import_attribute
 
 from offload.queues import OffloadQueue
 from offload.worker.attempts import OffloadJob
+from offload.worker.base import WorkerBase
 from offload.worker.host import load_host_app
 
 PUBLIC_NAMES = {OffloadJob: "offload.worker.OffloadJob", OffloadQueue: "offload.queues.OffloadQueue"}
@@ -35,7 +36,7 @@ def own_class(given: type | str | None, ours: type, rqs: type, option: str) -> t
     """Return the job or queue class to use: ours where RQ's default (or none) was given, a
     subclass of ours as given; anything else is refused, naming the option."""
     if isinstance(given, str):
-        given = import_attribute(given)
+        given = cast(type, import_attribute(given))
     if given is None or given is rqs:
         return ours
     if isinstance(given, type) and issubclass(given, ours):
@@ -65,7 +66,7 @@ def json_queue(queue: str | Queue, queue_class: type[Queue], job_class: type[Job
     )
 
 
-class Construction:
+class Construction(WorkerBase):
     """Worker mixin: ``__init__``, adapting RQ's arguments (see the module's docstring)."""
 
     def __init__(
@@ -89,8 +90,8 @@ class Construction:
             kwargs["job_monitoring_interval"] = config["OFFLOAD_WORKER_HEARTBEAT_INTERVAL"]
         if kwargs.get("maintenance_interval", DEFAULT_MAINTENANCE_TASK_INTERVAL) == DEFAULT_MAINTENANCE_TASK_INTERVAL:
             kwargs["maintenance_interval"] = config["OFFLOAD_WORKER_MAINTENANCE_INTERVAL"]
-        super().__init__(queues, *args, **kwargs)  # type: ignore[call-arg]
-        pool_kwargs = self.connection.connection_pool.connection_kwargs  # type: ignore[attr-defined]
+        super().__init__(cast("Sequence[Queue]", queues), *args, **kwargs)  # RQ takes names and queues mixed
+        pool_kwargs = self.connection.connection_pool.connection_kwargs
         if pool_kwargs.get("socket_connect_timeout") is None:
             pool_kwargs["socket_connect_timeout"] = config["OFFLOAD_REDIS_CONNECT_TIMEOUT"]
         self.full_maintenance_interval: int = config["OFFLOAD_WORKER_FULL_MAINTENANCE_INTERVAL"]

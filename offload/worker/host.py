@@ -15,7 +15,6 @@ from flask.cli import NoAppException, ScriptInfo
 
 from offload.settings import APP_ENV
 
-
 _bound: Flask | None = None
 
 

@@ -41,6 +41,7 @@ from rq.worker import WorkerStatus
 
 from offload.jobs import unreadable
 from offload.worker import unknown_tasks
+from offload.worker.base import WorkerBase
 from offload.worker.outages import REDIS_ERRORS
 
 
@@ -84,7 +85,7 @@ UNKNOWN_EXIT = 1 << 8
 """Wait status "exited 1": what a job process's death reads as when its real status is lost."""
 
 
-class JobProcessRunner:
+class JobProcessRunner(WorkerBase):
     """Worker mixin: one forked job process running job after job over a pipe."""
 
     job_process_max_jobs: int = 1000
@@ -96,31 +97,31 @@ class JobProcessRunner:
         refusal = unreadable(job)
         if refusal:
             # Pickled or forged: never decoded another way, never run; it fails with the reason.
-            self.log.error("Worker %s: refused job %s: %s", self.name, job.id, refusal)  # type: ignore[attr-defined]
+            self.log.error("Worker %s: refused job %s: %s", self.name, job.id, refusal)
             queue.intermediate_queue.remove(job.id)
-            self.handle_job_failure(job, queue, exc_string=f"Refused: {refusal} (Offload only runs JSON jobs)")  # type: ignore[attr-defined]
+            self.handle_job_failure(job, queue, exc_string=f"Refused: {refusal} (Offload only runs JSON jobs)")
             return
-        if self._until_redis_answers(f"setting job {job.id} aside", unknown_tasks.set_aside, self, job, queue):  # type: ignore[attr-defined]
+        if self._until_redis_answers(f"setting job {job.id} aside", unknown_tasks.set_aside, self, job, queue):
             return  # not a task this worker knows: put back for one that does, or failed (unknown_tasks.py)
         try:
-            execution = self.prepare_execution(job)  # type: ignore[attr-defined]
+            execution = self.prepare_execution(job)
             self.fork_work_horse(job, queue)
-            self.monitor_work_horse(job, queue, execution)  # type: ignore[attr-defined]
+            self.monitor_work_horse(job, queue, execution)
             # Idle again: state and heartbeat in one round trip (RQ's loop sends them apart).
-            with self.connection.pipeline(transaction=False) as batch:  # type: ignore[attr-defined]
-                self.set_state(WorkerStatus.IDLE, pipeline=batch)  # type: ignore[attr-defined]
-                self.heartbeat(pipeline=batch)  # type: ignore[attr-defined]
+            with self.connection.pipeline(transaction=False) as batch:
+                self.set_state(WorkerStatus.IDLE, pipeline=batch)
+                self.heartbeat(pipeline=batch)
                 batch.execute()
         except REDIS_ERRORS as exc:
             # Only the bookkeeping after the job ended gets here. A job that could not record
             # its end stays "started" until its heartbeat expires; maintenance then re-runs it.
-            self.log.warning("Worker %s: Redis unreachable as job %s ended (%s)", self.name, job.id, exc)  # type: ignore[attr-defined]
+            self.log.warning("Worker %s: Redis unreachable as job %s ended (%s)", self.name, job.id, exc)
             self._horse_pid = 0
-            self.executions.clear()  # type: ignore[attr-defined]
-            self.set_state(WorkerStatus.IDLE)  # type: ignore[attr-defined]
+            self.executions.clear()
+            self.set_state(WorkerStatus.IDLE)
 
     def fork_work_horse(self, job: Job, queue: Queue) -> None:
-        execution = self.execution  # type: ignore[attr-defined]
+        execution = self.execution
         assert execution is not None
         self._current_job_id, self._killed_job_id, self._horse_result = job.id, None, None
         process = self._ensure_job_process()
@@ -134,13 +135,13 @@ class JobProcessRunner:
             process.connection.send_bytes(json.dumps(message).encode())
         except OSError:
             # It died since the check; monitor_work_horse sees the death and fails the job.
-            self.log.warning("Worker %s: job process %s is gone", self.name, process.pid)  # type: ignore[attr-defined]
+            self.log.warning("Worker %s: job process %s is gone", self.name, process.pid)
         self._horse_pid = process.pid
         # The job process's first write shortens the worker's TTL to the job's heartbeat TTL.
-        self._heartbeat_expires_at = time.monotonic() + self.get_heartbeat_ttl(job)  # type: ignore[attr-defined]
-        self.procline(f"Job {job.id} in job process {process.pid}")  # type: ignore[attr-defined]
+        self._heartbeat_expires_at = time.monotonic() + self.get_heartbeat_ttl(job)
+        self.procline(f"Job {job.id} in job process {process.pid}")
 
-    def wait_for_horse(self):  # type: ignore[no-untyped-def]
+    def wait_for_horse(self):
         """Wait until the job process reports the job done, or dies; return like os.wait4.
 
         The outcome is kept until the next job: RQ's monitor calls again when its alarm
@@ -164,7 +165,7 @@ class JobProcessRunner:
             if self._horse_result is not None:
                 return self._horse_result
 
-    def _read_report(self, process: JobProcess):  # type: ignore[no-untyped-def]
+    def _read_report(self, process: JobProcess):
         """Read the job process's report of the job it ran; return like os.wait4."""
         try:
             raw = process.connection.recv_bytes()
@@ -174,7 +175,7 @@ class JobProcessRunner:
             report = json.loads(raw)
             status, retire = int(report["status"]), bool(report["retire"])
         except (ValueError, KeyError, TypeError):
-            self.log.error("Worker %s: unreadable report from job process %s: %r", self.name, process.pid, raw)  # type: ignore[attr-defined]
+            self.log.error("Worker %s: unreadable report from job process %s: %r", self.name, process.pid, raw)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(process.pid, signal.SIGKILL)
             return self._reap_job_process(block=True)
@@ -183,14 +184,14 @@ class JobProcessRunner:
         return process.pid, status, None
 
     def teardown(self) -> None:
-        if not self.is_horse:  # type: ignore[attr-defined]
+        if not self.is_horse:
             self._stop_job_process()
-        super().teardown()  # type: ignore[misc]
+        super().teardown()
 
     def setup_work_horse_signals(self) -> None:
-        super().setup_work_horse_signals()  # type: ignore[misc]
+        super().setup_work_horse_signals()
         # A job process outliving its worker would run on while maintenance re-runs its job elsewhere.
-        die_with_parent(self.pid or os.getppid())  # type: ignore[attr-defined]
+        die_with_parent(self.pid or os.getppid())
 
     def _ensure_job_process(self) -> JobProcess:
         """Return the live job process, forking a new one if there is none."""
@@ -209,10 +210,10 @@ class JobProcessRunner:
                 if exc.errno not in (errno.EACCES, errno.ESRCH):
                     raise
             self._job_process = JobProcess(pid=pid, connection=parent_end)
-            self.log.info("Worker %s: started job process %s", self.name, pid)  # type: ignore[attr-defined]
+            self.log.info("Worker %s: started job process %s", self.name, pid)
         return self._job_process
 
-    def _reap_job_process(self, block: bool):  # type: ignore[no-untyped-def]
+    def _reap_job_process(self, block: bool):
         """Collect the job process if it exited (waiting for it if ``block``); return like os.wait4.
 
         A job process that cannot be waited for (reaped elsewhere) reads as exited 1: its fate
@@ -223,7 +224,7 @@ class JobProcessRunner:
         try:
             pid, status, rusage = os.wait4(process.pid, 0 if block else os.WNOHANG)
         except ChildProcessError:
-            self.log.warning("Worker %s: job process %s vanished (reaped elsewhere)", self.name, process.pid)  # type: ignore[attr-defined]
+            self.log.warning("Worker %s: job process %s vanished (reaped elsewhere)", self.name, process.pid)
             pid, status, rusage = process.pid, UNKNOWN_EXIT, None
         if pid:
             process.connection.close()
@@ -269,19 +270,19 @@ class JobProcessRunner:
 
     def _run_one_job(self, message: dict[str, Any]) -> int:
         """Perform one job in the job process; return a wait status as RQ's work horse would exit."""
-        os.environ["RQ_WORKER_ID"] = self.name  # type: ignore[attr-defined]
+        os.environ["RQ_WORKER_ID"] = self.name
         os.environ["RQ_JOB_ID"] = message["job"]
         try:
-            job = self.job_class.fetch(message["job"], connection=self.connection, serializer=self.serializer)  # type: ignore[attr-defined]
-            job.redis_server_version = self.get_redis_server_version()  # type: ignore[attr-defined]
-            queue = next(queue for queue in self.queues if queue.name == message["queue"])  # type: ignore[attr-defined]
-            execution = Execution(message["execution"], job.id, connection=self.connection, worker_name=self.name)  # type: ignore[attr-defined]
+            job = self.job_class.fetch(message["job"], connection=self.connection, serializer=self.serializer)
+            job.redis_server_version = self.get_redis_server_version()
+            queue = next(queue for queue in self.queues if queue.name == message["queue"])
+            execution = Execution(message["execution"], job.id, connection=self.connection, worker_name=self.name)
             execution.created_at = execution.last_heartbeat = datetime.fromtimestamp(message["created_at"], tz=UTC)
             execution._job = job
-            self.procline(f"Processing {job.func_name} from {queue.name} since {time.time()}")  # type: ignore[attr-defined]
-            self.perform_job(job, queue, execution)  # type: ignore[attr-defined]
+            self.procline(f"Processing {job.func_name} from {queue.name} since {time.time()}")
+            self.perform_job(job, queue, execution)
         except Exception:
-            self.log.exception("Worker %s: job process failed around job %s", self.name, message["job"])  # type: ignore[attr-defined]
+            self.log.exception("Worker %s: job process failed around job %s", self.name, message["job"])
             return UNKNOWN_EXIT  # as if it exited with 1: the parent fails the job "unexpectedly"
         return 0
 

@@ -17,10 +17,11 @@ import time
 
 from rq.utils import now
 
+from offload.worker.base import WorkerBase
 from offload.worker.outages import REDIS_ERRORS
 
 
-class JobLease:
+class JobLease(WorkerBase):
     """Worker mixin: heartbeats that wait out Redis, and the job given up before its lease lapses."""
 
     _lease_expires_at: float = 0.0
@@ -29,23 +30,23 @@ class JobLease:
     _lease_watchdog: threading.Thread | None = None
     _lease_ended: threading.Event | None = None
 
-    def prepare_execution(self, job):  # type: ignore[no-untyped-def]
+    def prepare_execution(self, job):
         self._lease_lost_job_id = None
-        self._lease_expires_at = time.time() + self.get_heartbeat_ttl(job)  # type: ignore[attr-defined]
-        return super().prepare_execution(job)  # type: ignore[misc]
+        self._lease_expires_at = time.time() + self.get_heartbeat_ttl(job)
+        return super().prepare_execution(job)
 
-    def execute_job(self, job, queue) -> None:  # type: ignore[no-untyped-def]
+    def execute_job(self, job, queue) -> None:
         self._lease_job_id = job.id
         try:
-            super().execute_job(job, queue)  # type: ignore[misc]
+            super().execute_job(job, queue)
         finally:
             self._lease_job_id = None
             if self._lease_watchdog is not None:
-                self._lease_ended.set()  # type: ignore[union-attr]
+                self._lease_ended.set()
                 self._lease_watchdog.join()
                 self._lease_watchdog = None
 
-    def maintain_heartbeats(self, job, execution) -> None:  # type: ignore[no-untyped-def]
+    def maintain_heartbeats(self, job, execution) -> None:
         if self._lease_watchdog is None:  # started after the fork, never before it
             self._lease_ended = threading.Event()
             self._lease_watchdog = threading.Thread(
@@ -56,59 +57,59 @@ class JobLease:
             return  # given up: a heartbeat now would only delay its re-run
         sent_at = time.time()
         working_time = (now() - job.started_at).total_seconds() if job.started_at else 0.0
-        ttl = self.get_heartbeat_ttl(job, working_time=working_time)  # type: ignore[attr-defined]
+        ttl = self.get_heartbeat_ttl(job, working_time=working_time)
         lapsed = sent_at >= self._lease_expires_at
         try:
-            super().maintain_heartbeats(job, execution)  # type: ignore[misc]
+            super().maintain_heartbeats(job, execution)
             # A lapsed lease is renewed only if nobody has taken the job for abandoned meanwhile.
             registry_key = job.started_job_registry.key
-            if lapsed and self.connection.zscore(registry_key, execution.composite_key) is None:  # type: ignore[attr-defined]
+            if lapsed and self.connection.zscore(registry_key, execution.composite_key) is None:
                 self._give_up(job, "its heartbeat lapsed and another worker took it for abandoned")
                 return
         except REDIS_ERRORS as exc:
             # Keep watching the job process; the watchdog gives the job up if this lasts.
-            self.log.warning(  # type: ignore[attr-defined]
+            self.log.warning(
                 "Worker %s: no heartbeat for job %s, Redis unreachable (%s)",
-                self.name,  # type: ignore[attr-defined]
+                self.name,
                 job.id,
                 exc,
             )
             return
         self._lease_expires_at = sent_at + ttl
 
-    def _watch_lease(self, job, ended: threading.Event) -> None:  # type: ignore[no-untyped-def]
+    def _watch_lease(self, job, ended: threading.Event) -> None:
         """Kill the job process if its lease is about to run out unrenewed; return when the job ends."""
         while self._lease_job_id == job.id and not ended.is_set():
             left = self._lease_expires_at - self._lease_margin() - time.time()
             if left > 0:
                 ended.wait(left)
                 continue
-            if self.horse_pid and self._lease_lost_job_id != job.id:  # type: ignore[attr-defined]
+            if self.horse_pid and self._lease_lost_job_id != job.id:
                 self._give_up(job, "Redis did not take its heartbeat for longer than the heartbeat TTL allows")
             return
 
     def _lease_margin(self) -> float:
         """How long before the lease runs out the job is given up: room for clocks that disagree
         a little, less than the slack a heartbeat has (the TTL is at least two intervals)."""
-        return min(1.0, self.job_monitoring_interval / 4)  # type: ignore[attr-defined]
+        return min(1.0, self.job_monitoring_interval / 4)
 
-    def _give_up(self, job, why: str) -> None:  # type: ignore[no-untyped-def]
-        self.log.error(  # type: ignore[attr-defined]
+    def _give_up(self, job, why: str) -> None:
+        self.log.error(
             "Worker %s: stopping job %s: %s; it will run again as an abandoned job",
-            self.name,  # type: ignore[attr-defined]
+            self.name,
             job.id,
             why,
         )
         self._lease_lost_job_id = job.id
-        self.kill_horse()  # type: ignore[attr-defined]
+        self.kill_horse()
 
-    def handle_work_horse_killed(self, job, retpid, ret_val, rusage) -> None:  # type: ignore[no-untyped-def]
+    def handle_work_horse_killed(self, job, retpid, ret_val, rusage) -> None:
         if self._lease_lost_job_id == job.id:
             return  # not ours any more: maintenance settles it
-        super().handle_work_horse_killed(job, retpid, ret_val, rusage)  # type: ignore[misc]
+        super().handle_work_horse_killed(job, retpid, ret_val, rusage)
 
-    def handle_job_failure(self, job, queue, started_job_registry=None, exc_string="", execution=None):  # type: ignore[no-untyped-def]
+    def handle_job_failure(self, job, queue, started_job_registry=None, exc_string="", execution=None):
         if self._lease_lost_job_id is not None and self._lease_lost_job_id == job.id:
             self._lease_lost_job_id = None
             return
-        super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)  # type: ignore[misc]
+        super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)

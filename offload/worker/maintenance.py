@@ -19,9 +19,10 @@ from rq.registry import clean_registries
 from rq.utils import current_timestamp, now
 
 from offload.queues import WAKE_CHANNEL
+from offload.worker.base import WorkerBase
 
 
-class Maintenance:
+class Maintenance(WorkerBase):
     """Worker mixin: frequent abandoned-job checks, RQ's full cleanup less often."""
 
     full_maintenance_interval: int = 600
@@ -30,18 +31,18 @@ class Maintenance:
     @property
     def dequeue_timeout(self) -> int:
         # RQ blocks up to 405 s waiting for a job, and runs maintenance only between waits.
-        return max(1, min(self.worker_ttl - 15, self.maintenance_interval))  # type: ignore[attr-defined]
+        return max(1, min(self.worker_ttl - 15, self.maintenance_interval))
 
     def run_maintenance_tasks(self) -> None:
-        self._until_redis_answers("running maintenance", self._maintain)  # type: ignore[attr-defined]
+        self._until_redis_answers("running maintenance", self._maintain)
 
     def _maintain(self) -> None:
-        if self.last_cleaned_at:  # type: ignore[attr-defined]
-            self._restart_scheduler_if_stopped()  # type: ignore[attr-defined]
+        if self.last_cleaned_at:
+            self._restart_scheduler_if_stopped()
         moment = time.monotonic()
         if self._fully_cleaned_at is None or moment - self._fully_cleaned_at >= self.full_maintenance_interval:
             self.clean_registries()
-            self.clean_group_registries()  # type: ignore[attr-defined]
+            self.clean_group_registries()
             self._fully_cleaned_at = moment
         else:
             self.clean_abandoned_jobs()
@@ -49,12 +50,12 @@ class Maintenance:
 
     def clean_registries(self) -> None:
         # RQ's, with the crash re-runs granted first, under the same per-queue lock.
-        for queue in self.queues:  # type: ignore[attr-defined]
+        for queue in self.queues:
             if queue.acquire_maintenance_lock():
                 try:
-                    self._settle_abandoned_jobs(queue)  # type: ignore[attr-defined]
-                    self.log.info("Worker %s: cleaning registries for queue: %s", self.name, queue.name)  # type: ignore[attr-defined]
-                    clean_registries(queue, self._exc_handlers)  # type: ignore[attr-defined]
+                    self._settle_abandoned_jobs(queue)
+                    self.log.info("Worker %s: cleaning registries for queue: %s", self.name, queue.name)
+                    clean_registries(queue, self._exc_handlers)
                     worker_registration.clean_worker_registry(queue)
                     queue.intermediate_queue.cleanup(self, queue)
                 finally:
@@ -63,19 +64,19 @@ class Maintenance:
 
     def clean_abandoned_jobs(self) -> None:
         """Fail or retry the jobs of workers that died, in the queues that have any."""
-        queues = self.queues  # type: ignore[attr-defined]
+        queues = self.queues
         registries = [queue.started_job_registry for queue in queues]
         cutoff = current_timestamp()
-        with self.connection.pipeline(transaction=False) as pipeline:  # type: ignore[attr-defined]
+        with self.connection.pipeline(transaction=False) as pipeline:
             for registry in registries:
                 pipeline.zrangebyscore(registry.key, 0, cutoff, start=0, num=1)
             expired = pipeline.execute()
         for queue, registry, found in zip(queues, registries, expired, strict=True):
             if found and queue.acquire_maintenance_lock():
                 try:
-                    self._settle_abandoned_jobs(queue)  # type: ignore[attr-defined]
-                    registry.cleanup(exception_handlers=self._exc_handlers)  # type: ignore[attr-defined]
+                    self._settle_abandoned_jobs(queue)
+                    registry.cleanup(exception_handlers=self._exc_handlers)
                 finally:
                     queue.release_maintenance_lock()
                 # A retry with a delay went through RQ's plain Queue: wake the scheduler for it.
-                self.connection.publish(WAKE_CHANNEL, queue.name)  # type: ignore[attr-defined]
+                self.connection.publish(WAKE_CHANNEL, queue.name)

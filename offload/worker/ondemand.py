@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 
 from redis.exceptions import LockError, RedisError
+from rq import Queue
+from rq.job import Job
 
 from offload.ondemand import (
     LOCK_TIMEOUT,
@@ -26,7 +28,9 @@ class OnDemandWorker(OffloadWorker):
     """``OffloadWorker`` for burst runs: leaves only when its queues are empty under the lock,
     and hands queued work on to a new worker if it stops for any other reason."""
 
-    def dequeue_job_and_maintain_ttl(self, timeout, max_idle_time=None):  # type: ignore[no-untyped-def]
+    def dequeue_job_and_maintain_ttl(
+        self, timeout: int | None, max_idle_time: int | None = None
+    ) -> tuple[Job, Queue] | None:
         while True:
             result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
             if result is not None or timeout is not None or not os.environ.get(WORKER_ID_ENV):

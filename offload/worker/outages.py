@@ -21,7 +21,11 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import redis.exceptions
+from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.exceptions import StopRequested
+from rq.worker.base import DequeueStrategy
+
+from offload.worker.base import WorkerBase
 
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 """What a lost or restarting Redis raises; the worker waits these out instead of quitting."""
@@ -33,7 +37,7 @@ class ExecutionAlreadyEnded(Exception):
     """A repeated end-of-execution write found the execution already ended: the earlier try committed."""
 
 
-class RedisOutages:
+class RedisOutages(WorkerBase):
     """Worker mixin: waits Redis out at every step; retried steps are written once."""
 
     _stop_signalled: bool = False
@@ -46,11 +50,11 @@ class RedisOutages:
             try:
                 return action(*args, **kwargs)
             except REDIS_ERRORS as exc:
-                if self._stop_signalled and not self.horse_pid and not self.is_horse:  # type: ignore[attr-defined]
+                if self._stop_signalled and not self.horse_pid and not self.is_horse:
                     raise StopRequested() from exc
-                self.log.warning(  # type: ignore[attr-defined]
+                self.log.warning(
                     "Worker %s: Redis unreachable while %s (%s); retrying in %.1f s",
-                    self.name,  # type: ignore[attr-defined]
+                    self.name,
                     what,
                     exc,
                     delay,
@@ -59,70 +63,82 @@ class RedisOutages:
                 delay = min(delay * 2, 30.0)
 
     def check_for_suspension(self, burst: bool) -> None:
-        self._until_redis_answers("checking for suspension", super().check_for_suspension, burst)  # type: ignore[misc]
+        self._until_redis_answers("checking for suspension", super().check_for_suspension, burst)
 
-    def prepare_execution(self, job):  # type: ignore[no-untyped-def]
-        prepare = super().prepare_execution  # type: ignore[misc]
+    def prepare_execution(self, job):
+        prepare = super().prepare_execution
 
-        def attempt():  # type: ignore[no-untyped-def]
+        def attempt():
             # One job at a time: what is here is what an earlier try may have written.
-            for stale in list(self.executions.values()):  # type: ignore[attr-defined]
-                with self.connection.pipeline() as pipeline:  # type: ignore[attr-defined]
+            for stale in list(self.executions.values()):
+                with self.connection.pipeline() as pipeline:
                     stale.delete(job=job, pipeline=pipeline)
                     pipeline.execute()
-                self.executions.pop(stale.id, None)  # type: ignore[attr-defined]
+                self.executions.pop(stale.id, None)
             return prepare(job)
 
         return self._until_redis_answers(f"starting job {job.id}", attempt)
 
-    def prepare_job_execution(self, job, remove_from_intermediate_queue: bool = False) -> None:  # type: ignore[no-untyped-def]
+    def prepare_job_execution(self, job, remove_from_intermediate_queue: bool = False) -> None:
         self._until_redis_answers(
             f"starting job {job.id}",
-            super().prepare_job_execution,  # type: ignore[misc]
+            super().prepare_job_execution,
             job,
             remove_from_intermediate_queue,
         )
 
-    def handle_job_success(self, job, queue, started_job_registry, execution) -> None:  # type: ignore[no-untyped-def]
+    def handle_job_success(self, job, queue, started_job_registry, execution) -> None:
         try:
             self._until_redis_answers(
                 f"recording the success of job {job.id}",
-                super().handle_job_success,  # type: ignore[misc]
+                super().handle_job_success,
                 job,
                 queue,
                 started_job_registry,
                 execution,
             )
         except ExecutionAlreadyEnded:
-            self.log.warning(  # type: ignore[attr-defined]
+            self.log.warning(
                 "Worker %s: the success of job %s was recorded by a try whose reply was lost",
-                self.name,  # type: ignore[attr-defined]
+                self.name,
                 job.id,
             )
 
-    def cleanup_execution(self, job, pipeline, execution=None) -> None:  # type: ignore[no-untyped-def]
+    def cleanup_execution(self, job, pipeline, execution=None) -> None:
         # Called inside every end-of-execution transaction, once per try.
         if execution is not None:
-            if self._ending_execution == execution.id and not self.connection.exists(execution.key):  # type: ignore[attr-defined]
+            if self._ending_execution == execution.id and not self.connection.exists(execution.key):
                 raise ExecutionAlreadyEnded(execution.id)
             self._ending_execution = execution.id
-        super().cleanup_execution(job, pipeline, execution)  # type: ignore[misc]
+        super().cleanup_execution(job, pipeline, execution)
 
-    def request_stop(self, signum, frame) -> None:  # type: ignore[no-untyped-def]
+    def request_stop(self, signum, frame) -> None:
         self._stop_signalled = True
         try:
-            super().request_stop(signum, frame)  # type: ignore[misc]
+            super().request_stop(signum, frame)
         except REDIS_ERRORS:
             # RQ asks Redis whether we are busy; we know: stop after the job, or now.
-            if not self.horse_pid:  # type: ignore[attr-defined]
+            if not self.horse_pid:
                 raise StopRequested() from None
             self._stop_requested = True
 
-    def work(self, burst: bool = False, **kwargs: Any) -> bool:  # type: ignore[override]
-        worked = super().work(burst, **kwargs)  # type: ignore[misc]
-        if not (burst or kwargs.get("max_jobs") or kwargs.get("max_idle_time") or self._stop_signalled):
+    def work(
+        self,
+        burst: bool = False,
+        logging_level: str | None = None,
+        date_format: str = DEFAULT_LOGGING_DATE_FORMAT,
+        log_format: str = DEFAULT_LOGGING_FORMAT,
+        max_jobs: int | None = None,
+        max_idle_time: int | None = None,
+        with_scheduler: bool = False,
+        dequeue_strategy: DequeueStrategy = DequeueStrategy.DEFAULT,
+    ) -> bool:
+        worked = super().work(
+            burst, logging_level, date_format, log_format, max_jobs, max_idle_time, with_scheduler, dequeue_strategy
+        )
+        if not (burst or max_jobs or max_idle_time or self._stop_signalled):
             # RQ's loop quits on errors it does not handle and `rq worker` then exits 0, which
             # a supervisor reads as "done" (rq #1933). Exit 1 so the worker gets restarted.
-            self.log.error("Worker %s: the work loop ended unexpectedly; exiting 1", self.name)  # type: ignore[attr-defined]
+            self.log.error("Worker %s: the work loop ended unexpectedly; exiting 1", self.name)
             sys.exit(1)
         return worked

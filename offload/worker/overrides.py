@@ -64,6 +64,7 @@ RQ_OVERRIDES: tuple[Override, ...] = (
     _o(W, "set_state", "offload.worker.roundtrips", "skipped when unchanged; waits Redis out"),
     # rq.job.Job
     _o(J, "prepare_for_execution", "offload.worker.attempts", "starts the attempt record in RQ's started write"),
+    _o(J, "restore", "offload.legacy", "callback paths stored by earlier releases, read as they are now"),
     # rq.Queue (offload.queues: shared by the web and the workers)
     _o(Q, "create_job", "offload.queues", "notes a job with a new id"),
     _o(Q, "enqueue_job", "offload.queues", "one round trip per enqueue"),
@@ -86,6 +87,7 @@ PRIVATE_RQ_ATTRIBUTES: tuple[tuple[str, str], ...] = (
     ("Worker._stop_requested, Worker._state", "outages/roundtrips: stop while Redis is down; skip a state write"),
     ("Worker._exc_handlers", "maintenance calls RQ's registry cleanup with them, as RQ does"),
     ("RQScheduler._process, _acquired_locks, _scheduled_job_registries", "scheduler hosting and sleeping"),
+    ("Job._success_callback_name, _failure_callback_name, _stopped_callback_name", "legacy: moved callback paths"),
     ("Execution._job", "the job process rebuilds the execution RQ's fork would have inherited"),
 )
 """Private attributes of RQ's that Offload reads or sets (not methods), and why."""

@@ -7,33 +7,35 @@ from __future__ import annotations
 
 import time
 
+from offload.worker.base import WorkerBase
 
-class RoundTrips:
+
+class RoundTrips(WorkerBase):
     """Worker mixin: batched, skipped-when-redundant heartbeats and state writes."""
 
     _heartbeat_expires_at: float = 0.0
 
-    def heartbeat(self, timeout: int | None = None, pipeline=None) -> None:  # type: ignore[no-untyped-def]
-        timeout = timeout or self.worker_ttl + 60  # type: ignore[attr-defined]
+    def heartbeat(self, timeout: int | None = None, pipeline=None) -> None:
+        timeout = timeout or self.worker_ttl + 60
         expires_at = time.monotonic() + timeout
         if pipeline is not None:
-            super().heartbeat(timeout, pipeline=pipeline)  # type: ignore[misc]
+            super().heartbeat(timeout, pipeline=pipeline)
         else:
             if expires_at - self._heartbeat_expires_at < min(timeout / 4, 60):
                 return
-            send = super().heartbeat  # type: ignore[misc]
+            send = super().heartbeat
 
             def batched() -> None:
-                with self.connection.pipeline(transaction=False) as batch:  # type: ignore[attr-defined]
+                with self.connection.pipeline(transaction=False) as batch:
                     send(timeout, pipeline=batch)
                     batch.execute()
 
-            self._until_redis_answers("sending a heartbeat", batched)  # type: ignore[attr-defined]
+            self._until_redis_answers("sending a heartbeat", batched)
         self._heartbeat_expires_at = expires_at
 
-    def set_state(self, state: str, pipeline=None) -> None:  # type: ignore[no-untyped-def]
+    def set_state(self, state: str, pipeline=None) -> None:
         if pipeline is not None:
-            return super().set_state(state, pipeline=pipeline)  # type: ignore[misc]
-        if state == self._state:  # type: ignore[attr-defined]
+            return super().set_state(state, pipeline=pipeline)
+        if state == self._state:
             return None
-        return self._until_redis_answers(f"setting state {state}", super().set_state, state)  # type: ignore[attr-defined,misc]
+        return self._until_redis_answers(f"setting state {state}", super().set_state, state)

@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import signal
 import time
+from multiprocessing import Process
+from types import FrameType
 from typing import Any
 
 import redis.exceptions
+from redis.client import PubSub
 
 from offload import periodic
 from offload.queues import WAKE_CHANNEL
@@ -42,7 +45,7 @@ class SleepingScheduler(periodic.OffloadScheduler):
         self._sleeping = False
         self._last_round = 0.0
 
-    def request_stop(self, signum=None, frame=None) -> None:  # type: ignore[no-untyped-def]
+    def request_stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
         self._stop_requested = True
         if self._sleeping:
             raise _Wake
@@ -71,7 +74,7 @@ class SleepingScheduler(periodic.OffloadScheduler):
                 waits.append((job.period(now) + 1) * job.every + job.offset - now)
         return min(waits) if waits else None
 
-    def start(self):  # type: ignore[no-untyped-def]
+    def start(self) -> Process:
         # Until the new process has its handlers (work()), a stop signal would kill it without
         # stop(): its locks held until they expire. Held back until then; the fork inherits the mask.
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
@@ -120,7 +123,7 @@ class SleepingScheduler(periodic.OffloadScheduler):
         finally:
             pubsub.close()
 
-    def _sleep(self, pubsub, seconds: float) -> None:  # type: ignore[no-untyped-def]
+    def _sleep(self, pubsub: PubSub | None, seconds: float) -> None:
         """Sleep up to ``seconds``, less if a wake message or the stop signal comes."""
         try:
             self._sleeping = True  # inside the try: a stop signal right after it still ends here

@@ -7,10 +7,11 @@ from __future__ import annotations
 from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.scheduler import RQScheduler
 
+from offload.worker.base import WorkerBase
 from offload.worker.scheduler import SleepingScheduler
 
 
-class SchedulerHosting:
+class SchedulerHosting(WorkerBase):
     """Worker mixin: runs the SleepingScheduler in the scheduler process RQ would start."""
 
     def _start_scheduler(
@@ -22,14 +23,14 @@ class SchedulerHosting:
     ) -> None:
         # RQ 3.0.0's own method (private: RQ has no hook for the scheduler class), with ours.
         self.scheduler = SleepingScheduler(
-            self.queues,  # type: ignore[attr-defined]
-            connection=self.connection,  # type: ignore[attr-defined]
-            logging_level=logging_level if logging_level is not None else self.log.level,  # type: ignore[attr-defined]
+            self.queues,
+            connection=self.connection,
+            logging_level=logging_level if logging_level is not None else self.log.level,
             date_format=date_format,
             log_format=log_format,
-            serializer=self.serializer,  # type: ignore[attr-defined]
-            config=self.flask_app.config,  # type: ignore[attr-defined]
-            tasks=self.offload.tasks,  # type: ignore[attr-defined]
+            serializer=self.serializer,
+            config=self.flask_app.config,
+            tasks=self.offload.tasks,
         )
         self.scheduler.acquire_locks()
         if self.scheduler.acquired_locks:
@@ -51,5 +52,5 @@ class SchedulerHosting:
                 self.scheduler.acquire_locks(auto_start=True)
 
     def _scheduler_lock_free(self) -> bool:
-        keys = [RQScheduler.get_locking_key(queue.name) for queue in self.queues]  # type: ignore[attr-defined]
-        return self.connection.exists(*keys) < len(keys)  # type: ignore[attr-defined]
+        keys = [RQScheduler.get_locking_key(queue.name) for queue in self.queues]
+        return self.connection.exists(*keys) < len(keys)

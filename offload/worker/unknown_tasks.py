@@ -60,7 +60,7 @@ def set_aside(worker: OffloadWorker, job: Job, queue: Queue) -> bool:
     """Put ``job`` back, or fail it once its grace time is over, if ``worker`` does not know its
     task; return True then (the worker must not run it), False for a job it may run."""
     config = worker.flask_app.config
-    func_name = job.func_name
+    func_name = job.func_name or ""
     if is_known(func_name, worker.offload.tasks, config):
         return False
     grace = config["OFFLOAD_UNKNOWN_TASK_GRACE"]

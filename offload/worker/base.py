@@ -1,0 +1,42 @@
+"""What the worker's mixins are written against: RQ's ``Worker``, plus what they share with each
+other. For the type checker only; at run time each mixin is a plain class, and ``OffloadWorker``
+(worker.py) puts them in front of ``rq.Worker``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from datetime import datetime
+    from typing import Any, TypeVar
+
+    from flask import Flask
+    from rq import Queue, Worker
+    from rq.job import Job
+
+    from offload.state import State
+
+    _T = TypeVar("_T")
+
+    class WorkerBase(Worker):
+        """RQ's worker as the mixins see it, with what one mixin provides to the others."""
+
+        flask_app: Flask  # construction
+        last_cleaned_at: datetime | None  # type: ignore[assignment]  # RQ declares it None, then sets datetimes
+        _current_job_id: str | None  # jobprocess, read by crash_reruns
+        _killed_job_id: str | None  # crash_reruns
+
+        @property
+        def offload(self) -> State: ...  # appcontext
+
+        def _until_redis_answers(self, what: str, action: Callable[..., _T], *args: Any, **kwargs: Any) -> _T: ...
+
+        def _settle_abandoned_jobs(self, queue: Queue) -> None: ...  # crash_reruns
+
+        def _end_attempt(self, job: Job, outcome: str, error: str) -> dict[str, Any]: ...  # attempts
+
+        def _restart_scheduler_if_stopped(self) -> None: ...  # scheduler_host
+
+else:
+    WorkerBase = object
