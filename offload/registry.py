@@ -138,6 +138,11 @@ class TaskRegistry(MutableMapping[str, Task]):
         task = self._by_name.pop(name)
         if self._by_path.get(task.path) is task:
             del self._by_path[task.path]
+            # Another name for the same function (an alias) still makes its path a task.
+            for other in self._by_name.values():
+                if other.path == task.path:
+                    self._by_path[task.path] = other
+                    break
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._by_name)

@@ -82,3 +82,14 @@ def test_an_unannotated_parameter_is_refused():
 
     with pytest.raises(TypeError, match="needs a type annotation"):
         task(title="Untyped", description="No types.")(untyped)
+
+
+def test_removing_an_alias_keeps_the_functions_path_known():
+    """Two names for one function (test_ondemand's copy of crunch_numbers): removing one keeps the other."""
+    import dataclasses
+
+    alias = dataclasses.replace(TASKS["crunch_numbers"], name="crunch_alias")
+    TASKS["crunch_alias"] = alias
+    del TASKS["crunch_alias"]
+
+    assert TASKS.by_path("tasks.crunch_numbers") is TASKS["crunch_numbers"]
