@@ -12,6 +12,7 @@ expired entry makes it an abandoned job, re-run by maintenance (a crash re-run),
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 
@@ -19,6 +20,12 @@ from rq.utils import now
 
 from offload.worker.base import WorkerBase
 from offload.worker.outages import REDIS_ERRORS
+
+
+def lease_end(sent_at: float, ttl: int) -> float:
+    """When a heartbeat sent at ``sent_at`` lets the job's registry entry expire: RQ scores it
+    ``current_timestamp() + ttl``, in whole seconds, so up to a second before ``sent_at + ttl``."""
+    return math.floor(sent_at) + ttl
 
 
 class JobLease(WorkerBase):
@@ -32,7 +39,7 @@ class JobLease(WorkerBase):
 
     def prepare_execution(self, job):
         self._lease_lost_job_id = None
-        self._lease_expires_at = time.time() + self.get_heartbeat_ttl(job)
+        self._lease_expires_at = lease_end(time.time(), self.get_heartbeat_ttl(job))
         return super().prepare_execution(job)
 
     def execute_job(self, job, queue) -> None:
@@ -75,7 +82,7 @@ class JobLease(WorkerBase):
                 exc,
             )
             return
-        self._lease_expires_at = sent_at + ttl
+        self._lease_expires_at = lease_end(sent_at, ttl)
 
     def _watch_lease(self, job, ended: threading.Event) -> None:
         """Kill the job process if its lease is about to run out unrenewed; return when the job ends."""
@@ -89,9 +96,11 @@ class JobLease(WorkerBase):
             return
 
     def _lease_margin(self) -> float:
-        """How long before the lease runs out the job is given up: room for clocks that disagree
-        a little, less than the slack a heartbeat has (the TTL is at least two intervals)."""
-        return min(1.0, self.job_monitoring_interval / 4)
+        """How long before the lease runs out the job is given up: half a heartbeat interval (5 s
+        with the shipped settings, of a 30 s lease), room for clocks that disagree a little and for
+        a watchdog thread that a busy machine wakes late; well inside the slack a heartbeat has
+        (the TTL is at least two intervals more than the time between heartbeats)."""
+        return self.job_monitoring_interval / 2
 
     def _give_up(self, job, why: str) -> None:
         self.log.error(
