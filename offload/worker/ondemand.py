@@ -3,6 +3,7 @@ are empty under the queue's lock, and hands queued work on if it stops for any o
 
 from __future__ import annotations
 
+import logging
 import os
 
 from redis.exceptions import LockError, RedisError
@@ -17,11 +18,12 @@ from offload.ondemand import (
     ensure_worker,
     leave_if_drained,
     lock_key,
-    log,
     make_backend,
     workers_key,
 )
 from offload.worker.worker import OffloadWorker
+
+log = logging.getLogger("offload.ondemand")
 
 
 class OnDemandWorker(OffloadWorker):
