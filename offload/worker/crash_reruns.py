@@ -32,10 +32,12 @@ class CrashReruns(WorkerBase):
 
     def get_heartbeat_ttl(self, job, working_time: float = 0.0) -> int:
         # RQ adds a fixed 60 s; two missed heartbeats are evidence enough that the worker died.
+        # One second more: RQ scores the registry entry in whole seconds (now truncated + TTL),
+        # so without it an entry could expire up to a second early (the lease relies on it: lease.py).
         interval = self.job_monitoring_interval
         if job.timeout and job.timeout > 0:
-            return int(max(0, min(job.timeout - working_time, interval))) + 2 * interval
-        return 3 * interval
+            return int(max(0, min(job.timeout - working_time, interval))) + 2 * interval + 1
+        return 3 * interval + 1
 
     def kill_horse(self, sig: signal.Signals = SHUTDOWN_SIGNAL) -> None:
         # Every caller kills on purpose: a kill-horse or stop command, the hard timeout, a cold shutdown.

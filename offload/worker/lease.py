@@ -97,7 +97,7 @@ class JobLease(WorkerBase):
 
     def _lease_margin(self) -> float:
         """How long before the lease runs out the job is given up: half a heartbeat interval (5 s
-        with the shipped settings, of a 30 s lease), room for clocks that disagree a little and for
+        with the shipped settings, of a 31 s lease), room for clocks that disagree a little and for
         a watchdog thread that a busy machine wakes late; well inside the slack a heartbeat has
         (the TTL is at least two intervals more than the time between heartbeats)."""
         return self.job_monitoring_interval / 2

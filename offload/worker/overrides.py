@@ -50,7 +50,7 @@ RQ_OVERRIDES: tuple[Override, ...] = (
     _o(W, "cleanup_execution", "offload.worker.outages", "an end-of-execution transaction commits once"),
     _o(W, "request_stop", "offload.worker.outages", "a stop signal works while Redis is down"),
     _o(W, "work", "offload.worker.outages", "exits 1 when the loop ends unexpectedly (rq #1933)"),
-    _o(W, "get_heartbeat_ttl", "offload.worker.crash_reruns", "3 intervals instead of interval + 60 s"),
+    _o(W, "get_heartbeat_ttl", "offload.worker.crash_reruns", "3 intervals + 1 s instead of interval + 60 s"),
     _o(W, "kill_horse", "offload.worker.crash_reruns", "notes a deliberate kill, so it is not taken for a crash"),
     _o(W, "dequeue_timeout", "offload.worker.maintenance", "wakes in time for maintenance"),
     _o(W, "run_maintenance_tasks", "offload.worker.maintenance", "abandoned jobs often, the rest less often"),
