@@ -127,3 +127,28 @@ def test_the_digest_counts_the_jobs_that_ended_and_names_no_newsletter(app, redi
     assert digest["newsletters"] == {"newsletters": 1, "mails": 1, "sent": 0, "failed": 0}
     stored = redis.lindex(housekeeping.DIGESTS_KEY, 0).decode()
     assert batch_id not in stored and "Secret launch" not in stored
+
+
+def test_a_scheduler_waits_out_redis_but_a_misconfiguration_fails_loudly(redis, monkeypatch, caplog):
+    """Only a Redis error is retried next round; anything else ends the scheduler where someone sees it."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from rq import Queue
+    from rq.serializers import JSONSerializer
+
+    low = Queue("low", connection=redis, serializer=JSONSerializer)
+    broken = {**CONFIG, "OFFLOAD_DIGEST_EVERY": "hourly"}  # not a number of seconds
+    scheduler = periodic.OffloadScheduler([low], connection=redis, config=broken, tasks=offload.tasks)
+    scheduler.acquire_locks()
+    try:
+        with pytest.raises(TypeError):
+            scheduler.enqueue_scheduled_jobs()
+
+        def redis_gone(*args, **kwargs):
+            raise RedisConnectionError("Connection refused")
+
+        scheduler.config = dict(CONFIG)
+        monkeypatch.setattr(periodic, "enqueue_due", redis_gone)
+        scheduler.enqueue_scheduled_jobs()  # logged, not raised: the next round tries again
+        assert "Redis unavailable (Connection refused)" in caplog.text
+    finally:
+        scheduler.release_locks()
