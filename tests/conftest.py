@@ -18,6 +18,7 @@ import httpx
 import pytest
 from redis import Redis
 from rq import Queue
+from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 from werkzeug.security import generate_password_hash
 
@@ -53,6 +54,14 @@ def wait_for(predicate: Callable[[], object], timeout: float = 20.0, interval: f
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)
+
+
+def ended(job: Job, timeout: float = 30) -> Job:
+    """Wait until ``job`` is finished, failed or stopped; return it refreshed."""
+    ends = (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED)
+    wait_for(lambda: job.get_status(refresh=True) in ends, timeout=timeout, what=f"job {job.id} to end")
+    job.refresh()
+    return job
 
 
 # --------------------------------------------------------------------------- redis

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from redis import Redis
 from rq import Retry, Worker
-from rq.job import Job, JobStatus
+from rq.job import JobStatus
 from rq.serializers import JSONSerializer
 
 from offload.queues import OffloadQueue
 from offload.registry import TaskRegistry
 from offload.worker.unknown_tasks import PUT_BACK, SINCE, is_known
-from tests.conftest import wait_for
+from tests.conftest import ended, wait_for
 
 NEW_TASK = "tests.newer_release.added_in_newer_release"
 NEWER_RELEASE = {"OFFLOAD_APP": "tests.newer_release:create_app"}
@@ -26,13 +26,6 @@ NEWER_RELEASE = {"OFFLOAD_APP": "tests.newer_release:create_app"}
 @pytest.fixture
 def queue(redis: Redis) -> OffloadQueue:
     return OffloadQueue("default", connection=redis, serializer=JSONSerializer)
-
-
-def ended(job: Job, timeout: float = 30) -> Job:
-    ends = (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED)
-    wait_for(lambda: job.get_status(refresh=True) in ends, timeout=timeout, what=f"job {job.id} to end")
-    job.refresh()
-    return job
 
 
 def test_only_registered_tasks_and_the_listed_modules_are_known():

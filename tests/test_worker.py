@@ -11,11 +11,11 @@ import psutil
 import pytest
 from redis import Redis
 from rq.command import send_stop_job_command
-from rq.job import Job, JobStatus
+from rq.job import JobStatus
 from rq.serializers import JSONSerializer
 
 from offload.queues import WAKE_CHANNEL, OffloadQueue
-from tests.conftest import wait_for
+from tests.conftest import ended, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -23,14 +23,6 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture
 def queue(redis: Redis) -> OffloadQueue:
     return OffloadQueue("default", connection=redis, serializer=JSONSerializer)
-
-
-def ended(job: Job, timeout: float = 30) -> Job:
-    """Wait until ``job`` is finished, failed or stopped; return it refreshed."""
-    ends = (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED)
-    wait_for(lambda: job.get_status(refresh=True) in ends, timeout=timeout, what=f"job {job.id} to end")
-    job.refresh()
-    return job
 
 
 def test_jobs_run_one_after_another_in_one_job_process_apart_from_the_worker(workers, queue):
