@@ -132,3 +132,18 @@ def test_a_blueprint_registered_before_offload_says_so(redis_url):
     app = make_app(redis_url)
     with pytest.raises(RuntimeError, match="after Offload"):
         app.register_blueprint(api_blueprint)
+
+
+def test_the_console_without_the_pages_lists_jobs_without_links_to_missing_pages(redis_url, offload):
+    app = make_app(redis_url, TESTING=True, WTF_CSRF_ENABLED=False, **OPERATOR_ACCOUNT)
+    offload.init_app(app)
+    app.register_blueprint(console_blueprint)
+    client = app.test_client()
+    from tests.conftest import OPERATOR_PASSWORD, OPERATOR_USERNAME
+
+    client.post("/login", data={"username": OPERATOR_USERNAME, "password": OPERATOR_PASSWORD})
+    with app.app_context():
+        job = offload.submit("add", {"a": 1})
+
+    page = client.get("/operator/jobs").get_data(as_text=True)
+    assert job.id[:8] in page and 'href="None"' not in page
