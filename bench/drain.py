@@ -3,8 +3,10 @@
 Each run gets a fresh Redis server holding N queued no-op jobs; the worker is started
 (not in burst mode, as deployed) with ``--max-jobs N`` and exits when done. Throughput
 comes from the jobs' own timestamps (first start to last end), so start-up is left out;
-Redis commands per job come from INFO commandstats, minus what the same command sends
-to start and stop on an empty queue (measured once per kind).
+Redis commands, round trips (read events) and CPU per job come from the server's INFO
+counters, minus what the same command costs to start and stop on an empty queue (measured
+once per kind). Celery 5 (``--pool=solo``, Redis broker and result backend) runs the same
+no-op job in the same run as the baseline (bench/celery_baseline.py).
 
 A second pass mixes in jobs that crash (SIGSEGV): every other job must still finish.
 """
@@ -17,9 +19,9 @@ from dataclasses import dataclass
 
 from rq import Queue
 
-from bench import stack
+from bench import celery_baseline, stack
 from bench.options import Options, progress
-from bench.report import Row, at_least, median
+from bench.report import Row, at_least, at_most, median
 
 WORKERS = {
     "offload": stack.PRODUCTION_WORKER,
@@ -30,6 +32,7 @@ NAMES = {
     "offload": "Offload worker",
     "forking": "rq worker (forking)",
     "simple": "rq worker SimpleWorker",
+    "celery": celery_baseline.NAME,
 }
 CRASH_EVERY = 50
 
@@ -39,6 +42,7 @@ class Drained:
     jobs_per_second: float
     commands: int
     finished: int
+    cost: stack.RedisCost
 
 
 def drain(command: str, count: int, crash_every: int | None = None, timeout: float = 300) -> Drained:
@@ -50,13 +54,13 @@ def drain(command: str, count: int, crash_every: int | None = None, timeout: flo
             for index in range(crash_every - 1, count, crash_every):
                 jobs[index] = Queue.prepare_data("bench.jobs.crash", result_ttl=3600, failure_ttl=3600)
         queue.enqueue_many(jobs)
-        before = stack.command_counts(processes.redis)
+        before = stack.redis_cost(processes.redis)
         worker = processes.start_worker(f"{command} --max-jobs {count}", wait=False)
         try:
             worker.wait(timeout)
         except subprocess.TimeoutExpired:
             progress(f"drain: {command!r} did not finish {count} jobs in {timeout} s; stopped")
-        after = stack.command_counts(processes.redis)
+        cost = stack.redis_cost(processes.redis) - before
         ids = queue.finished_job_registry.get_job_ids()
         finished = [job for job in queue.job_class.fetch_many(ids, queue.connection, queue.serializer) if job]
         span = 0.0
@@ -64,35 +68,43 @@ def drain(command: str, count: int, crash_every: int | None = None, timeout: flo
             span = (max(job.ended_at for job in finished) - min(job.started_at for job in finished)).total_seconds()
         return Drained(
             jobs_per_second=len(finished) / span if span else 0.0,
-            commands=(after - before).total(),
+            commands=cost.commands,
             finished=len(finished),
+            cost=cost,
         )
 
 
-def start_stop_commands(command: str) -> int:
-    """Commands ``command`` sends to start, find nothing to do, and stop."""
+def start_stop_cost(command: str) -> stack.RedisCost:
+    """What ``command`` costs Redis to start, find nothing to do, and stop."""
     with stack.stack() as processes:
-        before = stack.command_counts(processes.redis)
+        before = stack.redis_cost(processes.redis)
         processes.start_worker(f"{command} --burst", wait=False).wait(60)
-        return (stack.command_counts(processes.redis) - before).total()
+        return stack.redis_cost(processes.redis) - before
 
 
 def run(options: Options) -> list[Row]:
     count = options.drain_jobs
-    overhead = {kind: start_stop_commands(command) for kind, command in WORKERS.items()}
-    runs: dict[str, list[Drained]] = {kind: [] for kind in WORKERS}
+    overhead = {kind: start_stop_cost(command) for kind, command in WORKERS.items()}
+    overhead["celery"] = celery_baseline.start_stop_cost()
+    runs: dict[str, list[Drained]] = {kind: [] for kind in NAMES}
     for repetition in range(options.repeat):
-        order = list(WORKERS)
+        order = list(NAMES)
         random.shuffle(order)  # no kind always runs first (or last) on a noisy machine
         for kind in order:
             progress(f"drain: {NAMES[kind]}, {count} jobs (repetition {repetition + 1}/{options.repeat})")
-            runs[kind].append(drain(WORKERS[kind], count))
+            runs[kind].append(celery_baseline.drain(count) if kind == "celery" else drain(WORKERS[kind], count))
 
     def rate(kind: str) -> float:
         return median([run.jobs_per_second for run in runs[kind]])
 
-    def commands_per_job(kind: str) -> float:
-        return median([(run.commands - overhead[kind]) / count for run in runs[kind]])
+    def per_job(kind: str) -> stack.RedisCost:
+        """Median commands, round trips and Redis CPU per job (each median on its own)."""
+        costs = [run.cost.per(count, overhead[kind]) for run in runs[kind]]
+        return stack.RedisCost(
+            median([cost.commands for cost in costs]),  # type: ignore[arg-type]
+            median([cost.round_trips for cost in costs]),  # type: ignore[arg-type]
+            median([cost.cpu_seconds for cost in costs]),
+        )
 
     crashes: dict[str, Drained] = {}
     for kind in WORKERS:
@@ -101,11 +113,32 @@ def run(options: Options) -> list[Row]:
     healthy = count - count // CRASH_EVERY
 
     offload = rate("offload")
-    return [
+    cost = {kind: per_job(kind) for kind in NAMES}
+    rows = [
         Row("drain", "jobs/s, one worker process", offload, rate("forking"), NAMES["forking"], ">= 4x", at_least(4.0)),
-        Row("drain", "jobs/s, one worker process", offload, rate("simple"), NAMES["simple"]),
-        Row("drain", "Redis commands per job", commands_per_job("offload"), commands_per_job("forking"), "forking"),
-        Row("drain", "Redis commands per job", commands_per_job("offload"), commands_per_job("simple"), "SimpleWorker"),
+        Row("drain", "jobs/s, one worker process", offload, rate("simple"), NAMES["simple"], ">= 1.2x", at_least(1.2)),
+        Row("drain", "jobs/s, one worker process", offload, rate("celery"), NAMES["celery"], ">= 2x", at_least(2.0)),
+    ]
+    for kind in ("forking", "simple", "celery"):
+        rows.append(Row("drain", "Redis commands per job", cost["offload"].commands, cost[kind].commands, NAMES[kind]))
+    for kind in ("forking", "simple", "celery"):
+        target = ("<= 3 (abs.)", lambda _: cost["offload"].round_trips <= 3) if kind == "celery" else ("", None)
+        rows.append(
+            Row(
+                "drain",
+                "Redis round trips per job",
+                cost["offload"].round_trips,
+                cost[kind].round_trips,
+                NAMES[kind],
+                *target,
+            )
+        )
+    for kind in ("forking", "simple", "celery"):
+        target = ("<= 0.5x", at_most(0.5)) if kind == "celery" else ("", None)
+        us = {name: cost[name].cpu_seconds * 1e6 for name in (kind, "offload")}
+        rows.append(Row("drain", "Redis CPU µs per job", us["offload"], us[kind], NAMES[kind], *target, digits=0))
+    return [
+        *rows,
         Row(
             "drain",
             f"healthy jobs finished of {healthy}, 1 in {CRASH_EVERY} segfaults",

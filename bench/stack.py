@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -61,6 +62,38 @@ def command_counts(redis: Redis) -> Counter[str]:
     """Return how many times each command ran on the server (INFO commandstats), by name."""
     stats = redis.info("commandstats")
     return Counter({name.removeprefix("cmdstat_"): values["calls"] for name, values in stats.items()})
+
+
+@dataclass(frozen=True)
+class RedisCost:
+    """What a Redis server has done so far: commands run, requests read, CPU seconds spent."""
+
+    commands: int
+    round_trips: int
+    """Read events (INFO stats ``total_reads_processed``): one per request or pipeline a client sends."""
+    cpu_seconds: float
+    """``used_cpu_user`` + ``used_cpu_sys`` (INFO cpu): the server's own CPU time."""
+
+    def __sub__(self, other: RedisCost) -> RedisCost:
+        return RedisCost(
+            self.commands - other.commands,
+            self.round_trips - other.round_trips,
+            self.cpu_seconds - other.cpu_seconds,
+        )
+
+    def per(self, count: int, less: RedisCost | None = None) -> RedisCost:
+        """This cost, minus ``less`` (a fixed overhead), spread over ``count`` jobs."""
+        cost = self - less if less is not None else self
+        return RedisCost(cost.commands / count, cost.round_trips / count, cost.cpu_seconds / count)  # type: ignore[arg-type]
+
+
+def redis_cost(redis: Redis) -> RedisCost:
+    """Return the server's :class:`RedisCost` so far (one INFO round trip, counted in it too)."""
+    info = redis.info("all")
+    commands = sum(
+        values["calls"] for name, values in info.items() if name.startswith("cmdstat_") and isinstance(values, dict)
+    )
+    return RedisCost(commands, info["total_reads_processed"], info["used_cpu_user"] + info["used_cpu_sys"])
 
 
 def noop_jobs(count: int) -> list:
