@@ -7,8 +7,17 @@ command). :class:`SleepingScheduler` reads when the earliest scheduled job is du
 the next period of a periodic job (periodic.py) starts, and sleeps until then, at most
 ``MAX_SLEEP`` seconds. Every job Offload schedules goes through ``queues.OffloadQueue`` (the
 web's queues in ``jobs.py``, the worker's for retries), which publishes on ``WAKE_CHANNEL`` in
-the same round trip, so the scheduler wakes at once and recomputes its sleep. A job scheduled
-some other way (a plain ``rq.Queue``) still runs, at most ``MAX_SLEEP`` seconds late.
+the same round trip, so the scheduler wakes at once and recomputes its sleep.
+
+A job scheduled some other way (a plain ``rq.Queue.enqueue_at`` from another service,
+rq-dashboard, a shell) publishes nothing, so the scheduler also asks Redis to tell it when
+any scheduled registry changes: server-assisted client tracking (``CLIENT TRACKING ON
+REDIRECT <listener> BCAST PREFIX rq:scheduled:``, Redis >= 6 and Valkey), whose invalidation
+messages reach the same pub/sub connection as the wake-ups, and cost nothing while nothing
+changes. Keyspace notifications would need ``CONFIG SET``, which managed Redis often
+refuses. Where the server refuses tracking too, the scheduler says so once and re-reads the
+earliest scheduled time every ``POLL_WITHOUT_TRACKING`` seconds while it sleeps (one round
+trip), so such jobs still start on time.
 
 Locks stay RQ's: one scheduler per queue however many workers run one.
 """
@@ -19,10 +28,13 @@ import signal
 import time
 from multiprocessing import Process
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 import redis.exceptions
+from redis import Redis
 from redis.client import PubSub
+from redis.connection import AbstractConnection
+from rq.registry import ScheduledJobRegistry
 
 from offload import periodic
 from offload.queues import WAKE_CHANNEL
@@ -31,6 +43,15 @@ STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 MAX_SLEEP = 60
 """Longest the scheduler sleeps between reads (its locks live ``MAX_SLEEP + 60`` s)."""
+
+POLL_WITHOUT_TRACKING = 1.0
+"""Seconds between reads of the earliest scheduled time while asleep, on a Redis that refuses tracking."""
+
+INVALIDATE_CHANNEL = "__redis__:invalidate"
+"""Where Redis sends a redirected tracking client's invalidation messages."""
+
+TRACKED_PREFIX = ScheduledJobRegistry.key_template.format("")
+"""Every queue's scheduled registry key starts with this (``rq:scheduled:``)."""
 
 
 class _Wake(Exception):
@@ -44,6 +65,8 @@ class SleepingScheduler(periodic.OffloadScheduler):
         super().__init__(*args, interval=max_sleep, **kwargs)
         self._sleeping = False
         self._last_round = 0.0
+        self._tracker: Redis | None = None
+        self._tracking: bool | None = None  # None: not set up (again) yet; False: the server refuses it
 
     def request_stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
         self._stop_requested = True
@@ -102,11 +125,12 @@ class SleepingScheduler(periodic.OffloadScheduler):
                     if not born:  # inside the loop: a Redis outage at start-up is waited out too
                         self.register_birth()
                         born = True
-                    if not pubsub.subscribed:
-                        pubsub.subscribe(WAKE_CHANNEL)  # before reading, so no wake is missed
+                    if not pubsub.subscribed or self._tracking is None:
+                        self._listen(pubsub)  # before reading, so no wake is missed
                     if self.should_reacquire_locks:
                         self.acquire_locks()
                     self.heartbeat()
+                    self._drain(pubsub)  # whatever woke us so far, the read below covers
                     due_in = self.seconds_until_due()
                     if due_in is not None and due_in <= 0:
                         self.enqueue_scheduled_jobs()
@@ -117,22 +141,94 @@ class SleepingScheduler(periodic.OffloadScheduler):
                     backoff = 1.0
                 except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
                     self.log.warning("Scheduler: Redis unavailable (%s), retrying in %.0f s", exc, backoff)
-                    pubsub.reset()
+                    self._forget_tracking(pubsub)
                     self._sleep(None, backoff)
                     backoff = min(backoff * 2, 30)
         finally:
-            pubsub.close()
+            self._forget_tracking(pubsub)
+
+    def _listen(self, pubsub: PubSub) -> None:
+        """Subscribe to wake-ups, and have Redis send there any change to a scheduled registry."""
+        self._forget_tracking(pubsub)
+        # The listener's id, asked on its own connection before it subscribes (a subscribed
+        # RESP2 connection takes no other command).
+        pubsub.execute_command("CLIENT", "ID")
+        listener_id = pubsub.parse_response(block=True)
+        pubsub.subscribe(WAKE_CHANNEL, INVALIDATE_CHANNEL)
+        # redis-py reconnects a dropped connection by itself, and a new connection has a new
+        # id and no tracking: either one reconnecting makes the next round set both up again.
+        cast(AbstractConnection, pubsub.connection).register_connect_callback(self._lost_tracking)  # set above
+        pool = self.connection.connection_pool
+        # A connection of its own, never handed back to RQ's pool with tracking on.
+        tracker = Redis(
+            connection_pool=type(pool)(connection_class=pool.connection_class, **pool.connection_kwargs),
+            single_connection_client=True,
+        )
+        self._tracker = tracker
+        try:
+            tracker.execute_command(
+                "CLIENT", "TRACKING", "ON", "REDIRECT", listener_id, "BCAST", "PREFIX", TRACKED_PREFIX
+            )
+        except redis.exceptions.ResponseError as exc:  # unknown command, NOPERM, or disabled by the provider
+            if self._tracking is not False:
+                self.log.warning(
+                    "Scheduler: this Redis refuses client tracking (%s); jobs scheduled without Offload's queues "
+                    "are found by reading the earliest scheduled time every %.0f s instead",
+                    exc,
+                    POLL_WITHOUT_TRACKING,
+                )
+            self._forget_tracking(None)
+            self._tracking = False
+            return
+        tracker.connection.register_connect_callback(self._lost_tracking)
+        self._tracking = True
+
+    def _lost_tracking(self, connection: AbstractConnection) -> None:
+        if self._tracking:
+            self._tracking = None
+
+    def _forget_tracking(self, pubsub: PubSub | None) -> None:
+        """Close the tracking connection and, given ``pubsub``, the listener (back to the pool, unwatched)."""
+        if pubsub is not None:
+            if pubsub.connection is not None:
+                pubsub.connection.deregister_connect_callback(self._lost_tracking)
+            pubsub.reset()
+        if self._tracker is not None:
+            tracker, self._tracker = self._tracker, None
+            tracker.close()
+            tracker.connection_pool.disconnect()
+        if self._tracking:
+            self._tracking = None
+
+    @staticmethod
+    def _drain(pubsub: PubSub) -> None:
+        """Read the wake-ups already here without waiting (a read follows that covers them)."""
+        for _ in range(1000):  # bounded: a flood of changes must not hold the round up
+            if pubsub.connection is None or not pubsub.connection.can_read(timeout=0):
+                return
+            pubsub.get_message(timeout=0)
 
     def _sleep(self, pubsub: PubSub | None, seconds: float) -> None:
-        """Sleep up to ``seconds``, less if a wake message or the stop signal comes."""
+        """Sleep up to ``seconds``, less if a wake message, a registry change or the stop signal comes."""
         try:
             self._sleeping = True  # inside the try: a stop signal right after it still ends here
             if self._stop_requested:
                 return
             if pubsub is None:
                 time.sleep(seconds)
-            else:
-                pubsub.get_message(timeout=max(seconds, 0.0))
+                return
+            deadline = time.monotonic() + max(seconds, 0.0)
+            while True:
+                left = deadline - time.monotonic()
+                if self._tracking is not False:
+                    pubsub.get_message(timeout=max(left, 0.0))  # any message, even one redis-py keeps: a wake
+                    return
+                # Nothing tells this scheduler of a plain enqueue_at: look, once a second.
+                if pubsub.get_message(timeout=max(min(left, POLL_WITHOUT_TRACKING), 0.0)) is not None or left <= 0:
+                    return
+                due_in = self.seconds_until_due()
+                if due_in is not None and due_in < deadline - time.monotonic():
+                    deadline = time.monotonic() + max(due_in, 0.0)
         except _Wake:
             pass
         finally:

@@ -1,0 +1,72 @@
+"""Jobs scheduled by any client start on time on the production worker
+(``rq worker -c worker -w offload.worker.OffloadWorker --with-scheduler``), though its scheduler
+sleeps up to a minute between reads: a plain ``rq.Queue.enqueue_at`` (another service,
+rq-dashboard, a shell) wakes nobody, yet the job starts within a second of its time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from redis import Redis
+from rq import Queue
+from rq.job import Job, JobStatus
+from rq.serializers import JSONSerializer
+
+from tests.conftest import ended, wait_for
+
+pytestmark = pytest.mark.e2e
+
+SLACK = 0.5
+"""Beyond the 1 s target: the worker picking the job off the queue on a loaded machine."""
+
+
+def _scheduler_asleep(redis: Redis) -> bool:
+    """True once the scheduler's listener subscribed over a second ago: its first read is done."""
+    return any(int(client["sub"]) >= 1 and int(client["idle"]) >= 1 for client in redis.client_list())
+
+
+def _schedule_plainly(redis: Redis) -> tuple[Job, datetime]:
+    """Schedule a job 2 s ahead with RQ's own Queue, as another service would: no wake-up sent."""
+    when = (datetime.now(UTC) + timedelta(seconds=2)).replace(microsecond=0)
+    job = Queue("default", connection=redis, serializer=JSONSerializer).enqueue_at(when, "tests.fixtures.report_pid")
+    return job, when
+
+
+def _late_by(job: Job, when: datetime) -> float:
+    job = ended(job, timeout=90)  # the sleeping scheduler alone would start it up to 60 s late
+    assert job.get_status() == JobStatus.FINISHED
+    return (job.started_at.replace(tzinfo=UTC) - when).total_seconds()
+
+
+@pytest.mark.parametrize("redis_url", ["redis", "valkey"], indirect=True)
+def test_a_job_scheduled_with_a_plain_rq_queue_starts_within_a_second_of_its_time(workers, redis):
+    workers.start_worker()
+    wait_for(lambda: _scheduler_asleep(redis), what="the scheduler to sleep")
+
+    job, when = _schedule_plainly(redis)
+
+    assert _late_by(job, when) <= 1.0 + SLACK
+
+
+@pytest.fixture
+def no_client_tracking(redis: Redis) -> Iterator[None]:
+    """A Redis that refuses CLIENT TRACKING, as some managed ones do."""
+    redis.execute_command("ACL", "SETUSER", "default", "-client|tracking")
+    try:
+        yield
+    finally:
+        redis.execute_command("ACL", "SETUSER", "default", "+client|tracking")
+
+
+def test_where_redis_refuses_client_tracking_the_scheduler_says_so_and_still_starts_it_on_time(
+    workers, redis, no_client_tracking
+):
+    workers.start_worker()
+    wait_for(lambda: _scheduler_asleep(redis), what="the scheduler to sleep")
+
+    job, when = _schedule_plainly(redis)
+
+    assert _late_by(job, when) <= 1.0 + SLACK
+    assert "refuses client tracking" in workers.log("worker")
