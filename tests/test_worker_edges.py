@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import multiprocessing
 import os
 import shlex
 import signal
@@ -269,9 +270,11 @@ def test_a_worker_cut_off_from_redis_past_the_heartbeat_ttl_gives_its_job_up_so_
 
 def test_a_stop_signal_as_the_scheduler_process_starts_still_releases_its_locks(redis, signals, monkeypatch):
     work = SleepingScheduler.work
+    started, signalled = multiprocessing.Event(), multiprocessing.Event()
 
     def slow_start(scheduler):  # imports and logging take a while in a real start
-        time.sleep(1)
+        started.set()
+        signalled.wait(10)
         work(scheduler)
 
     monkeypatch.setattr(SleepingScheduler, "work", slow_start)
@@ -280,7 +283,9 @@ def test_a_stop_signal_as_the_scheduler_process_starts_still_releases_its_locks(
     process = worker.scheduler._process
     assert redis.exists("rq:scheduler-lock:default")
 
+    assert started.wait(10), "the scheduler process did not start"
     os.kill(process.pid, signal.SIGTERM)  # before the new process has its handlers
+    signalled.set()
     process.join(10)
 
     assert process.exitcode == 0
