@@ -11,6 +11,7 @@ import trustme
 
 import dev
 from offload.workloads.mailer import PermanentMailError, SmtpConfig, TransientMailError, send
+from tests.conftest import wait_for
 from tests.mailserver import MailServer, mail_server
 
 
@@ -130,6 +131,48 @@ def test_a_connection_dropped_after_acceptance_still_counts_as_delivered():
 
     assert len(accepted) == 3
     assert server.received() == {"reader@example.org": 3}
+
+
+def test_mails_sent_one_after_another_share_one_connection():
+    with mail_server() as server:
+        config = SmtpConfig.from_url(f"smtp://127.0.0.1:{server.port}")
+        for number in range(5):
+            send(config, message(f"reader{number}@example.org"), lambda _: None)
+
+        assert len(server.received()) == 5
+        assert server.connections() == 1
+
+
+def test_mails_over_tls_with_a_login_share_one_connection(tls):
+    context, ca_file = tls
+    with mail_server(MailServer(credentials=("news", "s3cret")), tls_context=context, require_starttls=True) as server:
+        config = SmtpConfig.from_url(f"smtp+starttls://news:s3cret@127.0.0.1:{server.port}", ca_file=ca_file)
+        for number in range(3):
+            send(config, message(f"reader{number}@example.org"), lambda _: None)
+
+        assert len(server.received()) == 3
+        assert server.connections() == 1
+
+
+def test_a_connection_the_server_closed_while_idle_is_replaced():
+    with mail_server(MailServer(drop_after_accept=True)) as server:
+        config = SmtpConfig.from_url(f"smtp://127.0.0.1:{server.port}")
+        for number in range(3):
+            send(config, message(f"reader{number}@example.org"), lambda _: None)
+            wait_for(lambda n=number: server.closed_after_accept == n + 1, what="the server to close the connection")
+
+        assert len(server.received()) == 3
+        assert server.connections() == 3
+
+
+def test_a_reused_connection_dropped_at_mail_sends_the_mail_over_a_new_one():
+    with mail_server(MailServer(drop_reused=1)) as server:
+        config = SmtpConfig.from_url(f"smtp://127.0.0.1:{server.port}")
+        for number in range(3):
+            send(config, message(f"reader{number}@example.org"), lambda _: None)
+
+        assert len(server.received()) == 3  # each once
+        assert server.connections() == 2
 
 
 @pytest.mark.parametrize(
