@@ -74,6 +74,13 @@ class RedisCost:
     cpu_seconds: float
     """``used_cpu_user`` + ``used_cpu_sys`` (INFO cpu): the server's own CPU time."""
 
+    def __add__(self, other: RedisCost) -> RedisCost:
+        return RedisCost(
+            self.commands + other.commands,
+            self.round_trips + other.round_trips,
+            self.cpu_seconds + other.cpu_seconds,
+        )
+
     def __sub__(self, other: RedisCost) -> RedisCost:
         return RedisCost(
             self.commands - other.commands,

@@ -6,7 +6,8 @@ access log on), running the production app plus the benchmark-only ``POST /bench
 other, in windows of ``WINDOW_SECONDS`` alternating until each endpoint has had
 ``load_seconds``; that is one repetition. On a shared machine the speed of both drifts by
 2x within seconds; short alternating windows give both the same drift. No worker runs:
-jobs only pile up.
+jobs only pile up. What each submit costs Redis (CPU, round trips) comes from the server's
+counters over the submit windows, per answered request: the figure docs/capacity.md builds on.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ ENDPOINTS = {"noop": "/bench/noop", "submit": "/api/jobs"}
 
 def run(options: Options) -> list[Row]:
     runs: dict[str, list[LoadResult]] = {"submit": [], "noop": []}
+    costs: list[stack.RedisCost] = []
     windows = max(1, round(options.load_seconds / WINDOW_SECONDS))
     with stack.stack() as processes:
         base_url = processes.start_web()
@@ -44,12 +46,18 @@ def run(options: Options) -> list[Row]:
                 f" {windows} x {seconds:.1f} s each (repetition {repetition + 1} of {options.repeat})"
             )
             totals = {name: LoadResult(seconds=0) for name in ENDPOINTS}
+            cost = stack.RedisCost(0, 0, 0.0)
             for _ in range(windows):
                 for name, path in ENDPOINTS.items():
+                    before = stack.redis_cost(processes.redis)
                     window = run_load(base_url + path, BODY, options.concurrency, seconds, 0.3)
+                    if name == "submit":  # warm-up requests included: they cost Redis the same
+                        cost = cost + (stack.redis_cost(processes.redis) - before)
+                        submits = int(processes.redis.llen("rq:queue:default"))
                     totals[name].add(_checked(window, 202, path))
             for name in ENDPOINTS:
                 runs[name].append(totals[name])
+            costs.append(cost.per(submits))
             processes.redis.flushdb()
 
     def figure(name: str, measure) -> float:  # type: ignore[no-untyped-def]
@@ -77,4 +85,6 @@ def run(options: Options) -> list[Row]:
         ),
         Row("submit", "p50 ms", figure("submit", p50), figure("noop", p50), noop),
         Row("submit", "p99 ms", figure("submit", p99), figure("noop", p99), noop, "<= 2x", at_most(2.0)),
+        Row("submit", "Redis round trips per submit", median([cost.round_trips for cost in costs]), digits=2),
+        Row("submit", "Redis CPU µs per submit", median([cost.cpu_seconds for cost in costs]) * 1e6, digits=0),
     ]

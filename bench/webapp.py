@@ -22,14 +22,17 @@ from flask import Blueprint, Flask, abort, current_app, jsonify, request
 from pydantic import ValidationError
 from rq import Queue
 
-from app import create_app, csrf
+from app import create_app
 from bench import jobs as bench_jobs
 from offload import jobs
-from offload.web.api import field_errors
-from tasks import TASKS, get_task, task
+from offload.registry import field_errors
+from offload.state import get_task
+from tasks import offload
 
-if "noop" not in TASKS:
-    task(title="No-op", description="Does nothing; for benchmarks.", queue="default", timeout=60)(bench_jobs.noop)
+if offload.tasks.get("noop") is None:
+    offload.task(title="No-op", description="Does nothing; for benchmarks.", queue="default", timeout=60)(
+        bench_jobs.noop
+    )
 
 bp = Blueprint("bench", __name__, url_prefix="/bench")
 
@@ -80,5 +83,5 @@ def create_bench_app() -> Flask:
     """Return the production app with the benchmark endpoints mounted."""
     app = create_app()
     app.register_blueprint(bp)
-    csrf.exempt(bp)
+    app.extensions["csrf"].exempt(bp)
     return app
