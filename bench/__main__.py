@@ -9,7 +9,7 @@ import platform
 import sys
 import time
 
-from bench import drain, fanout, idle, latency, memory, submit
+from bench import capacity, drain, fanout, idle, latency, memory, submit
 from bench.options import QUICK, Options, progress
 from bench.report import Row, render
 
@@ -19,8 +19,9 @@ SCENARIOS = {
     "latency": latency.run,
     "fanout": fanout.run,
     "memory": memory.run,
+    "capacity": capacity.run,
 }
-ALL = ["submit", "drain", "latency", "fanout", "idle", "memory"]
+ALL = ["submit", "drain", "latency", "fanout", "idle", "memory", "capacity"]
 
 
 def parse(argv: list[str]) -> tuple[Options, list[str]]:
