@@ -88,6 +88,10 @@ class RedisCost:
             self.cpu_seconds - other.cpu_seconds,
         )
 
+    def scaled(self, factor: float) -> RedisCost:
+        """This cost times ``factor`` (a cost per second times a run's length, say)."""
+        return RedisCost(self.commands * factor, self.round_trips * factor, self.cpu_seconds * factor)  # type: ignore[arg-type]
+
     def per(self, count: int, less: RedisCost | None = None) -> RedisCost:
         """This cost, minus ``less`` (a fixed overhead), spread over ``count`` jobs."""
         cost = self - less if less is not None else self
