@@ -69,6 +69,18 @@ def test_login_never_redirects_off_site(guarded_app, target):
     assert response.headers["Location"] == "/"
 
 
+@pytest.mark.parametrize(
+    "target",
+    ["/\r\nX-Injected: 1", "/guarded\nX-Injected: 1", "/\t/evil.example", "/\u2028x", "/\x00", "/\x85"],
+)
+def test_a_next_with_a_control_character_redirects_home_and_injects_no_header(guarded_app, target):
+    response = log_in(guarded_app.test_client(), next=target)
+
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/"
+    assert "X-Injected" not in response.headers
+
+
 def test_logout_forgets_the_login(guarded_app):
     client = guarded_app.test_client()
     log_in(client)

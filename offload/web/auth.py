@@ -114,8 +114,18 @@ def operator_required(view: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def safe_next(target: str | None) -> str:
-    """Return ``target`` if it is a path on this site, else the home page (no open redirects)."""
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+    """Return ``target`` if it is a path on this site, else the home page (no open redirects).
+
+    A control character or line break is refused too: CR/LF would break the Location header
+    (a 500), and browsers drop tabs and newlines from URLs, so ``/\\t/evil.example`` is ``//evil.example``.
+    """
+    if (
+        target
+        and target.isprintable()
+        and target.startswith("/")
+        and not target.startswith("//")
+        and "\\" not in target
+    ):
         parts = urlsplit(target)
         if not parts.scheme and not parts.netloc:
             return target
