@@ -280,3 +280,21 @@ def test_a_malformed_id_in_a_registry_leaves_the_other_jobs_listed_and_its_view_
     assert [view.status_code for view in views] == [404, 404]
     assert "No such job" in views[0].get_data(as_text=True)
     assert data.status_code == 404
+
+
+def test_empty_and_requeue_all_work_around_a_malformed_id_in_the_failed_registry(redis_url, redis, failed_job):
+    registry = failed_job.failed_job_registry
+    client = operator_client(csrf_app(redis_url, **OPERATOR_ACCOUNT))
+    client.get("/rq/")
+    headers = {"X-CSRFToken": client.get_cookie("_csrf_token", path="/rq").value}
+
+    redis.zadd(registry.key, {"bad id <x>": 1})
+    requeued = client.post("/rq/requeue/default", headers=headers)
+    assert (requeued.status_code, requeued.get_json()) == (200, {"status": "OK", "count": 1})
+    assert failed_job.get_status(refresh=True) == "queued"
+
+    redis.zadd(registry.key, {"bad id <x>": 1, failed_job.id: 2})
+    emptied = client.post("/rq/queue/default/failed/empty", headers=headers)
+    assert (emptied.status_code, registry.get_job_ids(cleanup=False)) == (200, [])
+    assert not redis.exists(failed_job.key)
+    assert client.post("/rq/queue/default/nonsense/empty", headers=headers).status_code == 404

@@ -17,7 +17,8 @@ forking it:
   print them with ``<%= %>``, as raw HTML. A job's result, args and meta are anyone's text
   (``call_api`` returns what a remote API echoed), and so is a queue's name;
 - a job id that is not one (RQ refuses it) is a 404, and a registry holding one lists the
-  other jobs (:class:`DashboardQueue`); "compact" on a queue with nothing in it does nothing;
+  other jobs (:class:`DashboardQueue`), is emptied and requeued around it; "compact" on a
+  queue with nothing in it does nothing;
 - its pages carry a Content-Security-Policy that allows only its own inline script (by
   hash) and same-origin files, so markup that slipped in still could not run.
 """
@@ -43,6 +44,7 @@ from redis.exceptions import ResponseError
 from rq import Queue, Worker
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, validate_job_id
+from rq.registry import BaseRegistry
 from rq.serializers import JSONSerializer
 from rq.worker.base import BaseWorker
 from werkzeug.exceptions import MethodNotAllowed
@@ -69,6 +71,8 @@ def init_app(app: App) -> None:
     rq_dashboard.web.Queue = DashboardQueue  # the name its views build every queue with
     app.view_functions[f"{BLUEPRINT}.list_workers"] = list_workers
     app.view_functions[f"{BLUEPRINT}.compact_queue"] = compact_queue
+    app.view_functions[f"{BLUEPRINT}.empty_queue"] = empty_queue
+    app.view_functions[f"{BLUEPRINT}.requeue_all"] = requeue_all
     # Ahead of every other before_request (CSRF included): nothing of it runs for anyone else.
     app.before_request_funcs.setdefault(None, []).insert(0, guard_dashboard)
     app.after_request(secure_dashboard_page)
@@ -195,7 +199,7 @@ def compact_queue(queue_name: str):
     RQ's ``Queue.compact`` renames the queue's list, and Redis refuses to rename a key that does
     not exist: an empty queue (no list at all) answered 500.
     """
-    queue = Queue(queue_name, serializer=JSONSerializer, connection=current_app.redis_conn)  # type: ignore[attr-defined]  # rq-dashboard's setup sets it
+    queue = _dashboard_queue(queue_name)
     try:
         queue.compact()
     except ResponseError as exc:
@@ -252,6 +256,62 @@ def list_workers(instance_number: int):
         )
     workers.sort(key=lambda w: (w["state"], w["queues"], w["name"]))
     return jsonify(workers=workers), {"Cache-Control": "no-store"}
+
+
+def _registry(queue: Queue, registry_name: str) -> BaseRegistry:
+    """``queue``'s registry called ``registry_name`` (failed, finished...), or a 404."""
+    registry = getattr(queue, f"{registry_name}_job_registry", None)
+    if not isinstance(registry, BaseRegistry):
+        abort(404, f"There is no {registry_name[:40]!r} registry.")
+    return registry
+
+
+def _dashboard_queue(queue_name: str) -> Queue:
+    return Queue(queue_name, serializer=JSONSerializer, connection=current_app.redis_conn)  # type: ignore[attr-defined]  # rq-dashboard's setup sets it
+
+
+def _fetch_or_drop(registry: BaseRegistry, job_id: str) -> Job | None:
+    """The job ``job_id`` of ``registry``; None, and its entry removed (logged), when it is no job."""
+    try:
+        if is_job_id(job_id):
+            return Job.fetch(job_id, connection=registry.connection, serializer=JSONSerializer)
+    except NoSuchJobError:
+        pass
+    log.warning("Registry %s holds %r, which is no job (malformed or deleted): entry removed", registry.key, job_id)
+    registry.remove(job_id)
+    return None
+
+
+def empty_queue(queue_name: str, registry_name: str):
+    """rq-dashboard's "empty": delete every job of a queue or registry; ids that are not jobs are dropped too.
+
+    Its own fetched each id of a registry and answered 500 on one RQ refuses as malformed.
+    """
+    if current_app.config.get("RQ_DASHBOARD_DISABLE_DELETE"):
+        return jsonify(status="DISABLED")
+    queue = _dashboard_queue(queue_name)
+    if registry_name == "queued":
+        queue.empty()
+        return jsonify(status="OK")
+    registry = _registry(queue, registry_name)
+    for job_id in registry.get_job_ids(cleanup=False):
+        job = _fetch_or_drop(registry, job_id)
+        if job is not None:
+            job.delete()
+            registry.remove(job_id)  # delete() clears the registry of the job's status, which may be another
+    return jsonify(status="OK")
+
+
+def requeue_all(queue_name: str):
+    """rq-dashboard's "requeue all" failed jobs of a queue, skipping ids that are no (longer) jobs."""
+    registry = _dashboard_queue(queue_name).failed_job_registry
+    count = 0
+    for job_id in registry.get_job_ids(cleanup=False):
+        job = _fetch_or_drop(registry, job_id)
+        if job is not None:
+            job.requeue()
+            count += 1
+    return jsonify(status="OK", count=count)
 
 
 def no_such_job(exc: NoSuchJobError):
