@@ -4,6 +4,7 @@ whether it declares its length or is chunked without one."""
 
 from __future__ import annotations
 
+import re
 import select
 import socket
 import time
@@ -78,3 +79,28 @@ def test_a_chunked_body_under_the_limit_still_reaches_the_view(http, redis):
 
     assert response.request.headers["Transfer-Encoding"] == "chunked"
     assert response.status_code == 202, response.text
+
+
+def test_a_chunked_form_upload_under_the_limit_still_reaches_the_view(http, redis):
+    boundary = "offload-test-boundary"
+    token = re.search(r'name="csrf_token" value="([^"]+)"', http.get("/").text).group(1)
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="csrf_token"\r\n\r\n{token}\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="limit"\r\n\r\n100\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="attachment"; filename="a.bin"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + b"\0" * (LIMIT // 2)
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    pieces = [body[start : start + 65536] for start in range(0, len(body), 65536)]
+
+    response = http.post(
+        "/tasks/crunch_numbers",
+        content=iter(pieces),
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+
+    assert response.request.headers["Transfer-Encoding"] == "chunked"
+    assert response.status_code == 303 and "/jobs/" in response.headers["Location"], response.text[-500:]
