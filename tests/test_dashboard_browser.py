@@ -36,9 +36,9 @@ def assert_markup_shown_as_text(tab: Tab, where: str) -> None:
     """No injected style applied, no injected element, no script ran."""
     page = tab.page
     page.wait_for_load_state("networkidle")
+    tab.assert_inert(where)
     assert page.evaluate("getComputedStyle(document.body).backgroundColor") != RED, f"injected style applied on {where}"
     assert page.locator("img[src=x], style:not(head style)").count() == 0, f"markup inserted on {where}"
-    tab.assert_inert(where)
 
 
 def test_markup_keys_echoed_into_a_call_api_result_stay_text_in_rq_dashboard(operator: Tab, stack, redis):
@@ -68,8 +68,9 @@ def test_a_queue_named_with_markup_shows_its_name_as_text_on_every_dashboard_pag
 
     operator.log_in("/rq/")
     page = operator.page
-    expect(page.locator("#queues")).to_contain_text(name)
+    expect(page.locator("#queues tr[data-role=queue]").first).to_be_visible()
     assert_markup_shown_as_text(operator, "the queues page")
+    expect(page.locator("#queues")).to_contain_text(name)
     page.locator("#queues tr[data-role=queue]", has_text=name).get_by_role("link").first.click()
     expect(page).to_have_url(re.compile(r"/rq/0/view/jobs/.+/queued/8/asc/1$"))
     expect(page.locator(f'tr[data-job-id="{job.id}"]')).to_be_visible()
