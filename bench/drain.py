@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from rq import Queue
 
-from bench import celery_baseline, stack
+from bench import bullmq_baseline, celery_baseline, stack
 from bench.options import Options, progress
 from bench.report import Row, at_least, at_most, median
 
@@ -34,6 +34,10 @@ NAMES = {
     "simple": "rq worker SimpleWorker",
     "celery": celery_baseline.NAME,
 }
+if bullmq_baseline.available():
+    NAMES["bullmq"] = bullmq_baseline.NAME
+BASELINES = {"celery": celery_baseline, "bullmq": bullmq_baseline}
+"""The baselines that are not ``rq worker`` commands: each has its own drain and start/stop cost."""
 CRASH_EVERY = 50
 
 
@@ -85,14 +89,16 @@ def start_stop_cost(command: str) -> stack.RedisCost:
 def run(options: Options) -> list[Row]:
     count = options.drain_jobs
     overhead = {kind: start_stop_cost(command) for kind, command in WORKERS.items()}
-    overhead["celery"] = celery_baseline.start_stop_cost()
+    for kind, baseline in BASELINES.items():
+        if kind in NAMES:
+            overhead[kind] = baseline.start_stop_cost()
     runs: dict[str, list[Drained]] = {kind: [] for kind in NAMES}
     for repetition in range(options.repeat):
         order = list(NAMES)
         random.shuffle(order)  # no kind always runs first (or last) on a noisy machine
         for kind in order:
             progress(f"drain: {NAMES[kind]}, {count} jobs (repetition {repetition + 1}/{options.repeat})")
-            runs[kind].append(celery_baseline.drain(count) if kind == "celery" else drain(WORKERS[kind], count))
+            runs[kind].append(BASELINES[kind].drain(count) if kind in BASELINES else drain(WORKERS[kind], count))
 
     def rate(kind: str) -> float:
         return median([run.jobs_per_second for run in runs[kind]])
@@ -119,9 +125,12 @@ def run(options: Options) -> list[Row]:
         Row("drain", "jobs/s, one worker process", offload, rate("simple"), NAMES["simple"], ">= 1.2x", at_least(1.2)),
         Row("drain", "jobs/s, one worker process", offload, rate("celery"), NAMES["celery"], ">= 2x", at_least(2.0)),
     ]
-    for kind in ("forking", "simple", "celery"):
+    others = [kind for kind in NAMES if kind != "offload"]
+    if "bullmq" in NAMES:
+        rows.append(Row("drain", "jobs/s, one worker process", offload, rate("bullmq"), NAMES["bullmq"]))
+    for kind in others:
         rows.append(Row("drain", "Redis commands per job", cost["offload"].commands, cost[kind].commands, NAMES[kind]))
-    for kind in ("forking", "simple", "celery"):
+    for kind in others:
         target = ("<= 3 (abs.)", lambda _: cost["offload"].round_trips <= 3) if kind == "celery" else ("", None)
         rows.append(
             Row(
@@ -133,7 +142,7 @@ def run(options: Options) -> list[Row]:
                 *target,
             )
         )
-    for kind in ("forking", "simple", "celery"):
+    for kind in others:
         target = ("<= 0.5x", at_most(0.5)) if kind == "celery" else ("", None)
         us = {name: cost[name].cpu_seconds * 1e6 for name in (kind, "offload")}
         rows.append(Row("drain", "Redis CPU µs per job", us["offload"], us[kind], NAMES[kind], *target, digits=0))
