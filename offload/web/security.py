@@ -11,8 +11,8 @@ from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, abort, current_app, request
-from werkzeug.middleware.proxy_fix import ProxyFix
 
+from offload.web import client_identity
 from offload.web.rate_limits import limiter
 
 CONTENT_SECURITY_POLICY = "; ".join(
@@ -99,9 +99,7 @@ def discard_request_body(limit: int) -> None:
 
 def init_app(app: Flask) -> None:
     """Trust ``TRUSTED_PROXY_COUNT`` proxies, add the headers, refuse unreadable forms."""
-    proxies = app.config["OFFLOAD_TRUSTED_PROXY_COUNT"]
-    if proxies:
-        # X-Forwarded-For gives the client's address (rate limits), -Proto says HTTPS (HSTS, cookies).
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)  # type: ignore[method-assign]  # Flask documents wrapping it
+    # The client's address (rate limits, quotas) and HTTPS (HSTS), as only a trusted proxy may say.
+    client_identity.install(app)
     app.after_request(add_security_headers)
     app.before_request(refuse_unreadable_form_names)  # before CSRFProtect's, which init_app adds later
