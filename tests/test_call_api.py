@@ -25,7 +25,6 @@ from offload.workloads import thirdparty
 from tests.conftest import queued_job_count, wait_for
 from tests.thirdparty_server import ThirdParty
 
-
 TOKEN = "tok-" + "S3cr3t" * 4
 """The stack's THIRD_PARTY_TOKEN: it must never show in a result."""
 
