@@ -32,8 +32,9 @@ _JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _QUALIFIED_ERROR = re.compile(r"^(?:[A-Za-z_][\w]*\.)+([A-Za-z_]\w*(?::|$))")
 
 
-def submit_job(task: Task, params: BaseModel, run_at: datetime | None = None) -> Job:
-    """Enqueue ``task`` with validated ``params`` (or schedule it for ``run_at``) and return the new job."""
+def submit_job(task: Task, params: BaseModel, run_at: datetime | None = None, job_id: str | None = None) -> Job:
+    """Enqueue ``task`` with validated ``params`` (or schedule it for ``run_at``) and return the new job
+    (with id ``job_id`` when given: the quotas charge a job before it exists)."""
     config = current_app.config
     queue = get_queue(task.queue)
     delay = max(0, int((run_at - datetime.now(UTC)).total_seconds())) if run_at else 0
@@ -49,6 +50,7 @@ def submit_job(task: Task, params: BaseModel, run_at: datetime | None = None) ->
         # RQ's default description repeats the arguments; a fixed title keeps user text out of it.
         description=task.title,
         meta={"task": task.name, "progress": 0},
+        job_id=job_id,
     )
     if run_at is not None:
         return queue.schedule_job(job, run_at)

@@ -145,6 +145,15 @@ DEFAULTS: dict[str, Any] = {
     "CLIENT_IP_HEADER": "",
     # Jobs one client (IP address) may submit, in Flask-Limiter's notation.
     "SUBMIT_RATE_LIMIT": "60 per minute",
+    # --- per-client quotas (web/quotas.py); the operator is not limited; 0 turns one off.
+    # Jobs one client may have queued, scheduled or running at once.
+    "QUOTA_ACTIVE_JOBS": 10,
+    # Seconds of CPU one client's jobs may be charged per hour (each task declares its cpu_cost).
+    "QUOTA_CPU_SECONDS_PER_HOUR": 300,
+    # Bytes one client's jobs may store per hour: arguments plus each task's declared stored_bytes.
+    "QUOTA_BYTES_PER_HOUR": 32 * 1024 * 1024,
+    # Largest arguments (as JSON) one job may have, in bytes; beyond: 413.
+    "MAX_ARGS_BYTES": 256 * 1024,
     # A worker's job process (which runs job after job) is replaced after this many jobs,
     # or once its peak memory passes this many MB, so a leaking job cannot grow forever.
     "JOB_PROCESS_MAX_JOBS": 1000,

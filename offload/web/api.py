@@ -13,7 +13,7 @@ from offload import jobs
 from offload.registry import field_errors
 from offload.scheduling import ScheduleError, parse_when
 from offload.state import get_task, get_tasks
-from offload.web import access
+from offload.web import access, quotas
 from offload.web.auth import is_operator
 from offload.web.security import limit_submissions
 from offload.web.setup import on_register
@@ -114,7 +114,7 @@ def create_job():
     except ScheduleError as exc:
         return _bad_request(exc.message, {exc.field: exc.message})
 
-    job = jobs.submit_job(task, validated, run_at=run_at)
+    job = jobs.submit_job(task, validated, run_at=run_at, job_id=quotas.charge(task, validated))
     response = jsonify(jobs.job_view(job, with_log=False))
     response.status_code = 202
     response.headers["Location"] = url_for("api.get_job", job_id=job.id)

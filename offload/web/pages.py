@@ -26,7 +26,7 @@ from offload import artifacts, jobs
 from offload.registry import Task, field_errors
 from offload.scheduling import ScheduleError, parse_when
 from offload.state import get_task, get_tasks
-from offload.web import access
+from offload.web import access, quotas
 from offload.web.auth import is_operator
 from offload.web.security import limit_submissions
 from offload.web.setup import on_register
@@ -98,7 +98,7 @@ def submit(name: str):
             values={name: request.form},
         )
         return page, 400
-    job = jobs.submit_job(task, params, run_at=run_at)
+    job = jobs.submit_job(task, params, run_at=run_at, job_id=quotas.charge(task, params))
     remember_job(job.id)
     return redirect(url_for("web.job_page", job_id=job.id), code=303)
 

@@ -61,7 +61,8 @@ def add_security_headers(response: Response) -> Response:
         response.headers.setdefault(name, value)
     if request.is_secure:
         response.headers.setdefault("Strict-Transport-Security", HSTS)
-    breached = limiter.current_limit if response.status_code == 429 else None
+    # A 429 that says when itself (a quota, web/quotas.py) keeps its own Retry-After.
+    breached = limiter.current_limit if response.status_code == 429 and "Retry-After" not in response.headers else None
     if breached is not None:
         response.headers["Retry-After"] = str(max(1, math.ceil(breached.reset_at - time.time())))
     return response
