@@ -61,7 +61,7 @@ def submit_job(task: Task, params: BaseModel, run_at: datetime | None = None, jo
 
 def fetch_job(job_id: str) -> Job | None:
     """Return the job with ``job_id``, or None if the id is malformed, unknown, expired or unreadable."""
-    if not _JOB_ID.match(job_id):
+    if not _JOB_ID.fullmatch(job_id):
         return None
     try:
         job = Job.fetch(job_id, connection=get_redis(), serializer=JSONSerializer)
@@ -122,7 +122,7 @@ def recent_jobs(
 
 def fetch_jobs(job_ids: list[str]) -> list[Job]:
     """Return the jobs with these ids that still exist, in the same order."""
-    valid = [job_id for job_id in job_ids if _JOB_ID.match(job_id)]
+    valid = [job_id for job_id in job_ids if _JOB_ID.fullmatch(job_id)]
     fetched = Job.fetch_many(valid, connection=get_redis(), serializer=JSONSerializer)
     return [job for job in fetched if job and not unreadable(job)]
 

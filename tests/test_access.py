@@ -105,3 +105,9 @@ def test_a_public_task_stays_open_to_anyone(client, redis: Redis):
 
     assert created.status_code == 202
     assert client.get(created.headers["Location"]).status_code == 200
+
+
+def test_a_job_id_with_a_trailing_newline_is_a_404_not_a_500(client):
+    # `$` in the id pattern matched before a final newline, which RQ then refused with a ValueError.
+    assert client.get("/jobs/0%0A").status_code == 404
+    assert client.get("/api/jobs/0%0A").status_code == 404
