@@ -39,8 +39,8 @@ def post(client, body: dict, peer: str = "203.0.113.10"):
     return client.post("/api/jobs", json=body, environ_base={"REMOTE_ADDR": peer})
 
 
-def test_jobs_queued_at_once_per_client_are_capped_and_a_place_frees_when_one_ends(redis_url, redis: Redis):
-    client = make_app(redis_url, OFFLOAD_QUOTA_ACTIVE_JOBS=3).test_client()
+def test_jobs_queued_at_once_per_client_are_capped_and_a_place_frees_when_one_ends(redis_url, redis: Redis, caplog):
+    client = make_app(redis_url, OFFLOAD_QUOTA_ACTIVE_JOBS=3, OFFLOAD_METRICS_TOKEN="quota-test").test_client()
 
     accepted = [post(client, CRUNCH_SMALL) for _ in range(3)]
     over_api = post(client, CRUNCH_SMALL)
@@ -59,6 +59,11 @@ def test_jobs_queued_at_once_per_client_are_capped_and_a_place_frees_when_one_en
     assert over_form.mimetype == "text/html" and over_form.headers["Retry-After"]
     assert same_64.status_code == 202 and other_client.status_code == 202
     assert queued_job_count(redis) == 5  # the refused ones enqueued nothing
+
+    # Loud: logged, and counted for the metrics.
+    assert "client 203.0.113.10 reached OFFLOAD_QUOTA_ACTIVE_JOBS=3" in caplog.text
+    scraped = client.get("/metrics", headers={"Authorization": "Bearer quota-test"}).get_data(as_text=True)
+    assert 'offload_quota_refusals_total{quota="active"} 2.0' in scraped
 
     # One of the client's jobs ends (canceled here; finished or failed alike): its place is free.
     Job.fetch(accepted[0].get_json()["id"], connection=redis, serializer=JSONSerializer).cancel()

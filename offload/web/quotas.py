@@ -10,7 +10,8 @@ may have queued at once, and spend per hour in CPU and in bytes stored.
 
 A submission over a quota is answered 429, naming the limit and its setting, with ``Retry-After``
 (when the oldest charge leaves the hour, or a few seconds for jobs queued at once), and nothing is
-enqueued. The operator is not limited. All the bookkeeping is one Lua script, one round trip per
+enqueued; it is logged, and counted in ``offload_quota_refusals`` (metrics.py). The operator is
+not limited. All the bookkeeping is one Lua script, one round trip per
 submission, atomic: two submissions at once cannot both take the last place. Its keys expire by
 themselves (``offload:quota:<kind>:<client>``).
 """
@@ -18,6 +19,7 @@ themselves (``offload:quota:<kind>:<client>``).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 import uuid
@@ -27,11 +29,14 @@ from typing import NoReturn
 from flask import abort, current_app
 from pydantic import BaseModel
 
+from offload import metrics
 from offload.registry import Access, Task
 from offload.state import get_redis
 from offload.web.access import visitor_access
 from offload.web.client_identity import client_key
 from offload.web.errors import error_response
+
+log = logging.getLogger("offload.quotas")
 
 KEY_PREFIX = "offload:quota:"
 WINDOW = 3600
@@ -43,7 +48,7 @@ JOB_OVERHEAD_BYTES = 1024
 PENDING_SECONDS = 60
 """A reserved place whose job has not been written yet counts as queued this long."""
 
-# KEYS: active, cpu charges, cpu total, bytes charges, bytes total. ARGV: now, job id, cpu cost,
+# KEYS: active, cpu charges, cpu total, bytes charges, bytes total, refusals counted (metrics). ARGV: now, job id, cpu cost,
 # bytes cost, max active, max cpu, max bytes, window, job key prefix, active key's ttl, pending
 # seconds. Returns {"ok"} or {limit, used, retry_after}. Each hour's total is kept beside its
 # charges, so a submission costs O(1) amortized (the active set never holds more than its limit).
@@ -66,6 +71,7 @@ if max_active > 0 then
     end
   end
   if active >= max_active then
+    redis.call('HINCRBY', KEYS[6], 'active', 1)
     return {'active', tostring(active), '0'}
   end
 end
@@ -99,7 +105,10 @@ local function over(key, total_key, amount, limit, name)
 end
 
 local refused = over(KEYS[2], KEYS[3], cpu, max_cpu, 'cpu') or over(KEYS[4], KEYS[5], bytes, max_bytes, 'bytes')
-if refused then return refused end
+if refused then
+  redis.call('HINCRBY', KEYS[6], refused[1], 1)
+  return refused
+end
 
 if max_active > 0 then
   redis.call('ZADD', KEYS[1], now, job_id)
@@ -163,6 +172,7 @@ def charge(task: Task, params: BaseModel) -> str:
     if not any(limits):
         return job_id
     keys = [f"{KEY_PREFIX}{name}:{client}" for name in ("active", "cpu", "cpu:total", "bytes", "bytes:total")]
+    keys.append(metrics.QUOTA_REFUSALS_KEY)
     pending_ttl = max(WINDOW, config["OFFLOAD_JOB_TTL"])
     args = [time.time(), job_id, cpu, stored, *limits, WINDOW, "rq:job:", pending_ttl, PENDING_SECONDS]
     # EVALSHA: the script's text travels once per connection, then only its hash.
@@ -179,6 +189,7 @@ def refuse(kind: str, used: float, retry_after: float) -> NoReturn:
     quota = QUOTAS[kind]
     limit = current_app.config[quota.setting]
     wait = ACTIVE_RETRY_AFTER if kind == "active" else max(1, math.ceil(retry_after))
+    log.warning("Submission refused: client %s reached %s=%s (used %s)", client_key(), quota.setting, limit, used)
     message = (
         quota.describe.format(limit=limit, used=round(used, 1) if kind == "cpu" else int(used))
         + f" Limit: {quota.setting}={limit}. Nothing was started; try again in {wait} s."
