@@ -49,8 +49,8 @@ PENDING_SECONDS = 60
 """A reserved place whose job has not been written yet counts as queued this long."""
 
 # KEYS: active, cpu charges, cpu total, bytes charges, bytes total, refusals counted (metrics).
-# ARGV: now, job id, cpu cost, bytes cost, max active, max cpu, max bytes, window, job key prefix, active key's ttl, pending
-# seconds. Returns {"ok"} or {limit, used, retry_after}. Each hour's total is kept beside its
+# ARGV: now, job id, cpu cost, bytes cost, max active, max cpu, max bytes, window, job key prefix,
+# active key's ttl, pending seconds. Returns {"ok"} or {limit, used, retry_after}. Each hour's total is kept beside its
 # charges, so a submission costs O(1) amortized (the active set never holds more than its limit).
 CHARGE_SCRIPT = """
 local now, job_id = tonumber(ARGV[1]), ARGV[2]
