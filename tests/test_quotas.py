@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
+import pytest
 from flask import Flask
 from redis import Redis
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from tests.conftest import OPERATOR_ACCOUNT, log_in, queued_job_count
+from tests.conftest import OPERATOR_ACCOUNT, Stack, log_in, queued_job_count
 
 CRUNCH_MAX = {"task": "crunch_numbers", "params": {"limit": 1_000_000_000}}  # charged 21 s of CPU
 CRUNCH_SMALL = {"task": "crunch_numbers", "params": {"limit": 100}}
@@ -159,3 +161,35 @@ def test_quota_bookkeeping_is_one_redis_script_call_per_submission(redis_url, re
     stats = redis.info("commandstats")
     scripts = sum(stats.get(name, {}).get("calls", 0) for name in ("cmdstat_evalsha", "cmdstat_eval"))
     assert scripts == 20
+
+
+@pytest.fixture
+def stack_env() -> dict[str, str]:
+    # As fly.toml runs the web, on Fly (FLY_APP_NAME set), with a small jobs-at-once quota.
+    return {
+        "FLY_APP_NAME": "offload-test",
+        "TRUSTED_PROXY_COUNT": "1",
+        "FORWARDED_ALLOW_IPS": "*",
+        "OFFLOAD_QUOTA_ACTIVE_JOBS": "2",  # prefixed: it overrides the tests' own (conftest)
+    }
+
+
+@pytest.mark.e2e
+def test_through_gunicorn_on_fly_the_quota_counts_per_fly_client_ip(workers: Stack, redis: Redis):
+    base_url = workers.start_web()  # no worker: accepted jobs stay queued
+
+    def submit(fly_ip: str, forwarded: str = "") -> httpx.Response:
+        headers = {"Fly-Client-IP": fly_ip, **({"X-Forwarded-For": forwarded} if forwarded else {})}
+        return httpx.post(f"{base_url}/api/jobs", json=CRUNCH_SMALL, headers=headers, timeout=10)
+
+    alice = [submit("203.0.113.1").status_code for _ in range(2)]
+    alice_again = submit("203.0.113.1", forwarded="198.51.100.99")  # her own X-Forwarded-For changes nothing
+    bob = submit("2001:db8:7:7::1")
+    bob_same_64 = submit("2001:db8:7:7::2")
+    bob_over = submit("2001:db8:7:7:1:2:3:4")
+
+    assert alice == [202, 202]
+    assert alice_again.status_code == 429 and alice_again.json()["limit"] == "OFFLOAD_QUOTA_ACTIVE_JOBS"
+    assert int(alice_again.headers["Retry-After"]) > 0
+    assert (bob.status_code, bob_same_64.status_code, bob_over.status_code) == (202, 202, 429)
+    assert queued_job_count(redis) == 4
