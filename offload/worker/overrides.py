@@ -62,6 +62,13 @@ RQ_OVERRIDES: tuple[Override, ...] = (
     _o(W, "setup_work_horse_signals", "offload.worker.jobprocess", "the job process dies with the worker"),
     _o(W, "heartbeat", "offload.worker.roundtrips", "one round trip, skipped when redundant"),
     _o(W, "set_state", "offload.worker.roundtrips", "skipped when unchanged; waits Redis out"),
+    _o(W, "check_for_suspension", "offload.worker.roundtrips", "checked by the take script instead"),
+    _o(W, "dequeue_job_and_maintain_ttl", "offload.worker.roundtrips", "pop and read a job in one script"),
+    _o(W, "prepare_execution", "offload.worker.roundtrips", "the job's start in the execution's transaction"),
+    _o(W, "prepare_job_execution", "offload.worker.roundtrips", "skipped when the worker wrote the start"),
+    _o(W, "handle_job_success", "offload.worker.roundtrips", "RQ's success transaction in one script"),
+    _o(W, "handle_job_retry", "offload.worker.roundtrips", "writes a held attempt end first"),
+    _o(W, "handle_job_failure", "offload.worker.roundtrips", "writes a held attempt end first"),
     # rq.job.Job
     _o(J, "prepare_for_execution", "offload.worker.attempts", "starts the attempt record in RQ's started write"),
     _o(J, "restore", "offload.legacy", "callback paths stored by earlier releases, read as they are now"),

@@ -1,0 +1,88 @@
+"""The worker's two Lua scripts: take the next job, and commit a job's end if nothing depends on it.
+
+Registered once per connection (redis-py's ``Script``: ``EVALSHA``, loaded on the first
+``NOSCRIPT``); Redis, Valkey and managed Redis such as Upstash run them. Both keep RQ's data
+exactly as RQ writes it: the first does what RQ's ``dequeue_any`` does (``LPOP`` in queue order,
+or ``LMOVE`` into the intermediate queue for a single queue) plus the ``HGETALL`` of the job, and
+the second runs the very commands RQ's end-of-execution transaction would send, which the worker
+builds with RQ's own methods (roundtrips.py). Why scripts rather than pipelines: a pipeline
+cannot pop a job and read its hash in one round trip, and RQ's end transaction needs a ``WATCH``
+and an ``SMEMBERS`` of the job's dependents before its ``MULTI`` (three round trips) that a
+script replaces with one ``EXISTS`` inside the same atomic step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from redis import Redis
+from redis.commands.core import Script
+
+TAKE_JOB = """
+-- KEYS: the suspension flag, then the queues in order. ARGV[1]: the intermediate queue's key
+-- ("" for none), ARGV[2]: the job keys' prefix. Returns {"suspended"}, nil (all empty), or
+-- {queue key, job id, job hash...} (the hash empty when the job is gone).
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return {'suspended'}
+end
+for i = 2, #KEYS do
+  local id
+  if ARGV[1] ~= '' then
+    id = redis.call('LMOVE', KEYS[i], ARGV[1], 'LEFT', 'RIGHT')
+  else
+    id = redis.call('LPOP', KEYS[i])
+  end
+  if id then
+    local reply = {KEYS[i], id}
+    local hash = redis.call('HGETALL', ARGV[2] .. id)
+    for j = 1, #hash do
+      reply[j + 2] = hash[j]
+    end
+    return reply
+  end
+end
+return nil
+"""
+
+COMMIT_IF_NO_DEPENDENTS = """
+-- KEYS[1]: the job's dependents set. ARGV: commands, each as its argument count then its
+-- arguments. Runs them all and returns 1, or runs none and returns 0 if the job has dependents
+-- (RQ's own transaction then moves them, under its WATCH).
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 0
+end
+local i = 1
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  redis.call(unpack(ARGV, i + 1, i + n))
+  i = i + n + 1
+end
+return 1
+"""
+
+_REGISTERED = "_offload_scripts"
+
+
+def _script(redis: Redis, source: str) -> Script:
+    """Return ``source`` registered on ``redis`` (once per client: its SHA is kept)."""
+    scripts: dict[str, Script] = redis.__dict__.setdefault(_REGISTERED, {})
+    if source not in scripts:
+        scripts[source] = redis.register_script(source)
+    return scripts[source]
+
+
+def take_job(
+    redis: Redis, suspended_key: str, queue_keys: Sequence[str], intermediate_key: str | None, job_prefix: str
+) -> Any:
+    """Pop the first job of ``queue_keys`` and read its hash, in one round trip (see TAKE_JOB)."""
+    return _script(redis, TAKE_JOB)(keys=[suspended_key, *queue_keys], args=[intermediate_key or "", job_prefix])
+
+
+def commit_if_no_dependents(redis: Redis, dependents_key: str, commands: Iterable[tuple[Any, ...]]) -> bool:
+    """Run ``commands`` atomically unless the job has dependents; return whether they ran."""
+    args: list[Any] = []
+    for command in commands:
+        args.append(len(command))
+        args.extend(command)
+    return bool(_script(redis, COMMIT_IF_NO_DEPENDENTS)(keys=[dependents_key], args=args))
