@@ -77,7 +77,11 @@ class JobProcessRunner(WorkerBase):
         if self._until_redis_answers(f"setting job {job.id} aside", unknown_tasks.set_aside, self, job, queue):
             return  # not a task this worker knows: put back for one that does, or failed (unknown_tasks.py)
         try:
-            self._start_with_execution = True  # the job's start goes with its execution (roundtrips.py)
+            # The job's process first, then its start (with its execution: roundtrips.py): whoever
+            # sees the job started can stop it (a kill-horse command needs a horse to kill).
+            self._current_job_id, self._killed_job_id, self._horse_result = job.id, None, None
+            self._horse_pid = self._ensure_job_process().pid
+            self._start_with_execution = True
             try:
                 execution = self.prepare_execution(job)
             finally:
@@ -106,8 +110,11 @@ class JobProcessRunner(WorkerBase):
     def fork_work_horse(self, job: Job, queue: Queue) -> None:
         execution = self.execution
         assert execution is not None
-        self._current_job_id, self._killed_job_id, self._horse_result = job.id, None, None
-        process = self._ensure_job_process()
+        process = self._job_process
+        if process is None or self._current_job_id != job.id or self._horse_pid != process.pid:
+            # Not prepared by execute_job (RQ's tests call this on its own).
+            self._current_job_id, self._killed_job_id, self._horse_result = job.id, None, None
+            process = self._ensure_job_process()
         message = {
             "job": job.id,
             "queue": queue.name,
