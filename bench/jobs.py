@@ -13,3 +13,10 @@ def noop() -> None:
 def crash() -> None:
     """Die the way a buggy C extension does: a segmentation fault."""
     os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def fetch(url: str) -> int:
+    """Wait on an HTTP server (an I/O-bound task, like call_api): return the status it answered."""
+    import httpx
+
+    return httpx.get(url, timeout=30).status_code

@@ -55,6 +55,10 @@ DEFAULTS: dict[str, Any] = {
     # Seconds between a busy worker's heartbeats (RQ's job monitoring interval, 30 there).
     # A job whose worker misses two of them in a row counts as abandoned.
     "WORKER_HEARTBEAT_INTERVAL": 10,
+    # Jobs one worker runs at once, each in a slot of its own (a worker with its job process:
+    # offload/worker/slots.py); 0: one per CPU on a Fly Machine, 1 elsewhere. I/O-bound tasks
+    # (call_api, mail) want more slots than CPUs. `flask offload worker --slots N` overrides it.
+    "WORKER_SLOTS": 0,
     # Seconds between a worker's maintenance passes, which find abandoned jobs (RQ: 600).
     "WORKER_MAINTENANCE_INTERVAL": 20,
     # Seconds between RQ's full maintenance passes (every registry of every queue cleaned);
@@ -227,6 +231,8 @@ def validate(config: Mapping[str, Any]) -> None:
     footprint = config[key("FINISHED_JOB_FOOTPRINT")]
     if footprint not in ("compact", "rq"):
         raise SettingsError(f"FINISHED_JOB_FOOTPRINT must be 'compact' or 'rq', got {footprint!r}")
+    if isinstance(config[key("WORKER_SLOTS")], int) and config[key("WORKER_SLOTS")] < 0:
+        raise SettingsError(f"WORKER_SLOTS must be 0 (one per CPU) or more, got {config[key('WORKER_SLOTS')]!r}")
     username = config[key("OPERATOR_USERNAME")]
     password_hash = config[key("OPERATOR_PASSWORD_HASH")]
     if bool(username) != bool(password_hash):

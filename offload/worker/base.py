@@ -26,6 +26,9 @@ if TYPE_CHECKING:
         last_cleaned_at: datetime | None  # type: ignore[assignment]  # RQ declares it None, then sets datetimes
         _current_job_id: str | None  # jobprocess, read by crash_reruns
         _killed_job_id: str | None  # crash_reruns
+        slot: int  # slots
+        slots: int  # slots, set by construction
+        _init_arguments: tuple[tuple[Any, ...], dict[str, Any]] | None  # slots, set by construction
         _start_with_execution: bool  # roundtrips, set by jobprocess
         _started_job_id: str | None  # roundtrips, set by jobprocess
         _end_in_one: bool  # roundtrips, set by jobprocess

@@ -36,7 +36,7 @@ from rq.worker import WorkerStatus
 
 from offload.metrics import job_duration, queue_job_record
 from offload.worker.base import WorkerBase
-from offload.worker.outages import REDIS_ERRORS
+from offload.worker.outages import REDIS_ERRORS, ExecutionAlreadyEnded
 from offload.worker.scripts import commit_if_no_dependents, take_job
 
 
@@ -208,12 +208,18 @@ class RoundTrips(WorkerBase):
             commands = self._end_commands(job, execution, pipeline)
         finally:
             pipeline.reset()
-        if not commit_if_no_dependents(self.connection, job.dependents_key, commands, self._compaction(job)):
+        ran = commit_if_no_dependents(
+            self.connection, job.dependents_key, execution.key, commands, self._compaction(job)
+        )
+        if ran == 0:
             # Dependents to move: RQ's own transaction, under its WATCH.
             self._write_pending_end()
             return super().handle_job_success(job, queue, started_job_registry, execution)
         self._pending_end = None
         self._idle_written = True
+        if ran == 2:
+            # redis-py resent the script after its reply was lost: the first run wrote it all.
+            raise ExecutionAlreadyEnded(execution.id)
         release_slot(job)
         self.log.info(
             "Successfully completed job %s in %ss on worker %s", job.id, job.ended_at - job.started_at, self.name

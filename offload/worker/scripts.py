@@ -46,12 +46,16 @@ return nil
 """
 
 COMMIT_IF_NO_DEPENDENTS = """
--- KEYS[1]: the job's dependents set; KEYS[2] (optional): its results stream, to compact.
--- ARGV[1]: the stream's TTL in ms ("" for none), then commands, each as its argument count then
--- its arguments. Runs them all and returns 1, or runs none and returns 0 if the job has dependents
--- (RQ's own transaction then moves them, under its WATCH).
+-- KEYS[1]: the job's dependents set; KEYS[2]: the execution's key, which the commands delete;
+-- KEYS[3] (optional): the job's results stream, to compact. ARGV[1]: the stream's TTL in ms
+-- ("" for none), then commands, each as its argument count then its arguments. Runs them all
+-- and returns 1, or runs none and returns 0 if the job has dependents (RQ's own transaction then
+-- moves them, under its WATCH) or 2 if the execution has ended (a resent script: it ran already).
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return 0
+end
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  return 2
 end
 local i = 2
 while i <= #ARGV do
@@ -59,12 +63,12 @@ while i <= #ARGV do
   redis.call(unpack(ARGV, i + 1, i + n))
   i = i + n + 1
 end
-if KEYS[2] then
+if KEYS[3] then
   -- A new stream preallocates a 4 KB node for entries to come; RQ's results stream of a job
   -- rarely gets a second. Written anew from its serialized form it takes what it holds (~0.9 KB).
-  local dump = redis.pcall('DUMP', KEYS[2])
+  local dump = redis.pcall('DUMP', KEYS[3])
   if type(dump) == 'string' then
-    redis.pcall('RESTORE', KEYS[2], ARGV[1], dump, 'REPLACE')
+    redis.pcall('RESTORE', KEYS[3], ARGV[1], dump, 'REPLACE')
   end
 end
 return 1
@@ -91,13 +95,14 @@ def take_job(
 def commit_if_no_dependents(
     redis: Redis,
     dependents_key: str,
+    execution_key: str,
     commands: Iterable[tuple[Any, ...]],
     compact_stream: tuple[str, int] | None = None,
-) -> bool:
-    """Run ``commands`` atomically unless the job has dependents; return whether they ran.
-
-    ``compact_stream``: a stream's key and TTL in ms (0: none) to rewrite at its size afterwards."""
-    keys = [dependents_key]
+) -> int:
+    """Run ``commands`` atomically unless the job has dependents (0) or the execution has ended
+    (2, a resent script); return 1 when they ran. ``compact_stream``: a stream's key and TTL in
+    ms (0: none) to rewrite at its size afterwards."""
+    keys = [dependents_key, execution_key]
     args: list[Any] = [""]
     if compact_stream is not None:
         keys.append(compact_stream[0])
@@ -105,4 +110,4 @@ def commit_if_no_dependents(
     for command in commands:
         args.append(len(command))
         args.extend(command)
-    return bool(_script(redis, COMMIT_IF_NO_DEPENDENTS)(keys=keys, args=args))
+    return int(_script(redis, COMMIT_IF_NO_DEPENDENTS)(keys=keys, args=args))
