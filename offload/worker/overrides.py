@@ -68,6 +68,7 @@ RQ_OVERRIDES: tuple[Override, ...] = (
     _o(W, "request_force_stop", "offload.worker.slots", "passes the second signal on to the other slots"),
     _o(W, "run_maintenance_tasks", "offload.worker.slots", "starts a dead slot's worker again"),
     _o(W, "teardown", "offload.worker.slots", "waits for the other slots to finish"),
+    _o(W, "maintain_heartbeats", "offload.worker.slots", "starts a dead slot's worker again during a long job"),
     _o(W, "check_for_suspension", "offload.worker.roundtrips", "checked by the take script instead"),
     _o(W, "dequeue_job_and_maintain_ttl", "offload.worker.roundtrips", "pop and read a job in one script"),
     _o(W, "prepare_execution", "offload.worker.roundtrips", "the job's start in the execution's transaction"),

@@ -9,8 +9,8 @@ isolation, stop commands, timeouts, the lease and crash re-runs hold for every s
   (copy-on-write); the others run no scheduler and no hooks of their own.
 - A stop signal (SIGTERM, SIGINT) to slot 1 is passed on to the others: every slot shuts down
   warm, finishing its job, and slot 1 exits once they all have; a second signal is passed on too.
-- A slot that dies (killed, out of memory) is started again at slot 1's next maintenance pass;
-  its job is found abandoned and re-run like any dead worker's. Every slot dies with slot 1
+- A slot that dies (killed, out of memory) is started again at slot 1's next maintenance pass
+  or heartbeat; its job is found abandoned and re-run like any dead worker's. Every slot dies with slot 1
   (``PR_SET_PDEATHSIG``), so none outlives the process Fly stops.
 """
 
@@ -106,6 +106,10 @@ class Slots(WorkerBase):
     def run_maintenance_tasks(self) -> None:
         self._restart_dead_slots()
         super().run_maintenance_tasks()
+
+    def maintain_heartbeats(self, job, execution) -> None:
+        self._restart_dead_slots()  # slot 1 may be busy with a long job of its own
+        super().maintain_heartbeats(job, execution)
 
     def _restart_dead_slots(self) -> None:
         """Start again each slot whose worker died (not a clean exit: burst, max jobs, a stop)."""
