@@ -27,6 +27,7 @@ from redis.client import Pipeline
 from rq.exceptions import NoSuchJobError
 from rq.executions import Execution
 from rq.job import Job, JobStatus
+from rq.logutils import blue, green
 from rq.queue import Queue
 from rq.rate_limit import release_slot
 from rq.results import Result
@@ -153,7 +154,10 @@ class RoundTrips(WorkerBase):
                 continue
             self.reorder_queues(reference_queue=queue)
             job.redis_server_version = self.get_redis_server_version()
-            self.log.info("Worker %s: %s: %s", self.name, queue.name, job.id)
+            if self.log_job_description:  # as RQ's dequeue logs it
+                self.log.info("Worker %s: %s: %s (%s)", self.name, green(queue.name), blue(job.description), job.id)
+            else:
+                self.log.info("Worker %s: %s: %s", self.name, green(queue.name), job.id)
             return job, queue
 
     # 2. Start
