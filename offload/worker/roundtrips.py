@@ -6,6 +6,7 @@
 2. Start: the execution RQ's parent writes and the "started" write RQ's work horse sends next
    (status, heartbeat, attempt record, metrics) go in one transaction from the worker; the job
    process gets the job over its pipe instead of reading it again.
+   (Both batches leave out what they write twice: batches.py.)
 3. End: the job process builds RQ's own end-of-execution transaction (status, result stream,
    finished registry, TTLs, execution cleanup), adds the attempt's end, the metrics and the
    worker's idle state and heartbeat, and sends it as one script (scripts.COMMIT_IF_NO_DEPENDENTS),
@@ -37,6 +38,7 @@ from rq.worker import WorkerStatus
 
 from offload.metrics import job_duration, queue_job_record
 from offload.worker.base import WorkerBase
+from offload.worker.batches import coalesce
 from offload.worker.outages import REDIS_ERRORS, ExecutionAlreadyEnded
 from offload.worker.scripts import commit_if_no_dependents, take_job
 
@@ -178,6 +180,10 @@ class RoundTrips(WorkerBase):
             if len(self.queues) == 1:
                 pipeline.lrem(self.queues[0].intermediate_queue_key, 1, job.id)
             queue_job_record(pipeline, job, "started")
+            options = {id(args): kwargs for args, kwargs in pipeline.command_stack}
+            pipeline.command_stack = [
+                (args, options.get(id(args), {})) for args in coalesce([args for args, _ in pipeline.command_stack])
+            ]
             pipeline.execute()
         return execution
 
@@ -252,16 +258,28 @@ class RoundTrips(WorkerBase):
             )
         job.cleanup(result_ttl, pipeline=pipeline, remove_from_queue=False)
         job._status = JobStatus.FINISHED
+        empty: set[str] = set()
         if self._compaction(job) is not None:
             # Empty fields read back exactly as absent ones (Job.restore), at ~100 bytes each.
-            empty = [name for name, value in job.to_dict(include_meta=False).items() if value == ""]
+            empty = {name for name, value in job.to_dict(include_meta=False).items() if value == ""}
             if empty:
-                pipeline.hdel(job.key, *empty)
+                pipeline.hdel(job.key, *sorted(empty))
         self.cleanup_execution(job, pipeline=pipeline, execution=execution)
         queue_job_record(pipeline, job, "finished", job_duration(job))
         self.set_state(WorkerStatus.IDLE, pipeline=pipeline)
         self.heartbeat(pipeline=pipeline)
-        return [args for args, _options in pipeline.command_stack]
+        # Keys the job cannot have need no TTL: its dependents (the script runs only when there
+        # are none) and, with no dependencies, its dependencies set.
+        absent = {job.dependents_key} | (set() if job._dependency_ids else {job.dependencies_key})
+        commands = []
+        for command in coalesce([args for args, _options in pipeline.command_stack]):
+            if command[0] == "EXPIRE" and command[1] in absent:
+                continue
+            if command[0] == "HSET" and command[1] == job.key and empty:  # deleted a few commands on
+                pairs = zip(command[2::2], command[3::2], strict=True)
+                command = (*command[:2], *(item for pair in pairs if pair[0] not in empty for item in pair))
+            commands.append(command)
+        return commands
 
     def _compaction(self, job: Job) -> tuple[str, int] | None:
         """The results stream to compact after the end write, and its TTL in ms, under
