@@ -134,3 +134,20 @@ def _running(process: psutil.Process) -> bool:
         return process.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def test_flask_offload_worker_takes_the_slots_option(workers, queue, redis):
+    main = workers.spawn("worker", ["flask", "--app", "app", "offload", "worker", "--slots", "2"])
+    slot_workers(redis)
+    jobs = started(*[queue.enqueue("tests.fixtures.run_until_released", "release:cli") for _ in range(2)])
+
+    assert len({job.worker_name for job in jobs}) == 2
+    redis.set("release:cli", 1)
+    assert workers.stop(main, signal.SIGTERM) == 0
+
+
+def test_flask_offload_worker_refuses_slots_that_are_not_a_number(workers):
+    bad = workers.spawn("bad", ["flask", "--app", "app", "offload", "worker", "--slots", "many"])
+
+    assert bad.wait(60) == 2
+    assert "--slots must be a whole number" in workers.log("bad")
