@@ -9,7 +9,7 @@ import platform
 import sys
 import time
 
-from bench import capacity, drain, fanout, idle, latency, memory, submit
+from bench import capacity, drain, fanout, footprint, idle, latency, memory, slots, submit
 from bench.options import QUICK, Options, progress
 from bench.report import Row, render
 
@@ -19,9 +19,11 @@ SCENARIOS = {
     "latency": latency.run,
     "fanout": fanout.run,
     "memory": memory.run,
+    "slots": slots.run,
+    "footprint": footprint.run,
     "capacity": capacity.run,
 }
-ALL = ["submit", "drain", "latency", "fanout", "idle", "memory", "capacity"]
+ALL = ["submit", "drain", "slots", "latency", "fanout", "idle", "memory", "footprint", "capacity"]
 
 
 def parse(argv: list[str]) -> tuple[Options, list[str]]:

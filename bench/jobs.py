@@ -39,3 +39,14 @@ def mail(smtp_url: str, to: str) -> str:
     message["Subject"] = "Bench"
     message.set_content("Hello")
     return send(SmtpConfig.from_url(smtp_url), message, lambda _: None)
+
+
+def fetch(url: str) -> int:
+    """Wait on an HTTP server (an I/O-bound task, like call_api): return the status it answered.
+
+    Plain urllib: a new httpx client per call would spend more CPU on its TLS context than the
+    job spends on anything else."""
+    from urllib.request import urlopen
+
+    with urlopen(url, timeout=30) as response:
+        return response.status

@@ -70,3 +70,16 @@ def test_where_redis_refuses_client_tracking_the_scheduler_says_so_and_still_sta
 
     assert _late_by(job, when) <= 1.0 + SLACK
     assert "refuses client tracking" in workers.log("worker")
+
+
+def test_after_its_listening_connection_was_dropped_the_scheduler_still_starts_such_jobs_on_time(workers, redis):
+    workers.start_worker()
+    wait_for(lambda: _scheduler_asleep(redis), what="the scheduler to sleep")
+    listeners = [client for client in redis.client_list() if int(client["sub"]) >= 1]
+    for client in listeners:
+        redis.client_kill_filter(_id=client["id"])
+    wait_for(lambda: _scheduler_asleep(redis), what="the scheduler to listen again")
+
+    job, when = _schedule_plainly(redis)
+
+    assert _late_by(job, when) <= 1.0 + SLACK
