@@ -7,6 +7,7 @@ Each scenario (and each variant in it) gets a Redis server of its own on a free 
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shlex
 import signal
@@ -24,6 +25,7 @@ import httpx
 from redis import Redis
 from rq import Queue, Worker
 from rq.serializers import JSONSerializer
+from werkzeug.security import generate_password_hash
 
 import dev
 
@@ -44,6 +46,9 @@ WEB_APP = "bench.webapp:create_bench_app()"
 """The production app plus the benchmark-only endpoints, for gunicorn."""
 
 NOOP = "bench.jobs.noop"
+
+OPERATOR = "bench"
+"""The operator account the bench's web app gets (Stack.log_in)."""
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 30.0, what: str = "condition") -> object:
@@ -127,6 +132,7 @@ class Stack:
         self.logs = logs
         self.processes: list[subprocess.Popen] = []
         self.web: subprocess.Popen | None = None
+        self.operator_password = secrets.token_urlsafe(16)
         self.env = {
             **os.environ,
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -139,6 +145,9 @@ class Stack:
             "QUOTA_ACTIVE_JOBS": "0",
             "QUOTA_CPU_SECONDS_PER_HOUR": "1000000000",
             "QUOTA_BYTES_PER_HOUR": "1000000000000",
+            # An operator account, for what only signed-in users may submit (the newsletter): log_in().
+            "OPERATOR_USERNAME": OPERATOR,
+            "OPERATOR_PASSWORD_HASH": generate_password_hash(self.operator_password),
             "PYTHONUNBUFFERED": "1",
             # Workers run only registered tasks and the functions of these modules (NOOP's).
             "UNREGISTERED_JOB_MODULES": "bench.jobs",
@@ -181,6 +190,19 @@ class Stack:
             self.check_alive(process, name)
         return process
 
+    def log_in(self, http: httpx.Client) -> None:
+        """Sign ``http`` (based on the web's URL) in as the operator, as a browser would (login form, CSRF)."""
+        page = http.get("/login")
+        _carry_cookies(http, page)
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+        if token is None:
+            raise RuntimeError(f"no CSRF token on the login page ({page.status_code})")
+        form = {"username": OPERATOR, "password": self.operator_password, "csrf_token": token.group(1)}
+        answer = http.post("/login", data=form)
+        if answer.status_code >= 400 or not answer.cookies:
+            raise RuntimeError(f"the bench operator could not log in ({answer.status_code})")
+        _carry_cookies(http, answer)
+
     def check_alive(self, process: subprocess.Popen, name: str) -> None:
         if process.poll() is not None:
             log = (self.logs / f"{name}.log").read_text(errors="replace")[-3000:]
@@ -210,6 +232,12 @@ def stack() -> Iterator[Stack]:
         exits.enter_context(dev.redis_server(dev.find_redis_server(), port))
         logs = Path(exits.enter_context(tempfile.TemporaryDirectory(prefix="offload-bench-")))
         yield Stack(exits, f"redis://127.0.0.1:{port}/0", logs)
+
+
+def _carry_cookies(http: httpx.Client, response: httpx.Response) -> None:
+    # Production cookies are Secure, and the bench talks plain HTTP to 127.0.0.1: carried by hand.
+    for name, value in response.cookies.items():
+        http.cookies.set(name, value)
 
 
 def _answers(url: str) -> bool:
