@@ -104,3 +104,62 @@ def test_user_text_is_escaped_on_the_index_after_a_bad_submit(client):
 
 def test_healthz_reports_redis(client):
     assert client.get("/healthz").get_json() == {"status": "ok"}
+
+
+def _described_by(html: str) -> dict[str, str]:
+    """Each input/select/textarea id -> the text of the elements its aria-describedby names."""
+    from html.parser import HTMLParser
+
+    class Reader(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.refs: dict[str, list[str]] = {}
+            self.texts: dict[str, str] = {}
+            self.open: list[str] = []
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            found = dict(attrs)
+            if tag in ("input", "select", "textarea") and found.get("id") and found.get("type") != "hidden":
+                self.refs[found["id"] or ""] = (found.get("aria-describedby") or "").split()
+            if tag == "small" and found.get("id"):
+                self.open.append(found["id"] or "")
+                self.texts[found["id"] or ""] = ""
+
+        def handle_data(self, data: str) -> None:
+            for element_id in self.open:
+                self.texts[element_id] += data
+
+        def handle_endtag(self, tag: str) -> None:
+            if tag == "small" and self.open:
+                self.open.pop()
+
+    reader = Reader()
+    reader.feed(html)
+    return {
+        field: " ".join(reader.texts.get(ref, "<missing>").strip() for ref in refs)
+        for field, refs in reader.refs.items()
+    }
+
+
+def test_field_hints_are_tied_to_their_inputs(client):
+    from tasks import offload
+
+    described = _described_by(client.get("/").get_data(as_text=True))
+    for task in offload.tasks.values():
+        if task.own_form:
+            continue
+        for field in task.form_fields():
+            if field.get("description"):
+                assert described[f"{task.name}-{field['name']}"] == field["description"].strip()
+        assert "Leave both empty to run now" in described[f"{task.name}-run_at"]
+        assert "Leave both empty to run now" in described[f"{task.name}-run_in"]
+    newsletter = _described_by(client.get("/newsletter").get_data(as_text=True))
+    assert "One address per line" in newsletter["newsletter-recipients"]
+    assert "email" in newsletter["newsletter-recipients_csv"]
+
+
+def test_a_field_error_replaces_the_hint_it_is_read_with(client):
+    page = client.post("/tasks/crunch_numbers", data={"limit": "lots"}).get_data(as_text=True)
+    described = _described_by(page)
+    assert described["crunch_numbers-limit"] and "<missing>" not in described["crunch_numbers-limit"]
+    assert 'id="crunch_numbers-limit-error"' in page
