@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -163,3 +164,84 @@ def test_a_field_error_replaces_the_hint_it_is_read_with(client):
     described = _described_by(page)
     assert described["crunch_numbers-limit"] and "<missing>" not in described["crunch_numbers-limit"]
     assert 'id="crunch_numbers-limit-error"' in page
+
+
+def _cells(page: str, column: int) -> list[str]:
+    """The text of one column of the jobs table, row by row."""
+    rows = re.findall(r"<tr>(.*?)</tr>", page.split("<tbody>")[1], re.DOTALL)
+    return [re.sub(r"<[^>]+>", " ", re.findall(r"<td>(.*?)</td>", row, re.DOTALL)[column]).split()[0] for row in rows]
+
+
+def test_my_jobs_shows_the_submit_time_it_is_sorted_by_and_the_job_page_agrees(client, redis):
+    from rq.job import Job
+    from rq.serializers import JSONSerializer
+
+    older = client.post("/tasks/crunch_numbers", data={"limit": "100"}).headers["Location"].rsplit("/", 1)[1]
+    newer = client.post("/tasks/crunch_numbers", data={"limit": "100"}).headers["Location"].rsplit("/", 1)[1]
+    later = client.post("/tasks/crunch_numbers", data={"limit": "100", "run_in": "3600"})
+    scheduled = later.headers["Location"].rsplit("/", 1)[1]
+    # The older job was retried after the others were submitted: its enqueued_at is now the newest.
+    redis.hset(f"rq:job:{older}", "enqueued_at", "2099-01-01T00:00:00.000000Z")
+
+    page = client.get("/jobs").get_data(as_text=True)
+
+    views = {job_id: client.get(f"/api/jobs/{job_id}").get_json() for job_id in (older, newer, scheduled)}
+    assert '<th scope="col">Submitted</th>' in page
+    shown = _cells(page, 4)
+    assert shown == [views[job_id]["created_at"] for job_id in (scheduled, newer, older)]
+    assert shown == sorted(shown, reverse=True)
+    assert "2099" not in page
+    # The scheduled job shows the same time in the list and on its page, and when it will run.
+    job_page = client.get(f"/jobs/{scheduled}").get_data(as_text=True)
+    assert f'data-field="created_at">{views[scheduled]["created_at"]}<' in job_page
+    assert f"runs at {views[scheduled]['scheduled_for']}" in page
+    assert Job.fetch(scheduled, connection=redis, serializer=JSONSerializer).get_status() == "scheduled"
+
+
+def test_a_finished_job_that_logged_nothing_says_so_in_the_past_tense(client, redis):
+    from rq import Queue, SimpleWorker
+    from rq.serializers import JSONSerializer
+
+    queue = Queue("default", connection=redis, serializer=JSONSerializer)
+    job = queue.enqueue("tests.fixtures.echo", 1)
+    assert "Nothing logged yet." in client.get(f"/jobs/{job.id}").get_data(as_text=True)
+    SimpleWorker([queue], connection=redis, serializer=JSONSerializer).work(burst=True)
+
+    page = client.get(f"/jobs/{job.id}").get_data(as_text=True)
+
+    assert "Nothing was logged." in page and "Nothing logged yet." not in page
+
+
+def test_a_failed_job_shows_its_submitter_a_sentence_not_a_class_path(client, redis):
+    from rq import Queue, SimpleWorker
+    from rq.serializers import JSONSerializer
+
+    queue = Queue("default", connection=redis, serializer=JSONSerializer)
+    failed = queue.enqueue("tests.fixtures.fail_with", "the disk is full")
+    crashed = queue.enqueue("tests.fixtures.echo", 1)
+    SimpleWorker([queue], connection=redis, serializer=JSONSerializer).work(burst=True)
+    # As RQ leaves a job whose work horse died before any attempt was recorded.
+    redis.hset(f"rq:job:{crashed.id}", "status", "failed")
+    redis.hset(f"rq:job:{crashed.id}", "meta", '{"progress": 0}')
+    crashed.refresh()
+    with redis.pipeline() as pipe:
+        crashed._handle_failure("Work-horse terminated unexpectedly; waitpid returned 9 (signal 9); ", pipe)
+        pipe.execute()
+
+    # As the worker records a call_api attempt that the API did not answer.
+    attempt = {"started_at": None, "ended_at": None, "outcome": "failed", "worker": "w"}
+    redis.hset(
+        f"rq:job:{failed.id}",
+        "meta",
+        json.dumps({"attempts": [{**attempt, "error": "thirdparty.APIUnavailable: no answer within 5 s"}]}),
+    )
+
+    view = client.get(f"/api/jobs/{failed.id}").get_json()
+    page = client.get(f"/jobs/{failed.id}").get_data(as_text=True)
+    crash = client.get(f"/api/jobs/{crashed.id}").get_json()
+
+    assert view["error"] == "No answer within 5 s."
+    assert view["attempts"][-1]["error"] == "No answer within 5 s."
+    assert "APIUnavailable" not in page and "thirdparty." not in page
+    assert "RuntimeError" not in page
+    assert crash["error"] == "The worker running this job stopped unexpectedly."
