@@ -245,3 +245,43 @@ def test_a_failed_job_shows_its_submitter_a_sentence_not_a_class_path(client, re
     assert "APIUnavailable" not in page and "thirdparty." not in page
     assert "RuntimeError" not in page
     assert crash["error"] == "The worker running this job stopped unexpectedly."
+
+
+def test_a_newsletter_batch_shows_in_my_jobs_and_only_there(client, app):
+    data = {"subject": "Autumn <news>", "body": "Hello", "recipients": "ada@example.org\nbob@example.org"}
+    batch_url = client.post("/newsletter", data=data).headers["Location"]
+
+    page = client.get("/jobs").get_data(as_text=True)
+
+    assert f'href="{batch_url}"' in page
+    assert "Autumn &lt;news&gt;" in page and "0 of 2 sent" in page
+    other_browser = app.test_client()
+    assert batch_url not in other_browser.get("/jobs").get_data(as_text=True)
+
+
+def _token(client, path: str = "/") -> str:
+    return re.search(r'name="csrf_token" value="([^"]+)"', client.get(path).get_data(as_text=True)).group(1)
+
+
+def test_the_submitter_cancels_their_own_scheduled_job_and_nobody_else_can(redis_url, redis):
+    csrf_app = create_app({"TESTING": True, "OFFLOAD_REDIS_URL": redis_url})
+    submitter, stranger = csrf_app.test_client(), csrf_app.test_client()
+    token = _token(submitter)
+    created = submitter.post("/tasks/crunch_numbers", data={"limit": "100", "run_in": "600", "csrf_token": token})
+    job_url = created.headers["Location"]
+    job_id = job_url.rsplit("/", 1)[1]
+    page = submitter.get(job_url).get_data(as_text=True)
+    assert f'action="/jobs/{job_id}/withdraw"' in page and "Cancel this job" in page
+    assert "Cancel this job" not in stranger.get(job_url).get_data(as_text=True)
+
+    assert stranger.post(f"/jobs/{job_id}/withdraw", data={"csrf_token": _token(stranger)}).status_code == 403
+    assert submitter.post(f"/jobs/{job_id}/withdraw").status_code == 400  # no CSRF token
+    assert submitter.get(f"/api/jobs/{job_id}").get_json()["status"] == "scheduled"
+
+    response = submitter.post(f"/jobs/{job_id}/withdraw", data={"csrf_token": token})
+
+    assert response.status_code == 303 and response.headers["Location"] == job_url
+    assert submitter.get(f"/api/jobs/{job_id}").get_json()["status"] == "canceled"
+    assert redis.zcard("rq:scheduled:default") == 0
+    again = submitter.post(f"/jobs/{job_id}/withdraw", data={"csrf_token": token})
+    assert again.status_code == 409

@@ -13,6 +13,7 @@ from offload import jobs
 from offload.registry import field_errors
 from offload.scheduling import ScheduleError, parse_when
 from offload.state import get_task, get_tasks
+from offload.web import mine
 from offload.web.auth import is_operator
 from offload.web.security import limit_submissions
 from offload.web.setup import on_register
@@ -112,6 +113,7 @@ def create_job():
         return _bad_request(exc.message, {exc.field: exc.message})
 
     job = jobs.submit_job(task, validated, run_at=run_at)
+    mine.remember_job(job.id)  # a client that keeps the cookie can list and cancel it
     response = jsonify(jobs.job_view(job, with_log=False))
     response.status_code = 202
     response.headers["Location"] = url_for("api.get_job", job_id=job.id)
@@ -164,6 +166,7 @@ def create_newsletter():
     batch_id = newsletter.submit_batch(
         jobs.get_queue(newsletter.queue_name()), submission.text, recipients.valid, config=config, run_at=run_at
     )
+    mine.remember_batch(batch_id)
     response = jsonify(newsletter.batch_view(jobs.get_redis(), batch_id))
     response.status_code = 202
     response.headers["Location"] = url_for("api.get_batch", batch_id=batch_id)
