@@ -116,3 +116,17 @@ def test_wrong_method_is_405_as_json(client):
 
     assert response.status_code == 405
     assert "error" in response.get_json()
+
+
+def test_a_refused_newsletter_answers_a_json_client_in_its_own_terms(client, redis):
+    body = {"subject": "Hi", "body": "Hello", "recipients": ["ada@example.org", "not-an-address"]}
+
+    response = client.post("/api/newsletters", json=body)
+
+    assert response.status_code == 400
+    answer = response.get_json()
+    message = answer["fields"]["recipients"]
+    assert '"invalid_recipients"' in message and '"skip_invalid": true' in message
+    assert "listed below" not in message and "choose to skip" not in message
+    assert answer["invalid_recipients"][0]["address"] == "not-an-address"
+    assert queued_job_count(redis) == 0

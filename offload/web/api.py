@@ -149,7 +149,11 @@ def create_newsletter():
     config = current_app.config
     recipients = newsletter.read_recipients("\n".join(entry.replace("\n", " ") for entry in given))
     submission = newsletter.check_newsletter(
-        body, recipients, config["OFFLOAD_NEWSLETTER_MAX_RECIPIENTS"], skip_invalid=body.get("skip_invalid") is True
+        body,
+        recipients,
+        config["OFFLOAD_NEWSLETTER_MAX_RECIPIENTS"],
+        skip_invalid=body.get("skip_invalid") is True,
+        json_client=True,
     )
     errors = dict(submission.errors)
     try:
