@@ -287,3 +287,13 @@ def test_the_submitter_cancels_their_own_scheduled_job_and_nobody_else_can(redis
     assert redis.zcard("rq:scheduled:default") == 0
     again = submitter.post(f"/jobs/{job_id}/withdraw", data={"csrf_token": token})
     assert again.status_code == 409
+
+
+def test_a_json_client_gets_json_errors_from_the_pages_too(client):
+    answer = client.get("/jobs/no-such-job", headers={"Accept": "application/json"})
+    refused = client.post("/jobs/no-such-job/withdraw", headers={"Accept": "application/json"})
+    browser = client.get("/jobs/no-such-job", headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
+
+    assert answer.status_code == 404 and answer.get_json()["error"].startswith("No such job")
+    assert refused.status_code == 403 and "cancel" in refused.get_json()["error"]
+    assert browser.status_code == 404 and "<!doctype html>" in browser.get_data(as_text=True).lower()
