@@ -228,6 +228,8 @@ def document(tasks: Mapping[str, Task]) -> dict[str, Any]:
     }
     page = [
         state,
+        {"name": "task", "in": "query", "required": False, "schema": {"type": "string"}, "description": "A task name."},
+        {"name": "queue", "in": "query", "required": False, "schema": {"type": "string"}, "description": "A queue."},
         {"name": "offset", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0}},
         {
             "name": "limit",
