@@ -48,6 +48,9 @@ BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
 OUTCOMES = ("started", "finished", "failed")
 
+QUOTA_REFUSALS_KEY = "offload:quota:refused"
+"""Hash: submissions refused per quota (``active``, ``cpu``, ``bytes``), counted by web/quotas.py."""
+
 bp = Blueprint("metrics", __name__)
 
 
@@ -160,6 +163,13 @@ class OffloadCollector:
             duration.add_metric([label], buckets, float(row.get("sum", 0)))
         yield from counters.values()
         yield duration
+
+        refusals = CounterMetricFamily(
+            "offload_quota_refusals", "Submissions refused with a 429 by a per-client quota.", labels=["quota"]
+        )
+        for quota, count in sorted(self.redis.hgetall(QUOTA_REFUSALS_KEY).items()):
+            refusals.add_metric([quota.decode()], int(count))
+        yield refusals
 
 
 def make_registry(redis: Redis, queue_names: list[str]) -> CollectorRegistry:

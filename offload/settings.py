@@ -11,6 +11,7 @@ the environment (the reference app, on Fly: ``fly secrets set``) reads it with
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping, MutableMapping
 from typing import Any
@@ -144,8 +145,23 @@ DEFAULTS: dict[str, Any] = {
     # --- web defences (security.py)
     # Proxies in front of the app that set X-Forwarded-For/-Proto (1 on Fly, 0 on a laptop).
     "TRUSTED_PROXY_COUNT": 0,
+    # Addresses or networks (CIDR) of those proxies: X-Forwarded-For counts only on requests from
+    # them, so a client reaching the web directly cannot choose the address it is limited by.
+    "TRUSTED_PROXIES": [],
+    # A header in which the proxy in front names the client (it must overwrite what clients send);
+    # empty: Fly-Client-IP on Fly (FLY_APP_NAME set), else the peer or X-Forwarded-For above.
+    "CLIENT_IP_HEADER": "",
     # Jobs one client (IP address) may submit, in Flask-Limiter's notation.
     "SUBMIT_RATE_LIMIT": "60 per minute",
+    # --- per-client quotas (web/quotas.py); the operator is not limited; 0 turns one off.
+    # Jobs one client may have queued, scheduled or running at once.
+    "QUOTA_ACTIVE_JOBS": 10,
+    # Seconds of CPU one client's jobs may be charged per hour (each task declares its cpu_cost).
+    "QUOTA_CPU_SECONDS_PER_HOUR": 300,
+    # Bytes one client's jobs may store per hour: arguments plus each task's declared stored_bytes.
+    "QUOTA_BYTES_PER_HOUR": 32 * 1024 * 1024,
+    # Largest arguments (as JSON) one job may have, in bytes; beyond: 413.
+    "MAX_ARGS_BYTES": 256 * 1024,
     # A worker's job process (which runs job after job) is replaced after this many jobs,
     # or once its peak memory passes this many MB, so a leaking job cannot grow forever.
     "JOB_PROCESS_MAX_JOBS": 1000,
@@ -242,6 +258,11 @@ def validate(config: Mapping[str, Any]) -> None:
             "OPERATOR_PASSWORD_HASH must be a hash made by `python -m offload.web.auth` (method$salt$hash), "
             "not a password"
         )
+    for entry in config[key("TRUSTED_PROXIES")]:
+        try:
+            ipaddress.ip_network(str(entry).strip(), strict=False)
+        except ValueError:
+            raise SettingsError(f"TRUSTED_PROXIES: {entry!r} is not an address or network (CIDR)") from None
     for name, default in DEFAULTS.items():
         value = config[key(name)]
         if isinstance(default, int) and not isinstance(default, bool) and not isinstance(value, int):
