@@ -39,6 +39,10 @@ DEFAULTS: dict[str, Any] = {
     "QUEUES": ["high", "default", "low"],
     # Seconds a finished job and its result are kept (RQ's default is 500).
     "RESULT_TTL": 24 * 3600,
+    # What a finished job keeps in Redis for RESULT_TTL: "compact" (~2.6 KB for a no-op job:
+    # its results stream rewritten at its size, empty fields dropped) or "rq" (RQ's ~6.7 KB;
+    # the stream keeps the 4 KB node Redis preallocates). Either reads the same with RQ's API.
+    "FINISHED_JOB_FOOTPRINT": "compact",
     # Seconds a failed job and its traceback are kept (RQ's default is a year).
     "FAILURE_TTL": 7 * 24 * 3600,
     # Seconds a job may wait in a queue before it is dropped unstarted .
@@ -52,6 +56,10 @@ DEFAULTS: dict[str, Any] = {
     # Seconds between a busy worker's heartbeats (RQ's job monitoring interval, 30 there).
     # A job whose worker misses two of them in a row counts as abandoned.
     "WORKER_HEARTBEAT_INTERVAL": 10,
+    # Jobs one worker runs at once, each in a slot of its own (a worker with its job process:
+    # offload/worker/slots.py); 0: one per CPU on a Fly Machine, 1 elsewhere. I/O-bound tasks
+    # (call_api, mail) want more slots than CPUs. `flask offload worker --slots N` overrides it.
+    "WORKER_SLOTS": 0,
     # Seconds between a worker's maintenance passes, which find abandoned jobs (RQ: 600).
     "WORKER_MAINTENANCE_INTERVAL": 20,
     # Seconds between RQ's full maintenance passes (every registry of every queue cleaned);
@@ -236,6 +244,11 @@ def validate(config: Mapping[str, Any]) -> None:
     backend = config[key("ONDEMAND_BACKEND")]
     if backend not in ("local", "fly"):
         raise SettingsError(f"ONDEMAND_BACKEND must be 'local' or 'fly', got {backend!r}")
+    footprint = config[key("FINISHED_JOB_FOOTPRINT")]
+    if footprint not in ("compact", "rq"):
+        raise SettingsError(f"FINISHED_JOB_FOOTPRINT must be 'compact' or 'rq', got {footprint!r}")
+    if isinstance(config[key("WORKER_SLOTS")], int) and config[key("WORKER_SLOTS")] < 0:
+        raise SettingsError(f"WORKER_SLOTS must be 0 (one per CPU) or more, got {config[key('WORKER_SLOTS')]!r}")
     username = config[key("OPERATOR_USERNAME")]
     password_hash = config[key("OPERATOR_PASSWORD_HASH")]
     if bool(username) != bool(password_hash):
