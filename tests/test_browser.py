@@ -399,6 +399,7 @@ def test_the_submitter_cancels_their_own_scheduled_job_from_its_page(tab: Tab):
     page.get_by_role("button", name="Cancel this job").click()  # no operator login: the submitter's own
 
     expect(page.locator('[data-field="status"]')).to_have_text("canceled")
+    expect(page.locator('[data-field="no-attempts"]')).to_have_text("It never started.")
     expect(page.get_by_role("button", name="Cancel this job")).to_be_hidden()
     assert not tab.errors
 
