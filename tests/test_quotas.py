@@ -13,28 +13,20 @@ from redis import Redis
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from tests.conftest import OPERATOR_ACCOUNT, Stack, log_in, queued_job_count
+from tests.conftest import Stack, log_in, queued_job_count, reference_app
 
 CRUNCH_MAX = {"task": "crunch_numbers", "params": {"limit": 1_000_000_000}}  # charged 21 s of CPU
 CRUNCH_SMALL = {"task": "crunch_numbers", "params": {"limit": 100}}
 
 
 def make_app(redis_url: str, **config: Any) -> Flask:
-    from app import create_app
-
-    return create_app(
-        {
-            "TESTING": True,
-            "OFFLOAD_REDIS_URL": redis_url,
-            "WTF_CSRF_ENABLED": False,
-            "RATELIMIT_ENABLED": False,  # the submit rate limit has its own tests
-            "OFFLOAD_QUOTA_ACTIVE_JOBS": 0,
-            "OFFLOAD_QUOTA_CPU_SECONDS_PER_HOUR": 0,
-            "OFFLOAD_QUOTA_BYTES_PER_HOUR": 0,
-            **OPERATOR_ACCOUNT,
-            **config,
-        }
-    )
+    quotas_off = {
+        "OFFLOAD_QUOTA_ACTIVE_JOBS": 0,
+        "OFFLOAD_QUOTA_CPU_SECONDS_PER_HOUR": 0,
+        "OFFLOAD_QUOTA_BYTES_PER_HOUR": 0,
+    }
+    # The submit rate limit has its own tests.
+    return reference_app(redis_url, RATELIMIT_ENABLED=False, **{**quotas_off, **config})
 
 
 def post(client, body: dict, peer: str = "203.0.113.10"):
