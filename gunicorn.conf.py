@@ -5,6 +5,7 @@ Every value can be overridden from the environment, so fly.toml's command stays 
 """
 
 import os
+import sys
 
 # Fly's proxy sends traffic to 0.0.0.0:8080 (fly.toml [http_service] internal_port).
 bind = os.environ.get("GUNICORN_BIND", f"0.0.0.0:{os.environ.get('PORT', '8080')}")
@@ -41,15 +42,27 @@ def when_ready(server):
     change would inherit those modules as they were, and serve stale code (tasks.py and all)."""
     if server.cfg.reload:
         return
-    from offload import settings
+    import logging
+
+    from offload import redis_hygiene, settings
     from offload.connection import redis_problem
 
+    # Redis hygiene's findings in gunicorn's log, with its format and level (web processes inherit it).
+    hygiene_log = logging.getLogger(redis_hygiene.__name__)
+    for handler in logging.getLogger("gunicorn.error").handlers:
+        hygiene_log.addHandler(handler)
+    hygiene_log.propagate = False
     try:
         config = settings.from_environ()
         settings.apply_defaults(config)
         problem = redis_problem(config)
+        if not problem:
+            redis_hygiene.check_at_start(config, "web")
     except settings.SettingsError:
         problem = None  # the app's own start-up reports it
+    except redis_hygiene.UnsafeRedis as exc:
+        server.log.error("%s", exc)
+        sys.exit(1)  # before any web process starts: one line, exit 1
     if problem:
         server.log.warning(problem)
     port = os.environ.get("METRICS_PORT")

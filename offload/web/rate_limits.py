@@ -10,19 +10,15 @@ from flask import Flask
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
+from offload.connection import client_options
+
 limiter = Limiter(key_func=get_remote_address)
 
 
 def init_app(app: Flask) -> None:
     """Count ``app``'s limits in its Redis (``REDIS_URL``), with the same bounded timeouts."""
     app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["OFFLOAD_REDIS_URL"])
-    app.config.setdefault(
-        "RATELIMIT_STORAGE_OPTIONS",
-        {
-            "socket_connect_timeout": app.config["OFFLOAD_REDIS_CONNECT_TIMEOUT"],
-            "socket_timeout": app.config["OFFLOAD_REDIS_SOCKET_TIMEOUT"],
-        },
-    )
+    app.config.setdefault("RATELIMIT_STORAGE_OPTIONS", client_options(app.config))
     app.config.setdefault("RATELIMIT_KEY_PREFIX", "offload")
     # Stated for every app: `limiter` is shared, and init_app would carry one app's switch to the next.
     app.config.setdefault("RATELIMIT_ENABLED", True)
