@@ -26,6 +26,10 @@ def client_options(config: Mapping[str, Any], timeout: float | None = None) -> d
         "socket_timeout": timeout or config["OFFLOAD_REDIS_SOCKET_TIMEOUT"],
         "retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         "health_check_interval": 30,
+        # No CLIENT SETINFO on connect: on a frozen Redis a fresh connection would spend a
+        # timeout on it (and a retry) before the command itself.
+        "lib_name": None,
+        "lib_version": None,
     }
 
 

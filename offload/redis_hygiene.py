@@ -239,7 +239,7 @@ def init_app(app: Flask, redis: Redis) -> None:
     else:
         refuse_if_unsafe(hygiene, config)
     app.extensions[EXTENSION_KEY] = watch
-    app.extensions[HEALTH_CLIENT_KEY] = connect(config, timeout=config["OFFLOAD_HEALTH_REDIS_TIMEOUT"])
+    app.extensions[HEALTH_CLIENT_KEY] = connect(config, timeout=config["OFFLOAD_REDIS_QUICK_TIMEOUT"])
     app.context_processor(lambda: {"redis_hygiene": watch.check_if_due})
 
 

@@ -46,8 +46,9 @@ DEFAULTS: dict[str, Any] = {
     # retried, so a frozen Redis gets the web's 503 within about one socket timeout (SECURITY.md).
     "REDIS_CONNECT_TIMEOUT": 1.0,
     "REDIS_SOCKET_TIMEOUT": 1.0,
-    # Seconds /healthz waits for Redis's answer: under Fly's 5 s check timeout, and 1 s in all.
-    "HEALTH_REDIS_TIMEOUT": 0.5,
+    # Seconds quick checks wait for Redis (/healthz's PING, the rate limits' counters): /healthz
+    # answers within 1 s either way, far under Fly's 5 s check timeout.
+    "REDIS_QUICK_TIMEOUT": 0.4,
     # --- Redis hygiene (redis_hygiene.py): can this Redis lose jobs?
     # Refuse to start web and worker on an evicting maxmemory-policy: "on", "off", or empty for
     # "on when ENV is production".

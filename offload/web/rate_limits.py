@@ -16,9 +16,12 @@ limiter = Limiter(key_func=get_remote_address)
 
 
 def init_app(app: Flask) -> None:
-    """Count ``app``'s limits in its Redis (``REDIS_URL``), with the same bounded timeouts."""
+    """Count ``app``'s limits in its Redis (``REDIS_URL``), giving up after ``REDIS_QUICK_TIMEOUT``
+    (a counter is one small script: a frozen Redis must not hold the request for long)."""
     app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["OFFLOAD_REDIS_URL"])
-    app.config.setdefault("RATELIMIT_STORAGE_OPTIONS", client_options(app.config))
+    app.config.setdefault(
+        "RATELIMIT_STORAGE_OPTIONS", client_options(app.config, app.config["OFFLOAD_REDIS_QUICK_TIMEOUT"])
+    )
     app.config.setdefault("RATELIMIT_KEY_PREFIX", "offload")
     # Stated for every app: `limiter` is shared, and init_app would carry one app's switch to the next.
     app.config.setdefault("RATELIMIT_ENABLED", True)
