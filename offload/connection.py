@@ -28,8 +28,7 @@ def client_options(config: Mapping[str, Any], timeout: float | None = None) -> d
         "health_check_interval": 30,
         # No CLIENT SETINFO on connect: on a frozen Redis a fresh connection would spend a
         # timeout on it (and a retry) before the command itself.
-        "lib_name": None,
-        "lib_version": None,
+        "driver_info": None,
     }
 
 

@@ -174,31 +174,45 @@ class Watch:
         self.interval = interval
         self.where = where
         self.latest: Hygiene | None = None
+        self.checked_at: float | None = None
         self.epoch: str | None = None
 
-    def check(self) -> Hygiene:
-        """Look now: log every problem as an ERROR, and a data loss at once; return what was found."""
+    def look(self) -> Hygiene:
+        """What Redis says now (a data loss noticed is logged at once); raises RedisError when it does not answer."""
         self.epoch, lost = follow_epoch(self.redis, self.epoch)
         if lost:
             log.error(
                 "%s: Redis at %s lost its data (restarted without persistence, or keys evicted): jobs accepted "
-                "before now are gone, and workers re-register; %s",
+                "before now are gone, and workers register again; %s",
                 self.where,
                 self.url,
                 FIX_PERSISTENCE,
             )
         hygiene = inspect(self.redis, self.url)
-        for problem in hygiene.problems():
-            log.error("%s: %s", self.where, problem)
         if self.latest is None:
             for unknown in hygiene.unknowns():
                 log.warning("%s: Redis at %s: %s", self.where, self.url, unknown)
         self.latest = hygiene
         return hygiene
 
+    def check(self) -> Hygiene:
+        """Look now and log every problem as an ERROR naming what to change; return what was found."""
+        hygiene = self.look()
+        for problem in hygiene.problems():
+            log.error("%s: %s", self.where, problem)
+        self.checked_at = hygiene.checked_at
+        return hygiene
+
+    def look_now(self) -> Hygiene | None:
+        """What Redis says now, for the operators' banner; the latest findings while Redis does not answer."""
+        try:
+            return self.look()
+        except RedisError:
+            return self.latest
+
     def check_if_due(self) -> Hygiene | None:
         """The latest findings, looked again at if older than the interval; None while Redis does not answer."""
-        if self.latest is not None and time.time() - self.latest.checked_at < self.interval:
+        if self.checked_at is not None and time.time() - self.checked_at < self.interval:
             return self.latest
         try:
             return self.check()
@@ -240,7 +254,7 @@ def init_app(app: Flask, redis: Redis) -> None:
         refuse_if_unsafe(hygiene, config)
     app.extensions[EXTENSION_KEY] = watch
     app.extensions[HEALTH_CLIENT_KEY] = connect(config, timeout=config["OFFLOAD_REDIS_QUICK_TIMEOUT"])
-    app.context_processor(lambda: {"redis_hygiene": watch.check_if_due})
+    app.context_processor(lambda: {"redis_hygiene": watch.look_now})
 
 
 def get_watch(app: Flask) -> Watch:

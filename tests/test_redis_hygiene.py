@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from redis import Redis
 
 import dev
 from offload import redis_hygiene
@@ -152,3 +153,21 @@ def test_production_web_and_worker_refuse_an_evicting_redis_with_one_line(tmp_pa
         assert len(refusals) == 1, output
         assert "maxmemory-policy allkeys-lru" in refusals[0] and "noeviction" in refusals[0]
         assert "Traceback" not in output, output
+
+
+def test_redis_that_lost_its_data_is_said_at_once_counted_once_and_shown(caplog):
+    with redis_with(*SAFE) as server:
+        web, worker = make_app(server.url), make_app(server.url)  # two processes watching one Redis
+        client = web.test_client()
+        log_in(client)
+        assert 'id="redis-hygiene"' not in client.get("/operator/queues").get_data(as_text=True)
+        caplog.set_level(logging.WARNING)
+
+        Redis.from_url(server.url).flushall()  # what a restart without persistence leaves
+        page = client.get("/operator/queues").get_data(as_text=True)
+        redis_hygiene.get_watch(worker).check()
+
+        assert 'id="redis-hygiene"' in page and "lost its data 1 time(s)" in page
+        losses = [m for m in hygiene_errors(caplog, server.url) if "lost its data (restarted" in m]
+        assert len(losses) == 2  # each process says so, once
+        assert scrape(web)[("offload_redis_data_losses_total", "")] == 1  # counted once
