@@ -48,7 +48,7 @@ DEFAULTS: dict[str, Any] = {
     "REDIS_SOCKET_TIMEOUT": 1.0,
     # Seconds quick checks wait for Redis (/healthz's PING, the rate limits' counters): /healthz
     # answers within 1 s either way, far under Fly's 5 s check timeout.
-    "REDIS_QUICK_TIMEOUT": 0.4,
+    "REDIS_QUICK_TIMEOUT": 0.3,
     # --- Redis hygiene (redis_hygiene.py): can this Redis lose jobs?
     # Refuse to start web and worker on an evicting maxmemory-policy: "on", "off", or empty for
     # "on when ENV is production".
