@@ -1,0 +1,106 @@
+"""The web as fly.toml runs it (``gunicorn app:app`` with gunicorn.conf.py): slow clients cannot
+starve it, and its processes are recycled with jitter."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import re
+import socket
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT, Stack, process_env, wait_for
+
+SLOW_SOCKETS = 50
+
+
+def gunicorn_conf(**env: str):
+    """gunicorn.conf.py as gunicorn reads it, under ``env``."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        spec = importlib.util.spec_from_file_location("gunicorn_conf_under_test", ROOT / "gunicorn.conf.py")
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+
+def slow_loris(port: int, stop: threading.Event, opened: list[int]) -> None:
+    """Open a connection and send a request's headers one byte a second, never finishing them."""
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: offload.test\r\n")
+        opened.append(1)
+        while not stop.wait(1):
+            sock.sendall(b"X")  # an endless header line
+
+
+@pytest.mark.e2e
+def test_fifty_slow_loris_sockets_do_not_starve_normal_requests(redis_url: str, tmp_path: Path, figures):
+    """Before: with 50 sockets sending headers a byte a second, every other request timed out."""
+    stack = Stack(redis_url=redis_url, logs=tmp_path, env=process_env(redis_url))
+    stop = threading.Event()
+    try:
+        base = stack.start_web()
+        port = int(base.rsplit(":", 1)[1])
+        opened: list[int] = []
+        lorises = [threading.Thread(target=slow_loris, args=(port, stop, opened)) for _ in range(SLOW_SOCKETS)]
+        for thread in lorises:
+            thread.start()
+        wait_for(lambda: len(opened) == SLOW_SOCKETS, what="the slow sockets to connect")
+        time.sleep(3)  # noqa: TID251 - the attack needs time to take hold: they dribble a byte a second
+
+        answered, slowest = 0, 0.0
+        with httpx.Client(base_url=base, timeout=10) as http:
+            for number in range(40):
+                began = time.monotonic()
+                page = http.get("/") if number % 2 else http.get("/healthz")
+                slowest = max(slowest, time.monotonic() - began)
+                assert page.status_code == 200
+                answered += 1
+        still_open = sum(thread.is_alive() for thread in lorises)
+        figures.record(
+            "slow clients (50 slow-loris sockets)",
+            normal_requests=40,
+            answered=answered,
+            slowest_s=slowest,
+            slow_sockets_still_open=still_open,
+        )
+        assert answered == 40
+    finally:
+        stop.set()
+        stack.close()
+        print(stack.log("web")[-3000:])
+
+
+def test_web_processes_are_recycled_with_jitter_by_default():
+    conf = gunicorn_conf()
+    assert conf.max_requests > 0 and 0 < conf.max_requests_jitter < conf.max_requests
+
+    chosen = gunicorn_conf(GUNICORN_MAX_REQUESTS="50", GUNICORN_MAX_REQUESTS_JITTER="10")
+    assert (chosen.max_requests, chosen.max_requests_jitter) == (50, 10)
+
+
+@pytest.mark.e2e
+def test_gunicorn_recycles_a_web_process_after_its_requests_without_dropping_one(redis_url: str, tmp_path: Path):
+    env = {**process_env(redis_url), "GUNICORN_MAX_REQUESTS": "20", "GUNICORN_MAX_REQUESTS_JITTER": "5"}
+    stack = Stack(redis_url=redis_url, logs=tmp_path, env=env)
+    try:
+        base = stack.start_web()
+        booted = set(re.findall(r"Booting worker with pid: (\d+)", stack.log("web")))
+        with httpx.Client(base_url=base, timeout=10) as http:
+            for _ in range(120):
+                assert http.get("/healthz").status_code == 200
+
+        def recycled() -> set[str]:
+            return set(re.findall(r"Booting worker with pid: (\d+)", stack.log("web"))) - booted
+
+        assert wait_for(recycled, what="a web process to be replaced")
+        assert "Autorestarting worker after current request" in stack.log("web")
+    finally:
+        stack.close()
