@@ -31,13 +31,14 @@ def gunicorn_conf(**env: str):
         return module
 
 
-def slow_loris(port: int, stop: threading.Event, opened: list[int]) -> None:
-    """Open a connection and send a request's headers one byte a second, never finishing them."""
+def slow_loris(port: int, stop: threading.Event, sent: list[int], index: int) -> None:
+    """Open a connection and send a request's headers one byte a second, never finishing them;
+    ``sent[index]`` counts the bytes dribbled so far."""
     with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: offload.test\r\n")
-        opened.append(1)
         while not stop.wait(1):
             sock.sendall(b"X")  # an endless header line
+            sent[index] += 1
 
 
 @pytest.mark.e2e
@@ -48,12 +49,12 @@ def test_fifty_slow_loris_sockets_do_not_starve_normal_requests(redis_url: str, 
     try:
         base = stack.start_web()
         port = int(base.rsplit(":", 1)[1])
-        opened: list[int] = []
-        lorises = [threading.Thread(target=slow_loris, args=(port, stop, opened)) for _ in range(SLOW_SOCKETS)]
+        sent = [0] * SLOW_SOCKETS
+        lorises = [threading.Thread(target=slow_loris, args=(port, stop, sent, i)) for i in range(SLOW_SOCKETS)]
         for thread in lorises:
             thread.start()
-        wait_for(lambda: len(opened) == SLOW_SOCKETS, what="the slow sockets to connect")
-        time.sleep(3)  # noqa: TID251 - the attack needs time to take hold: they dribble a byte a second
+        # The attack has taken hold once every socket has dribbled a few bytes to a server that still waits.
+        wait_for(lambda: min(sent) >= 3, what="every slow socket to dribble 3 bytes")
 
         answered, slowest = 0, 0.0
         with httpx.Client(base_url=base, timeout=10) as http:
