@@ -38,7 +38,8 @@ HEALTH_CLIENT_KEY = "offload_health_redis"
 EPOCH_KEY = "offload:redis:epoch"
 """Written once into an empty Redis; gone again only when Redis lost its data."""
 LOSSES_KEY = "offload:redis:losses"
-"""Hash: ``count`` of data losses noticed, ``last_at`` (ISO time) of the latest."""
+"""Hash: ``count`` of data losses noticed, ``last_at`` (ISO time) of the latest; kept :data:`LOSSES_KEPT` s."""
+LOSSES_KEPT = 7 * 24 * 3600
 
 SAFE_POLICY = "noeviction"
 FIX_EVICTION = (
@@ -159,6 +160,7 @@ def follow_epoch(redis: Redis, seen: str | None) -> tuple[str, bool]:
             with redis.pipeline() as pipe:
                 pipe.hincrby(LOSSES_KEY, "count", 1)
                 pipe.hset(LOSSES_KEY, "last_at", datetime.now(UTC).isoformat(timespec="seconds"))
+                pipe.expire(LOSSES_KEY, LOSSES_KEPT)  # the banner says it for a week after the last one
                 pipe.execute()
         return fresh, seen is not None
     current = redis.get(EPOCH_KEY)
