@@ -26,6 +26,7 @@ from flask import Blueprint, Flask, Response, current_app, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from redis import Redis
+from redis.client import Pipeline
 from redis.exceptions import RedisError
 from rq import Queue, Worker
 from rq.exceptions import DeserializationError
@@ -48,6 +49,9 @@ BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
 OUTCOMES = ("started", "finished", "failed")
 
+QUOTA_REFUSALS_KEY = "offload:quota:refused"
+"""Hash: submissions refused per quota (``active``, ``cpu``, ``bytes``), counted by web/quotas.py."""
+
 bp = Blueprint("metrics", __name__)
 
 
@@ -66,19 +70,25 @@ def task_label(job: Job) -> str:
 
 def record_job(redis: Redis, job: Job, outcome: str, seconds: float | None = None) -> None:
     """Count one attempt of ``job`` reaching ``outcome``; an ended one also feeds the histogram."""
-    label = task_label(job)
     with redis.pipeline(transaction=False) as pipe:
-        pipe.sadd(TASKS_KEY, label)
-        pipe.hincrby(task_key(label), outcome, 1)
-        if seconds is not None:
-            bucket = next((str(bound) for bound in BUCKETS if seconds <= bound), "+Inf")
-            pipe.hincrby(task_key(label), f"le:{bucket}", 1)
-            pipe.hincrbyfloat(task_key(label), "sum", seconds)
-            pipe.hincrby(task_key(label), "count", 1)
+        queue_job_record(pipe, job, outcome, seconds)
         pipe.execute()
 
 
-def _duration(job: Job) -> float | None:
+def queue_job_record(pipe: Pipeline, job: Job, outcome: str, seconds: float | None = None) -> None:
+    """Add the commands of :func:`record_job` to ``pipe`` (the worker sends them with the job's own writes)."""
+    label = task_label(job)
+    pipe.sadd(TASKS_KEY, label)
+    pipe.hincrby(task_key(label), outcome, 1)
+    if seconds is not None:
+        bucket = next((str(bound) for bound in BUCKETS if seconds <= bound), "+Inf")
+        pipe.hincrby(task_key(label), f"le:{bucket}", 1)
+        pipe.hincrbyfloat(task_key(label), "sum", seconds)
+        pipe.hincrby(task_key(label), "count", 1)
+
+
+def job_duration(job: Job) -> float | None:
+    """Seconds from the job's start to its end, if both are known."""
     if job.started_at and job.ended_at and job.ended_at >= job.started_at:
         return (job.ended_at - job.started_at).total_seconds()
     return None
@@ -105,11 +115,11 @@ class JobMetricsMixin:
 
     def handle_job_success(self, job: Job, *args: Any, **kwargs: Any) -> None:
         super().handle_job_success(job, *args, **kwargs)  # type: ignore[misc]  # mixin: Worker is next in the MRO
-        self._record(job, "finished", _duration(job))
+        self._record(job, "finished", job_duration(job))
 
     def handle_job_failure(self, job: Job, *args: Any, **kwargs: Any) -> None:
         super().handle_job_failure(job, *args, **kwargs)  # type: ignore[misc]  # mixin: Worker is next in the MRO
-        self._record(job, "failed", _duration(job))
+        self._record(job, "failed", job_duration(job))
 
 
 class OffloadCollector:
@@ -167,6 +177,13 @@ class OffloadCollector:
             duration.add_metric([label], buckets, float(row.get("sum", 0)))
         yield from counters.values()
         yield duration
+
+        refusals = CounterMetricFamily(
+            "offload_quota_refusals", "Submissions refused with a 429 by a per-client quota.", labels=["quota"]
+        )
+        for quota, count in sorted(self.redis.hgetall(QUOTA_REFUSALS_KEY).items()):
+            refusals.add_metric([quota.decode()], int(count))
+        yield refusals
 
 
 def _flag(value: bool | None) -> float:
