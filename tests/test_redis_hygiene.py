@@ -164,6 +164,7 @@ def test_redis_that_lost_its_data_is_said_at_once_counted_once_and_shown(caplog)
         caplog.set_level(logging.WARNING)
 
         Redis.from_url(server.url).flushall()  # what a restart without persistence leaves
+        log_in(client)  # the operator's login went with the rest
         page = client.get("/operator/queues").get_data(as_text=True)
         redis_hygiene.get_watch(worker).check()
 
