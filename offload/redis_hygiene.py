@@ -234,11 +234,14 @@ def refuse_if_unsafe(hygiene: Hygiene, config: dict[str, Any] | Any) -> None:
 
 def check_at_start(config: Any, where: str) -> Hygiene | None:
     """Check Redis once for a process about to start; None when Redis does not answer (it is checked later)."""
-    watch = Watch(connect(config), config["OFFLOAD_REDIS_URL"], config["OFFLOAD_REDIS_HYGIENE_INTERVAL"], where)
+    redis = connect(config)
+    watch = Watch(redis, config["OFFLOAD_REDIS_URL"], config["OFFLOAD_REDIS_HYGIENE_INTERVAL"], where)
     try:
         hygiene = watch.check()
     except RedisError:
         return None
+    finally:
+        redis.close()  # gunicorn's master: no connection of it left for the web processes it forks
     refuse_if_unsafe(hygiene, config)
     return hygiene
 
