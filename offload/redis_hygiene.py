@@ -179,8 +179,8 @@ class Watch:
         self.checked_at: float | None = None
         self.epoch: str | None = None
 
-    def look(self) -> Hygiene:
-        """What Redis says now (a data loss noticed is logged at once); raises RedisError when it does not answer."""
+    def notice_loss(self) -> bool:
+        """True (and an ERROR logged) when Redis lost its data since this process last looked: one GET."""
         self.epoch, lost = follow_epoch(self.redis, self.epoch)
         if lost:
             log.error(
@@ -190,6 +190,11 @@ class Watch:
                 self.url,
                 FIX_PERSISTENCE,
             )
+        return lost
+
+    def look(self) -> Hygiene:
+        """What Redis says now (a data loss noticed is logged at once); raises RedisError when it does not answer."""
+        self.notice_loss()
         hygiene = inspect(self.redis, self.url)
         if self.latest is None:
             for unknown in hygiene.unknowns():
@@ -213,10 +218,11 @@ class Watch:
             return self.latest
 
     def check_if_due(self) -> Hygiene | None:
-        """The latest findings, looked again at if older than the interval; None while Redis does not answer."""
-        if self.checked_at is not None and time.time() - self.checked_at < self.interval:
-            return self.latest
+        """The latest findings, looked again at if older than the interval or if Redis lost its data
+        (checked every call: one GET); None while Redis does not answer."""
         try:
+            if self.checked_at is not None and time.time() - self.checked_at < self.interval and not self.notice_loss():
+                return self.latest
             return self.check()
         except RedisError as exc:
             log.warning("%s: Redis hygiene not checked, Redis does not answer (%s)", self.where, exc)

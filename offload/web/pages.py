@@ -211,7 +211,8 @@ def healthz():
         probe.ping()
     except RedisError as exc:
         return jsonify(status="unavailable", redis=type(exc).__name__), 503
-    # Fly probes every 15 s: the schedule of this process's hygiene check (a few commands every 5 min).
+    # Fly probes every 15 s: the schedule of this process's hygiene check (a few commands every
+    # 5 min), and a data loss is noticed within one probe (one GET each).
     hygiene = redis_hygiene.get_watch(current_app).check_if_due()
     return jsonify(status="ok", redis_problems=hygiene.problems() if hygiene else [])
 
