@@ -256,7 +256,7 @@ def init_app(app: Flask, redis: Redis) -> None:
     """Check ``app``'s Redis now (refusing an evicting one when required) and keep a :class:`Watch`
     for the operators' banner, /healthz and the worker's maintenance; a fast client for /healthz."""
     config = app.config
-    watch = Watch(redis, config["OFFLOAD_REDIS_URL"], config["OFFLOAD_REDIS_HYGIENE_INTERVAL"], f"app {app.name}")
+    watch = Watch(redis, config["OFFLOAD_REDIS_URL"], config["OFFLOAD_REDIS_HYGIENE_INTERVAL"], app.name)
     try:
         hygiene = watch.check()
     except RedisError:
