@@ -199,6 +199,11 @@ def require_safe_redis(config: Mapping[str, Any]) -> bool:
     return value in _ON if value else config[key("ENV")] == "production"
 
 
+def all_queue_names(config: Mapping[str, Any]) -> list[str]:
+    """Every queue the settings declare: the workers' (``QUEUES``), then the on-demand ones."""
+    return list(dict.fromkeys([*config["OFFLOAD_QUEUES"], *config["OFFLOAD_ONDEMAND_QUEUES"]]))
+
+
 def key(name: str) -> str:
     """Return the ``app.config`` key of setting ``name``: ``REDIS_URL`` -> ``OFFLOAD_REDIS_URL``."""
     return PREFIX + name
