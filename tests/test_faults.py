@@ -27,6 +27,7 @@ from offload import settings
 from offload.worker.worker import OffloadWorker
 from tests.conftest import ROOT, Stack, process_env, wait_for
 from tests.faults import Ledger, alive, parse_time, redis_with
+from tests.figures import summary_lines
 
 
 def _crash(ledger: Ledger, job_id: str) -> dict:
@@ -470,3 +471,21 @@ def test_frozen_redis_mid_load_loses_no_job(tmp_path: Path, figures):
             stack.close()
             for name in ("web", "worker-1", "worker-2"):
                 print(f"----- {name} log -----\n{stack.log(name)[-2000:]}")
+
+
+def test_fault_figures_print_jobs_accepted_finished_lost_first_and_why_any_was_lost():
+    lines = summary_lines(
+        {
+            "explained": {"detection_s": 1.5, "lost": 2, "accepted": 5, "finished": 3, "lost_because": "Redis evicted"},
+            "unexplained": {"accepted": 1, "finished": 0, "lost": 1},
+            "none lost": {"submitted": 4, "finished": 4, "lost": 0},
+        }
+    )
+
+    assert lines == [
+        "explained: accepted=5, finished=3, lost=2, detection_s=1.50",
+        "    lost 2 because: Redis evicted",
+        "unexplained: accepted=1, finished=0, lost=1",
+        "    lost 1 because: UNEXPLAINED",
+        "none lost: submitted=4, finished=4, lost=0",
+    ]
