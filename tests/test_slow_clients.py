@@ -4,7 +4,6 @@ starve it, and its processes are recycled with jitter."""
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import re
 import socket
 import threading
@@ -14,21 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ROOT, Stack, process_env, wait_for
+from tests.conftest import Stack, process_env, wait_for
+from tests.test_deploy_files import gunicorn_settings
 
 SLOW_SOCKETS = 50
-
-
-def gunicorn_conf(**env: str):
-    """gunicorn.conf.py as gunicorn reads it, under ``env``."""
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in env.items():
-            patch.setenv(name, value)
-        spec = importlib.util.spec_from_file_location("gunicorn_conf_under_test", ROOT / "gunicorn.conf.py")
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
 
 
 def slow_loris(port: int, stop: threading.Event, sent: list[int], index: int) -> None:
@@ -80,11 +68,12 @@ def test_fifty_slow_loris_sockets_do_not_starve_normal_requests(redis_url: str, 
 
 
 def test_web_processes_are_recycled_with_jitter_by_default():
-    conf = gunicorn_conf()
-    assert conf.max_requests > 0 and 0 < conf.max_requests_jitter < conf.max_requests
+    conf = gunicorn_settings()
+    assert conf["worker_class"] == "gevent"
+    assert conf["max_requests"] > 0 and 0 < conf["max_requests_jitter"] < conf["max_requests"]
 
-    chosen = gunicorn_conf(GUNICORN_MAX_REQUESTS="50", GUNICORN_MAX_REQUESTS_JITTER="10")
-    assert (chosen.max_requests, chosen.max_requests_jitter) == (50, 10)
+    chosen = gunicorn_settings(GUNICORN_MAX_REQUESTS="50", GUNICORN_MAX_REQUESTS_JITTER="10")
+    assert (chosen["max_requests"], chosen["max_requests_jitter"]) == (50, 10)
 
 
 @pytest.mark.e2e
