@@ -15,7 +15,7 @@ from typing import Any, TypeVar, Unpack, cast, overload
 from flask import Flask
 from rq.job import Job
 
-from offload import cli, jobs, settings
+from offload import cli, jobs, redis_hygiene, settings
 from offload.connection import connect
 from offload.exceptions import UnknownTask
 from offload.queues import make_queues
@@ -42,6 +42,7 @@ class Offload:
         settings.apply_defaults(app.config)
         check_tasks(self.tasks.values(), app.config)
         redis = connect(app.config)
+        redis_hygiene.init_app(app, redis)  # refuses an evicting Redis when OFFLOAD_REQUIRE_SAFE_REDIS is on
         app.extensions[EXTENSION_KEY] = State(
             redis=redis,
             queues=make_queues(redis, app.config),

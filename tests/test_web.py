@@ -104,7 +104,9 @@ def test_user_text_is_escaped_on_the_index_after_a_bad_submit(client):
 
 
 def test_healthz_reports_redis(client):
-    assert client.get("/healthz").get_json() == {"status": "ok"}
+    health = client.get("/healthz").get_json()
+    # Ways this Redis can lose jobs are named there (tests/test_redis_hygiene.py), without failing the check.
+    assert health["status"] == "ok" and isinstance(health["redis_problems"], list)
 
 
 def _described_by(html: str) -> dict[str, str]:
