@@ -5,15 +5,28 @@ Every value can be overridden from the environment, so fly.toml's command stays 
 """
 
 import os
+import sys
 
 # Fly's proxy sends traffic to 0.0.0.0:8080 (fly.toml [http_service] internal_port).
 bind = os.environ.get("GUNICORN_BIND", f"0.0.0.0:{os.environ.get('PORT', '8080')}")
 
 # Requests only enqueue and read Redis: short, I/O-bound. Two processes use both cores of
-# a small Machine, and threads cover the waits on Redis without an async stack.
+# a small Machine. Each serves its connections as gevent greenlets: a client that sends its
+# request slowly (slow loris: headers a byte a second) holds a greenlet that waits on its
+# socket, not one of a few threads, so 50 of them no longer starve everyone else (with
+# gthread, 8 such sockets took every thread; tests/test_slow_clients.py). Redis calls wait
+# cooperatively (gevent patches the socket module before the app is loaded).
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-threads = int(os.environ.get("GUNICORN_THREADS", "4"))
-worker_class = "gthread"
+worker_class = "gevent"
+# Connections one process holds at once (slow ones included); fly.toml's hard_limit (60) is far below.
+worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "1000"))
+
+# Each web process is replaced after about this many requests, jittered so the two are not
+# replaced at once: a slow leak (issue 14: 55.9 -> 64.7 MiB over 22,000 requests) is bounded
+# whatever its cause, and no deploy depends on finding it. The master forks the new process
+# before the old one exits; requests in flight finish.
+max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "5000"))
+max_requests_jitter = int(os.environ.get("GUNICORN_MAX_REQUESTS_JITTER", "500"))
 
 # No request here should take long; a stuck one is killed rather than piling up.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
@@ -41,15 +54,27 @@ def when_ready(server):
     change would inherit those modules as they were, and serve stale code (tasks.py and all)."""
     if server.cfg.reload:
         return
-    from offload import settings
+    import logging
+
+    from offload import redis_hygiene, settings
     from offload.connection import redis_problem
 
+    # Redis hygiene's findings in gunicorn's log, with its format and level (web processes inherit it).
+    hygiene_log = logging.getLogger(redis_hygiene.__name__)
+    for handler in logging.getLogger("gunicorn.error").handlers:
+        hygiene_log.addHandler(handler)
+    hygiene_log.propagate = False
     try:
         config = settings.from_environ()
         settings.apply_defaults(config)
         problem = redis_problem(config)
+        if not problem:
+            redis_hygiene.check_at_start(config, "web")
     except settings.SettingsError:
         problem = None  # the app's own start-up reports it
+    except redis_hygiene.UnsafeRedis as exc:
+        server.log.error("%s", exc)
+        sys.exit(1)  # before any web process starts: one line, exit 1
     if problem:
         server.log.warning(problem)
     port = os.environ.get("METRICS_PORT")

@@ -20,6 +20,7 @@ from rq import Retry, get_current_job
 
 from offload import Offload, report_progress
 from offload.retries import backoff_intervals
+from offload.settings import all_queue_names
 
 offload = Offload()
 """The reference app's Offload; ``app.create_app`` sets it up on the app."""
@@ -168,7 +169,9 @@ timeout, a worker that died mid-call)."""
     timeout=60,
     retry=CALL_API_RETRY,
     concurrency_limit="OFFLOAD_THIRD_PARTY_CONCURRENCY",
-    stored_bytes=80 * 1024,  # the answer's body is cut at 64 KiB (thirdparty.MAX_BODY_BYTES)
+    # The answer's body is cut at 64 KiB (thirdparty.MAX_BODY_BYTES); stored as JSON, escapes can
+    # make text up to 6 times longer (\ufffd for each undecodable byte, \u0001 for a control character).
+    stored_bytes=400 * 1024,
 )
 def call_api(
     path: Annotated[
@@ -262,7 +265,7 @@ def cleanup_expired() -> dict[str, int]:
     from offload.state import get_redis
     from offload.workloads import housekeeping
 
-    return housekeeping.cleanup_expired(get_redis(), current_app.config["OFFLOAD_QUEUES"])
+    return housekeeping.cleanup_expired(get_redis(), all_queue_names(current_app.config))
 
 
 @offload.task(

@@ -35,6 +35,7 @@ from rq.serializers import JSONSerializer
 
 from offload import settings
 from offload.connection import connect
+from offload.redis_hygiene import inspect
 from offload.state import get_state
 
 log = logging.getLogger("offload.metrics")
@@ -137,6 +138,19 @@ class OffloadCollector:
         workers = Worker.all(connection=self.redis, serializer=JSONSerializer)
         yield GaugeMetricFamily("offload_workers_alive", "rq workers with a live heartbeat.", value=len(workers))
 
+        hygiene = inspect(self.redis)
+        unsafe = GaugeMetricFamily(
+            "offload_redis_unsafe",
+            "1 when Redis can lose jobs this way (SECURITY.md), 0 when not, NaN when Redis does not say.",
+            labels=["check"],
+        )
+        unsafe.add_metric(["eviction"], _flag(hygiene.evicting))
+        unsafe.add_metric(["persistence"], _flag(None if hygiene.persistent is None else not hygiene.persistent))
+        yield unsafe
+        yield CounterMetricFamily(
+            "offload_redis_data_losses", "Times web or worker found that Redis had lost its data.", value=hygiene.losses
+        )
+
         labels = sorted(label.decode() for label in self.redis.smembers(TASKS_KEY))
         with self.redis.pipeline(transaction=False) as pipe:
             for label in labels:
@@ -172,6 +186,10 @@ class OffloadCollector:
         yield refusals
 
 
+def _flag(value: bool | None) -> float:
+    return float("nan") if value is None else float(value)
+
+
 def make_registry(redis: Redis, queue_names: list[str]) -> CollectorRegistry:
     """A registry of its own (not prometheus_client's global one) holding only Offload's collector."""
     registry = CollectorRegistry(auto_describe=False)
@@ -180,7 +198,7 @@ def make_registry(redis: Redis, queue_names: list[str]) -> CollectorRegistry:
 
 
 def all_queue_names(config: dict[str, Any]) -> list[str]:
-    return list(dict.fromkeys(config["OFFLOAD_QUEUES"] + config["OFFLOAD_ONDEMAND_QUEUES"]))
+    return settings.all_queue_names(config)
 
 
 def init_app(app: Flask) -> None:

@@ -47,9 +47,20 @@ DEFAULTS: dict[str, Any] = {
     "FAILURE_TTL": 7 * 24 * 3600,
     # Seconds a job may wait in a queue before it is dropped unstarted .
     "JOB_TTL": 7 * 24 * 3600,
-    # Seconds to wait for Redis to accept a connection / answer a command.
-    "REDIS_CONNECT_TIMEOUT": 2,
-    "REDIS_SOCKET_TIMEOUT": 5,
+    # Seconds to wait for Redis to accept a connection / answer a command. A timeout is not
+    # retried, so a frozen Redis gets the web's 503 within about one socket timeout (SECURITY.md).
+    "REDIS_CONNECT_TIMEOUT": 1.0,
+    "REDIS_SOCKET_TIMEOUT": 1.0,
+    # Seconds quick checks wait for Redis (/healthz's PING, the rate limits' counters): /healthz
+    # answers within 1 s either way, far under Fly's 5 s check timeout.
+    "REDIS_QUICK_TIMEOUT": 0.3,
+    # --- Redis hygiene (redis_hygiene.py): can this Redis lose jobs?
+    # Refuse to start web and worker on an evicting maxmemory-policy: "on", "off", or empty for
+    # "on when ENV is production".
+    "REQUIRE_SAFE_REDIS": "",
+    # Seconds between two checks of Redis's eviction policy and persistence (and whether it
+    # lost its data) by each web process and worker.
+    "REDIS_HYGIENE_INTERVAL": 300,
     # How many jobs /jobs shows at most.
     "JOB_LIST_LIMIT": 100,
     # --- faults: how soon a dead worker's job is noticed, and what happens to it
@@ -178,6 +189,21 @@ DEFAULTS: dict[str, Any] = {
 """Every Offload setting without its ``OFFLOAD_`` prefix, with its default."""
 
 
+_ON = ("1", "true", "yes", "on")
+_OFF = ("0", "false", "no", "off")
+
+
+def require_safe_redis(config: Mapping[str, Any]) -> bool:
+    """Whether web and worker refuse to start on a Redis that evicts keys (on in production by default)."""
+    value = str(config[key("REQUIRE_SAFE_REDIS")]).strip().lower()
+    return value in _ON if value else config[key("ENV")] == "production"
+
+
+def all_queue_names(config: Mapping[str, Any]) -> list[str]:
+    """Every queue the settings declare: the workers' (``QUEUES``), then the on-demand ones."""
+    return list(dict.fromkeys([*config["OFFLOAD_QUEUES"], *config["OFFLOAD_ONDEMAND_QUEUES"]]))
+
+
 def key(name: str) -> str:
     """Return the ``app.config`` key of setting ``name``: ``REDIS_URL`` -> ``OFFLOAD_REDIS_URL``."""
     return PREFIX + name
@@ -186,7 +212,12 @@ def key(name: str) -> str:
 def _parse(name: str, raw: str) -> Any:
     default = DEFAULTS[name]
     if isinstance(default, bool):
-        return raw.strip().lower() in ("1", "true", "yes", "on")
+        return raw.strip().lower() in _ON
+    if isinstance(default, float):
+        try:
+            return float(raw)
+        except ValueError:
+            raise SettingsError(f"{name} must be a number of seconds, got {raw!r}") from None
     if isinstance(default, int):
         try:
             return int(raw)
@@ -258,6 +289,8 @@ def validate(config: Mapping[str, Any]) -> None:
             "OPERATOR_PASSWORD_HASH must be a hash made by `python -m offload.web.auth` (method$salt$hash), "
             "not a password"
         )
+    if str(config[key("REQUIRE_SAFE_REDIS")]).strip().lower() not in ("", *_ON, *_OFF):
+        raise SettingsError(f"REQUIRE_SAFE_REDIS must be on or off, got {config[key('REQUIRE_SAFE_REDIS')]!r}")
     for entry in config[key("TRUSTED_PROXIES")]:
         try:
             ipaddress.ip_network(str(entry).strip(), strict=False)
@@ -267,5 +300,7 @@ def validate(config: Mapping[str, Any]) -> None:
         value = config[key(name)]
         if isinstance(default, int) and not isinstance(default, bool) and not isinstance(value, int):
             raise SettingsError(f"{key(name)} must be a whole number, got {value!r}")
+        if isinstance(default, float) and (isinstance(value, bool) or not isinstance(value, int | float) or value <= 0):
+            raise SettingsError(f"{key(name)} must be a positive number of seconds, got {value!r}")
         if isinstance(default, list) and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
             raise SettingsError(f"{key(name)} must be a list of names, got {value!r}")

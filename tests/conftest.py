@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -24,6 +25,9 @@ from werkzeug.security import generate_password_hash
 
 import dev
 from offload.connection import redact
+
+if TYPE_CHECKING:
+    from flask import Flask
 from tests.figures import figures, pytest_terminal_summary  # noqa: F401 - the suite's figures, printed at the end
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -114,8 +118,9 @@ def redis(redis_url: str) -> Redis:
 
 
 def queued_job_count(redis: Redis) -> int:
-    """Jobs anywhere in Redis: queued, scheduled or in any registry."""
-    return len(list(redis.scan_iter("rq:job:*")))
+    """Jobs anywhere in Redis (queued, scheduled or in any registry), but the periodic ones a
+    stack's scheduler enqueues by itself when it starts."""
+    return sum(1 for key in redis.scan_iter("rq:job:*") if not key.startswith(b"rq:job:periodic-"))
 
 
 @pytest.fixture
@@ -126,11 +131,18 @@ def queue(redis: Redis) -> Queue:
 # --------------------------------------------------------------------------- app
 
 
-@pytest.fixture
-def app(redis_url: str):
+def reference_app(redis_url: str, **config: Any) -> Flask:
+    """The reference app on ``redis_url`` for tests (no CSRF, the operator account), ``config`` on top."""
     from app import create_app
 
-    return create_app({"TESTING": True, "OFFLOAD_REDIS_URL": redis_url, "WTF_CSRF_ENABLED": False, **OPERATOR_ACCOUNT})
+    return create_app(
+        {"TESTING": True, "OFFLOAD_REDIS_URL": redis_url, "WTF_CSRF_ENABLED": False, **OPERATOR_ACCOUNT, **config}
+    )
+
+
+@pytest.fixture
+def app(redis_url: str):
+    return reference_app(redis_url)
 
 
 @pytest.fixture

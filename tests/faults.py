@@ -9,8 +9,14 @@ network, make a dependency flaky), waits for :meth:`Ledger.settled`, then checks
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -21,6 +27,7 @@ from rq import Queue
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
+import dev
 from offload.jobs import short_error
 
 
@@ -127,3 +134,69 @@ def alive(pid: int) -> bool:
 def parse_time(value: str) -> float:
     """Seconds since the epoch of an ISO time the worker recorded (``...Z``)."""
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+@contextmanager
+def redis_with(*options: str, port: int | None = None, data_dir: Path | None = None) -> Iterator[RedisProcess]:
+    """Run a real redis-server with ``options`` (``"--maxmemory-policy", "allkeys-lru"``) until the block ends.
+
+    Persistence is off unless ``options`` turn it on (``--appendonly yes``); the process can be
+    frozen (:meth:`RedisProcess.freeze`), or killed and started again on the same port.
+    """
+    server = RedisProcess(port or dev.free_port(), list(options), data_dir)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+class RedisProcess:
+    """One redis-server on 127.0.0.1 with its own options, for the tests that break it."""
+
+    def __init__(self, port: int, options: list[str], data_dir: Path | None) -> None:
+        self.port = port
+        self.options = options
+        self._scratch = tempfile.TemporaryDirectory(prefix="offload-redis-")
+        self.data_dir = data_dir or Path(self._scratch.name)
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        args = [dev.find_redis_server("redis"), "--port", str(self.port), "--bind", "127.0.0.1"]
+        args += ["--dir", str(self.data_dir), "--save", "", "--appendonly", "no", "--loglevel", "warning"]
+        self.process = subprocess.Popen([*args, *self.options], stdout=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 15
+        while not dev.redis_answers(self.url, timeout=0.2):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server {self.options} did not start on port {self.port}")
+            time.sleep(0.05)
+
+    def freeze(self) -> None:
+        """SIGSTOP: connections are still accepted (the kernel's backlog), nothing is answered."""
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGCONT)
+
+    def kill(self) -> None:
+        """SIGKILL, as a lost machine: nothing is flushed."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.thaw()
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._scratch.cleanup()

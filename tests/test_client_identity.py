@@ -9,24 +9,13 @@ import httpx
 import pytest
 from flask import Flask
 
-from tests.conftest import OPERATOR_ACCOUNT, Stack, queued_job_count
+from tests.conftest import Stack, queued_job_count, reference_app
 
 BODY = {"task": "crunch_numbers", "params": {"limit": 100}}
 
 
 def make_app(redis_url: str, **config: Any) -> Flask:
-    from app import create_app
-
-    return create_app(
-        {
-            "TESTING": True,
-            "OFFLOAD_REDIS_URL": redis_url,
-            "WTF_CSRF_ENABLED": False,
-            "OFFLOAD_SUBMIT_RATE_LIMIT": "2 per minute",
-            **OPERATOR_ACCOUNT,
-            **config,
-        }
-    )
+    return reference_app(redis_url, **{"OFFLOAD_SUBMIT_RATE_LIMIT": "2 per minute", **config})
 
 
 def submit(client, peer: str, **headers: str) -> int:

@@ -56,7 +56,15 @@ def for_group(table: list[dict], group: str) -> list[dict]:
 def gunicorn_settings(**env: str) -> dict:
     """gunicorn.conf.py's values as gunicorn reads them, under ``env`` only."""
     with pytest.MonkeyPatch.context() as patch:
-        for name in ("PORT", "GUNICORN_BIND", "WEB_CONCURRENCY", "GUNICORN_THREADS", "GUNICORN_GRACEFUL_TIMEOUT"):
+        for name in (
+            "PORT",
+            "GUNICORN_BIND",
+            "WEB_CONCURRENCY",
+            "GUNICORN_WORKER_CONNECTIONS",
+            "GUNICORN_MAX_REQUESTS",
+            "GUNICORN_MAX_REQUESTS_JITTER",
+            "GUNICORN_GRACEFUL_TIMEOUT",
+        ):
             patch.delenv(name, raising=False)
         for name, value in env.items():
             patch.setenv(name, value)

@@ -13,28 +13,20 @@ from redis import Redis
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from tests.conftest import OPERATOR_ACCOUNT, Stack, log_in, queued_job_count
+from tests.conftest import Stack, log_in, queued_job_count, reference_app
 
 CRUNCH_MAX = {"task": "crunch_numbers", "params": {"limit": 1_000_000_000}}  # charged 21 s of CPU
 CRUNCH_SMALL = {"task": "crunch_numbers", "params": {"limit": 100}}
 
 
 def make_app(redis_url: str, **config: Any) -> Flask:
-    from app import create_app
-
-    return create_app(
-        {
-            "TESTING": True,
-            "OFFLOAD_REDIS_URL": redis_url,
-            "WTF_CSRF_ENABLED": False,
-            "RATELIMIT_ENABLED": False,  # the submit rate limit has its own tests
-            "OFFLOAD_QUOTA_ACTIVE_JOBS": 0,
-            "OFFLOAD_QUOTA_CPU_SECONDS_PER_HOUR": 0,
-            "OFFLOAD_QUOTA_BYTES_PER_HOUR": 0,
-            **OPERATOR_ACCOUNT,
-            **config,
-        }
-    )
+    quotas_off = {
+        "OFFLOAD_QUOTA_ACTIVE_JOBS": 0,
+        "OFFLOAD_QUOTA_CPU_SECONDS_PER_HOUR": 0,
+        "OFFLOAD_QUOTA_BYTES_PER_HOUR": 0,
+    }
+    # The submit rate limit has its own tests.
+    return reference_app(redis_url, RATELIMIT_ENABLED=False, **{**quotas_off, **config})
 
 
 def post(client, body: dict, peer: str = "203.0.113.10"):
@@ -193,3 +185,20 @@ def test_through_gunicorn_on_fly_the_quota_counts_per_fly_client_ip(workers: Sta
     assert int(alice_again.headers["Retry-After"]) > 0
     assert (bob.status_code, bob_same_64.status_code, bob_over.status_code) == (202, 202, 429)
     assert queued_job_count(redis) == 4
+
+
+def test_a_result_over_its_tasks_declared_stored_bytes_fails_the_job_instead_of_being_stored():
+    from offload import Offload, PermanentError
+    from offload.registry import ResultTooLarge
+
+    offload = Offload()
+
+    @offload.task(stored_bytes=100)
+    def echo(text: str) -> dict[str, str]:
+        return {"text": text}
+
+    assert echo("x" * 50) == {"text": "x" * 50}  # still callable as it was
+    with pytest.raises(ResultTooLarge, match="over the 100 that task echo declares") as raised:
+        echo("x" * 200)
+    assert isinstance(raised.value, PermanentError)  # not retried
+    assert offload.tasks["echo"].path == f"{echo.__module__}.{echo.__qualname__}"  # RQ imports the capped one

@@ -51,13 +51,22 @@ def _back(job: Job):
 @operator_required
 def cancel_job(job_id: str):
     """Cancel a job that has not started: it leaves its queue (or the schedule) for the canceled registry."""
+    job = cancel(job_id)
+    log.info("Operator canceled job %s", job.id)
+    return _back(job)
+
+
+def cancel(job_id: str) -> Job:
+    """Cancel the job ``job_id`` if it has not started, and return it; abort 404 / 409 otherwise.
+
+    The one cancel for every caller: operators here, submitters from their job page and the API.
+    """
     job = _job_in(job_id, CANCELABLE, "cancelled")
     try:
         job.cancel()
     except InvalidJobOperation as exc:
         abort(409, str(exc))
-    log.info("Operator canceled job %s", job.id)
-    return _back(job)
+    return job
 
 
 @bp.post("/jobs/<job_id>/stop")

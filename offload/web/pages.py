@@ -16,34 +16,23 @@ from flask import (
     render_template,
     request,
     send_file,
-    session,
     url_for,
 )
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from offload import artifacts, jobs
+from offload import artifacts, jobs, redis_hygiene
 from offload.registry import Task, field_errors
 from offload.scheduling import ScheduleError, parse_when
 from offload.state import get_task, get_tasks
-from offload.web import access, quotas
+from offload.web import access, control, mine, quotas
 from offload.web.auth import is_operator
+from offload.web.rate_limits import limiter
 from offload.web.security import limit_submissions
 from offload.web.setup import on_register
 from offload.workloads import newsletter
 
 bp = on_register(Blueprint("web", __name__))
-
-MY_JOBS_KEY = "my_jobs"
-MY_JOBS_LIMIT = 30
-"""Job ids remembered per browser (in its signed session cookie, which must stay under 4 kB)."""
-
-
-def remember_job(job_id: str) -> None:
-    """Add ``job_id`` to this browser's "My jobs", newest first, forgetting the oldest past the cap."""
-    mine = [job_id, *(known for known in session.get(MY_JOBS_KEY, []) if known != job_id)]
-    session[MY_JOBS_KEY] = mine[:MY_JOBS_LIMIT]
-    session.permanent = True
 
 
 @bp.app_template_filter("pretty_json")
@@ -99,7 +88,7 @@ def submit(name: str):
         )
         return page, 400
     job = jobs.submit_job(task, params, run_at=run_at, job_id=quotas.charge(task, params))
-    remember_job(job.id)
+    mine.remember_job(job.id)
     return redirect(url_for("web.job_page", job_id=job.id), code=303)
 
 
@@ -152,6 +141,7 @@ def newsletter_form():
     batch_id = newsletter.submit_batch(
         jobs.get_queue(newsletter.queue_name()), submission.text, recipients.valid, config=config, run_at=run_at
     )
+    mine.remember_batch(batch_id)
     return redirect(url_for("web.batch_page", batch_id=batch_id), code=303)
 
 
@@ -171,7 +161,16 @@ def job_page(job_id: str):
     if job is None or not access.may_read(job):
         abort(404, "No such job: it never existed or its result has expired.")
     view = jobs.job_view(job, with_traceback=is_operator())
-    return render_template("offload/job.html", job=view)
+    return render_template("offload/job.html", job=view, mine=mine.submitted(job.id))
+
+
+@bp.post("/jobs/<job_id>/withdraw")
+def cancel_my_job(job_id: str):
+    """The submitter cancels their own job before it starts (CSRF-checked like every form); 303 back to it."""
+    if not mine.submitted(job_id):
+        abort(403, "Only the browser that started this job, or an operator, can cancel it.")
+    control.cancel(job_id)
+    return redirect(url_for("web.job_page", job_id=job_id), code=303)
 
 
 @bp.get("/jobs/<job_id>/files/<name>")
@@ -193,14 +192,27 @@ def download_file(job_id: str, name: str):
     return response
 
 
+@limiter.request_filter
+def _health_check_skips_rate_limits() -> bool:
+    """True for /healthz: Fly's checks are no clients, and the limiter's own PING of a dead limit
+    store (it does one before it looks at exemptions) would cost its timeout here."""
+    return request.blueprint == bp.name and request.endpoint == f"{bp.name}.healthz"
+
+
 @bp.get("/healthz")
 def healthz():
-    """200 when Redis answers, 503 when it does not: for Fly's health check and load balancers."""
+    """200 when Redis answers, 503 when it does not, within 1 s either way (a client of its own with
+    ``OFFLOAD_REDIS_QUICK_TIMEOUT``): for Fly's health check (5 s) and load balancers. The answer
+    names any way this Redis can lose jobs (redis_hygiene.py), without failing the check for it."""
+    probe = redis_hygiene.get_health_client(current_app)
     try:
-        jobs.get_redis().ping()
+        probe.ping()
     except RedisError as exc:
         return jsonify(status="unavailable", redis=type(exc).__name__), 503
-    return jsonify(status="ok")
+    # Fly probes every 15 s: the schedule of this process's hygiene check (a few commands every
+    # 5 min), and a data loss is noticed within one probe (one GET each).
+    hygiene = redis_hygiene.get_watch(current_app).check_if_due()
+    return jsonify(status="ok", redis_problems=hygiene.problems() if hygiene else [])
 
 
 @bp.get("/jobs")
@@ -209,7 +221,7 @@ def job_list():
     state = request.args.get("state") or None
     if state is not None and state not in jobs.LISTED_STATES:
         abort(400, f"Unknown state filter; use one of: {', '.join(jobs.LISTED_STATES)}.")
-    found = [job for job in jobs.fetch_jobs(session.get(MY_JOBS_KEY, [])) if access.may_read(job)]
+    found = [job for job in jobs.fetch_jobs(mine.job_ids()) if access.may_read(job)]
     found = jobs.newest_first(found)
     if state is not None:
         found = [job for job in found if job.get_status(refresh=False) == state]
@@ -218,4 +230,12 @@ def job_list():
         jobs=[jobs.job_view(job, with_log=False) for job in found],
         filters={"state": state},
         states=jobs.LISTED_STATES,
+        batches=[] if state else my_batches(),
     )
+
+
+def my_batches() -> list[dict[str, Any]]:
+    """The newsletters this browser sent that have not expired, newest first (counts only)."""
+    redis = jobs.get_redis()
+    found = (newsletter.batch_view(redis, batch_id, failures_shown=0) for batch_id in mine.batch_ids())
+    return [batch for batch in found if batch is not None]

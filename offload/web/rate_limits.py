@@ -9,6 +9,7 @@ from __future__ import annotations
 from flask import Flask
 from flask_limiter import Limiter
 
+from offload.connection import client_options
 from offload.web.client_identity import client_key
 
 # Keyed by client (an IPv4 address or an IPv6 /64, as a trusted proxy reports it): client_identity.py.
@@ -16,14 +17,11 @@ limiter = Limiter(key_func=client_key)
 
 
 def init_app(app: Flask) -> None:
-    """Count ``app``'s limits in its Redis (``REDIS_URL``), with the same bounded timeouts."""
+    """Count ``app``'s limits in its Redis (``REDIS_URL``), giving up after ``REDIS_QUICK_TIMEOUT``
+    (a counter is one small script: a frozen Redis must not hold the request for long)."""
     app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["OFFLOAD_REDIS_URL"])
     app.config.setdefault(
-        "RATELIMIT_STORAGE_OPTIONS",
-        {
-            "socket_connect_timeout": app.config["OFFLOAD_REDIS_CONNECT_TIMEOUT"],
-            "socket_timeout": app.config["OFFLOAD_REDIS_SOCKET_TIMEOUT"],
-        },
+        "RATELIMIT_STORAGE_OPTIONS", client_options(app.config, app.config["OFFLOAD_REDIS_QUICK_TIMEOUT"])
     )
     app.config.setdefault("RATELIMIT_KEY_PREFIX", "offload")
     # Stated for every app: `limiter` is shared, and init_app would carry one app's switch to the next.

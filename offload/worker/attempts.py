@@ -18,6 +18,9 @@ from offload.jobs import error_line
 from offload.legacy import CurrentPathsJob
 from offload.worker.base import WorkerBase
 
+STOPPED_ON_REQUEST = "stopped on request"
+"""What a stopped job's last attempt says (the Stop button, or ``rq``'s stop-job command)."""
+
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -72,6 +75,19 @@ class AttemptRecords(WorkerBase):
         if self.hold_end_write(job, mapping):
             return  # sent with the end-of-execution write, in the same round trip (roundtrips.py)
         self._until_redis_answers(f"recording the end of job {job.id}", job.connection.hset, job.key, mapping=mapping)
+
+    def handle_job_failure(self, job, queue, started_job_registry=None, exc_string="", execution=None):
+        # A stopped job: RQ fails it without an end time and without touching its meta. Record
+        # both, or its attempt would read "running" for ever (on the page and in the API).
+        if self._stopped_job_id is not None and self._stopped_job_id == job.id:
+            job.ended_at = now()
+            self._until_redis_answers(f"recording the stop of job {job.id}", self._record_stop, job)
+        super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
+
+    def _record_stop(self, job: Job) -> None:
+        meta = self._end_attempt(job, "stopped", STOPPED_ON_REQUEST)
+        assert job.ended_at is not None
+        job.connection.hset(job.key, mapping={"ended_at": utcformat(job.ended_at), "meta": job.serializer.dumps(meta)})
 
     def _end_attempt(self, job: Job, outcome: str, error: str) -> dict[str, Any]:
         """End the job's running attempt with ``outcome`` and ``error``; return the meta (not yet saved)."""

@@ -8,6 +8,7 @@ from typing import Any
 import redis.exceptions
 
 from offload.connection import redact
+from offload.redis_hygiene import UnsafeRedis
 
 
 class RedisUnreachableFilter(logging.Filter):
@@ -23,7 +24,9 @@ class RedisUnreachableFilter(logging.Filter):
         self.redis_url = redis_url
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, redis.exceptions.RedisError):
+        if isinstance(record.msg, UnsafeRedis):  # OFFLOAD_REQUIRE_SAFE_REDIS: its message is the one line
+            record.msg, record.args, record.exc_info, record.exc_text = str(record.msg), None, None, None
+        elif isinstance(record.msg, redis.exceptions.RedisError):
             record.msg = (
                 f"Redis at {redact(self.redis_url)} is unreachable ({record.msg}); "
                 "the worker exits 1 (is Redis running, and is REDIS_URL right?)"

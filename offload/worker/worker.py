@@ -14,6 +14,7 @@ retry_hints.py       a task's exception decides its retries (offload.retries)
 lease.py             a job whose heartbeat cannot be renewed in time is given up, never run twice
 outages.py           Redis outages waited out; retried writes written once
 crash_reruns.py      crashes recorded and re-run (CRASH_RERUNS); deliberate kills are failures
+registration.py      registers again when Redis lost the worker's registration; Redis hygiene
 maintenance.py       a dead worker's jobs found within a minute, cheaply
 jobprocess.py        fork once, run jobs over a pipe (speed of SimpleWorker, safety of a fork)
 roundtrips.py        heartbeat and state writes batched or skipped
@@ -35,6 +36,7 @@ from offload.worker.jobprocess import JobProcessRunner
 from offload.worker.lease import JobLease
 from offload.worker.maintenance import Maintenance
 from offload.worker.outages import REDIS_ERRORS, RedisOutages
+from offload.worker.registration import RegistrationUpkeep
 from offload.worker.retry_hints import RetryHints
 from offload.worker.roundtrips import RoundTrips
 from offload.worker.scheduler_host import SchedulerHosting
@@ -53,6 +55,7 @@ class OffloadWorker(
     JobLease,
     RedisOutages,
     CrashReruns,
+    RegistrationUpkeep,
     Maintenance,
     JobProcessRunner,
     RoundTrips,

@@ -1,0 +1,49 @@
+"""Registration upkeep: a worker whose registration vanished from Redis registers again.
+
+RQ registers a worker once, at birth, and from then on only renews its key's expiry. A Redis
+without persistence that restarts comes back empty: ``rq:workers`` and every worker's key are
+gone while the workers go on running jobs, so nothing lists them (the operators' page says no
+worker runs; anything that scales on ``offload_workers_alive`` starts more). Each maintenance pass
+(every WORKER_MAINTENANCE_INTERVAL) checks the worker's key and its entry in ``rq:workers`` in
+one round trip, and writes both again when either is gone, saying so as an error. The same pass
+runs the host app's Redis hygiene check on its schedule (redis_hygiene.py), at once after a
+loss, which notices that Redis lost its data and counts it for the operators and /metrics.
+"""
+
+from __future__ import annotations
+
+from rq import worker_registration
+from rq.utils import now
+
+from offload import redis_hygiene
+from offload.worker.base import WorkerBase
+
+
+class RegistrationUpkeep(WorkerBase):
+    """Worker mixin: registers the worker again when Redis lost its registration."""
+
+    def run_maintenance_tasks(self) -> None:
+        super().run_maintenance_tasks()
+        self._until_redis_answers("checking its registration", self._keep_registered)
+
+    def _keep_registered(self) -> None:
+        with self.connection.pipeline(transaction=False) as pipeline:
+            pipeline.exists(self.key)
+            pipeline.sismember(worker_registration.REDIS_WORKER_KEYS, self.key)
+            present, listed = pipeline.execute()
+        watch = redis_hygiene.get_watch(self.flask_app)
+        if present and listed:
+            watch.check_if_due()
+            return
+        self.log.error(
+            "Worker %s: its registration in Redis is gone (Redis restarted without persistence, or evicted "
+            "keys): registering again",
+            self.name,
+        )
+        self.last_heartbeat = now()
+        with self.connection.pipeline() as pipeline:
+            pipeline.hset(self.key, mapping={**self.serialize(), "state": self._state})
+            worker_registration.register(self, pipeline)
+            pipeline.expire(self.key, self.worker_ttl + 60)
+            pipeline.execute()
+        watch.check()  # now, not on schedule: says whether Redis lost its data, and counts it
