@@ -26,13 +26,14 @@ from flask import Blueprint, Flask, Response, current_app, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from redis import Redis
+from redis.client import Pipeline
 from redis.exceptions import RedisError
 from rq import Queue, Worker
 from rq.exceptions import DeserializationError
-from rq.job import Job
+from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from offload import settings
+from offload import settings, throughput
 from offload.connection import connect
 from offload.state import get_state
 
@@ -63,17 +64,28 @@ def task_label(job: Job) -> str:
         return "unreadable"
 
 
-def record_job(redis: Redis, job: Job, outcome: str, seconds: float | None = None) -> None:
-    """Count one attempt of ``job`` reaching ``outcome``; an ended one also feeds the histogram."""
+def add_job_counts(
+    pipe: Pipeline, job: Job, outcome: str, seconds: float | None = None, ended: str | None = None
+) -> None:
+    """Add to ``pipe`` the commands that count one attempt of ``job`` reaching ``outcome``: an
+    ended one also feeds the histogram and, as ``ended`` (finished, failed or retried), the
+    dashboard's per-minute throughput (offload.throughput)."""
     label = task_label(job)
+    pipe.sadd(TASKS_KEY, label)
+    pipe.hincrby(task_key(label), outcome, 1)
+    if seconds is not None:
+        bucket = next((str(bound) for bound in BUCKETS if seconds <= bound), "+Inf")
+        pipe.hincrby(task_key(label), f"le:{bucket}", 1)
+        pipe.hincrbyfloat(task_key(label), "sum", seconds)
+        pipe.hincrby(task_key(label), "count", 1)
+    if ended is not None:
+        throughput.record_outcome(pipe, job.origin, label, ended)
+
+
+def record_job(redis: Redis, job: Job, outcome: str, seconds: float | None = None, ended: str | None = None) -> None:
+    """Count one attempt of ``job`` reaching ``outcome`` (:func:`add_job_counts`), one round trip."""
     with redis.pipeline(transaction=False) as pipe:
-        pipe.sadd(TASKS_KEY, label)
-        pipe.hincrby(task_key(label), outcome, 1)
-        if seconds is not None:
-            bucket = next((str(bound) for bound in BUCKETS if seconds <= bound), "+Inf")
-            pipe.hincrby(task_key(label), f"le:{bucket}", 1)
-            pipe.hincrbyfloat(task_key(label), "sum", seconds)
-            pipe.hincrby(task_key(label), "count", 1)
+        add_job_counts(pipe, job, outcome, seconds, ended)
         pipe.execute()
 
 
@@ -92,9 +104,9 @@ class JobMetricsMixin:
 
     connection: Redis
 
-    def _record(self, job: Job, outcome: str, seconds: float | None = None) -> None:
+    def _record(self, job: Job, outcome: str, seconds: float | None = None, ended: str | None = None) -> None:
         try:
-            record_job(self.connection, job, outcome, seconds)
+            record_job(self.connection, job, outcome, seconds, ended)
         except RedisError as exc:
             log.warning("could not record %s of job %s in metrics: %s", outcome, job.id, exc)
 
@@ -104,11 +116,13 @@ class JobMetricsMixin:
 
     def handle_job_success(self, job: Job, *args: Any, **kwargs: Any) -> None:
         super().handle_job_success(job, *args, **kwargs)  # type: ignore[misc]  # mixin: Worker is next in the MRO
-        self._record(job, "finished", _duration(job))
+        self._record(job, "finished", _duration(job), "finished")
 
     def handle_job_failure(self, job: Job, *args: Any, **kwargs: Any) -> None:
         super().handle_job_failure(job, *args, **kwargs)  # type: ignore[misc]  # mixin: Worker is next in the MRO
-        self._record(job, "failed", _duration(job))
+        # RQ's retry has already put the job back (queued, or scheduled for its delay) when one is due.
+        retried = job.get_status(refresh=False) in (JobStatus.QUEUED, JobStatus.SCHEDULED)
+        self._record(job, "failed", _duration(job), "retried" if retried else "failed")
 
 
 class OffloadCollector:

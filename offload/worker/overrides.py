@@ -62,6 +62,8 @@ RQ_OVERRIDES: tuple[Override, ...] = (
     _o(W, "setup_work_horse_signals", "offload.worker.jobprocess", "the job process dies with the worker"),
     _o(W, "heartbeat", "offload.worker.roundtrips", "one round trip, skipped when redundant"),
     _o(W, "set_state", "offload.worker.roundtrips", "skipped when unchanged; waits Redis out"),
+    _o(W, "dequeue_job_and_maintain_ttl", "offload.worker.holds", "skips paused queues; a quiet worker takes none"),
+    _o(W, "register_death", "offload.worker.holds", "forgets the worker's quiet mark"),
     # rq.job.Job
     _o(J, "prepare_for_execution", "offload.worker.attempts", "starts the attempt record in RQ's started write"),
     _o(J, "restore", "offload.legacy", "callback paths stored by earlier releases, read as they are now"),
@@ -85,6 +87,7 @@ PRIVATE_RQ_ATTRIBUTES: tuple[tuple[str, str], ...] = (
     ("Job._status", "attempts reads the cached status in handle_execution_ended without a round trip"),
     ("Worker._horse_pid, Worker._is_horse", "the job process stands in for RQ's work horse"),
     ("Worker._stop_requested, Worker._state", "outages/roundtrips: stop while Redis is down; skip a state write"),
+    ("Worker._ordered_queues", "holds: the queues one dequeue listens on, without the paused ones"),
     ("Worker._exc_handlers", "maintenance calls RQ's registry cleanup with them, as RQ does"),
     ("RQScheduler._process, _acquired_locks, _scheduled_job_registries", "scheduler hosting and sleeping"),
     ("Job._success_callback_name, _failure_callback_name, _stopped_callback_name", "legacy: moved callback paths"),

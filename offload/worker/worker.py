@@ -16,6 +16,7 @@ crash_reruns.py      crashes recorded and re-run (CRASH_RERUNS); deliberate kill
 maintenance.py       a dead worker's jobs found within a minute, cheaply
 jobprocess.py        fork once, run jobs over a pipe (speed of SimpleWorker, safety of a fork)
 roundtrips.py        heartbeat and state writes batched or skipped
+holds.py             paused queues skipped; a quiet worker takes no more jobs (offload.holds)
 ===================  ==========================================================================
 
 Every RQ method these override is listed in overrides.py (checked by tests/test_worker_overrides.py).
@@ -30,6 +31,7 @@ from offload.worker.appcontext import HostAppContext
 from offload.worker.attempts import AttemptRecords, OffloadJob
 from offload.worker.construction import Construction
 from offload.worker.crash_reruns import CrashReruns
+from offload.worker.holds import QueueHolds
 from offload.worker.jobprocess import JobProcessRunner
 from offload.worker.lease import JobLease
 from offload.worker.maintenance import Maintenance
@@ -53,6 +55,7 @@ class OffloadWorker(
     Maintenance,
     JobProcessRunner,
     RoundTrips,
+    QueueHolds,
     JobMetricsMixin,
     Worker,
 ):

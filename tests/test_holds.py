@@ -1,0 +1,93 @@
+"""Paused queues and quiet workers, against the README's ``rq worker`` in a subprocess."""
+
+from __future__ import annotations
+
+from redis import Redis
+from rq import Queue, Worker
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from offload import holds
+from tests.conftest import ended, wait_for
+
+
+def _worker_named(redis: Redis, pid: int) -> str:
+    return next(w.name for w in Worker.all(connection=redis) if w.pid == pid)
+
+
+def _status(job: Job) -> str:
+    return job.get_status(refresh=True).value
+
+
+def test_a_paused_queues_job_is_not_taken_until_the_queue_resumes(workers, redis):
+    holds.pause_queue(redis, "default")
+    workers.start_worker()
+    default = Queue("default", connection=redis, serializer=JSONSerializer)
+    low = Queue("low", connection=redis, serializer=JSONSerializer)
+    held = default.enqueue("tests.fixtures.echo", "held")
+    # A job on a queue that is not paused runs: the worker is up and taking jobs, only "default" is skipped.
+    assert ended(low.enqueue("tests.fixtures.echo", "free")).get_status() == "finished"
+    for _ in range(3):  # three more jobs through "low" (each after a full dequeue cycle) and still nothing taken
+        ended(low.enqueue("tests.fixtures.echo", "free"))
+    assert _status(held) == "queued" and default.count == 1
+
+    holds.resume_queue(redis, "default")
+
+    assert ended(held).return_value() == "held"
+
+
+def test_a_queue_paused_while_the_worker_waits_keeps_its_next_job(workers, redis):
+    workers.start_worker()
+    default = Queue("default", connection=redis, serializer=JSONSerializer)
+    ended(default.enqueue("tests.fixtures.echo", "before"))  # the worker is blocked waiting on the queues now
+
+    holds.pause_queue(redis, "default")
+    held = default.enqueue("tests.fixtures.echo", "held")
+    low = Queue("low", connection=redis, serializer=JSONSerializer)
+    ended(low.enqueue("tests.fixtures.echo", "free"))
+    ended(low.enqueue("tests.fixtures.echo", "free"))
+
+    assert _status(held) == "queued" and default.get_job_ids() == [held.id]
+    holds.resume_queue(redis, "default")
+    assert ended(held).return_value() == "held"
+
+
+def test_a_quiet_worker_finishes_its_job_and_takes_no_more(workers, redis):
+    process = workers.start_worker()
+    name = _worker_named(redis, process.pid)
+    default = Queue("default", connection=redis, serializer=JSONSerializer)
+    running = default.enqueue("tests.fixtures.block_until_released", "release-quiet")
+    wait_for(lambda: _status(running) == "started", what="the job to start")
+
+    holds.quiet_worker(redis, name)
+    redis.rpush("release-quiet", "go")
+    waiting = default.enqueue("tests.fixtures.echo", "after")
+
+    assert ended(running).return_value() == "released"
+    # Still alive and registered, idle, with the next job left on the queue.
+    other = Queue("high", connection=redis, serializer=JSONSerializer)
+    probe = other.enqueue("tests.fixtures.echo", "probe")
+    wait_for(
+        lambda: any(w.name == name and w.get_state() == "idle" for w in Worker.all(connection=redis)),
+        what="the quiet worker to be idle",
+    )
+    assert process.poll() is None
+    assert _status(waiting) == "queued" and _status(probe) == "queued"
+
+    holds.wake_worker(redis, name)
+
+    assert ended(waiting).return_value() == "after"
+    assert ended(probe).return_value() == "probe"
+
+
+def test_a_second_worker_takes_what_a_quiet_one_leaves(workers, redis):
+    first = workers.start_worker("first")
+    holds.quiet_worker(redis, _worker_named(redis, first.pid))
+    second = workers.start_worker("second")
+
+    jobs = [
+        Queue("default", connection=redis, serializer=JSONSerializer).enqueue("tests.fixtures.echo", n)
+        for n in range(5)
+    ]
+
+    assert {ended(job).worker_name for job in jobs} == {_worker_named(redis, second.pid)}
