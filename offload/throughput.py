@@ -12,8 +12,8 @@ Cost. Per attempt that ends: 4 commands (2 HINCRBY, 1 EVAL that copies the queue
 into the hash, 1 EXPIRE), added to the pipeline the worker already sends for the job's metrics
 (:func:`record_outcome` takes that pipeline), so no extra round trip. Memory (MEMORY USAGE,
 measured by tests/test_throughput.py): with 3 queues and 8 tasks busy every minute (36 fields a
-minute), ~970 bytes a minute, 1.4 MB for a full day; an idle minute costs nothing. Reading the dashboard costs one round trip: 60 HGETALLs for the
-last hour, 1440 for the last day, in one pipeline.
+minute), ~970 bytes a minute, 1.4 MB for a full day; an idle minute costs nothing. Reading the
+dashboard costs one round trip: 60 HGETALLs for the last hour, 1440 for the last day, in one pipeline.
 
 A queue no worker takes from has no attempt ending on it; while an operator watches the
 dashboard, each of its reads also samples every queue's depth (:func:`sample_depths`).

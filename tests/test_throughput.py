@@ -3,7 +3,7 @@ a job's outcome, read back as the dashboard's series, bounded in time and memory
 
 from __future__ import annotations
 
-from rq import Queue, Retry, SimpleWorker
+from rq import Queue, Retry
 from rq.serializers import JSONSerializer
 
 from offload import throughput
