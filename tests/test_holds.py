@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
+
+import pytest
 from redis import Redis
 from rq import Queue, Worker
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from offload import holds
-from tests.conftest import ended, wait_for
+from tests.conftest import ended, log_in, wait_for
 
 
 def _worker_named(redis: Redis, pid: int) -> str:
@@ -91,3 +94,33 @@ def test_a_second_worker_takes_what_a_quiet_one_leaves(workers, redis):
     ]
 
     assert {ended(job).worker_name for job in jobs} == {_worker_named(redis, second.pid)}
+
+
+def _operator(http) -> str:
+    token = re.search(r'name="csrf_token" value="([^"]+)"', http.get("/login").text).group(1)
+    log_in(http, csrf_token=token)
+    return token
+
+
+@pytest.mark.e2e
+def test_an_operator_quiets_wakes_and_stops_a_worker_from_the_queues_page(stack, http, redis):
+    token = _operator(http)
+    worker_process = stack.processes[-1][1]
+    name = _worker_named(redis, worker_process.pid)
+    assert f'action="/operator/workers/{name}/quiet"' in http.get("/operator/queues").text
+
+    assert http.post(f"/operator/workers/{name}/quiet", data={"csrf_token": token}).status_code == 303
+    page = http.get("/operator/queues").text
+    assert re.search(rf'<tr data-worker="{name}">.*?>quiet<', page, re.DOTALL)
+    job = Queue("default", connection=redis, serializer=JSONSerializer).enqueue("tests.fixtures.echo", "later")
+    assert job.get_status(refresh=True) == "queued"
+    assert http.post(f"/operator/workers/{name}/wake", data={"csrf_token": token}).status_code == 303
+    assert ended(job).return_value() == "later"
+
+    asked = http.post(f"/operator/workers/{name}/stop", data={"csrf_token": token})
+    assert asked.status_code == 200 and f"Stop worker {name}?" in asked.text and worker_process.poll() is None
+    http.post(f"/operator/workers/{name}/stop", data={"csrf_token": token, "confirmed": "yes"})
+
+    wait_for(lambda: worker_process.poll() is not None, what="the worker to exit")
+    log = http.get("/operator/log").text
+    assert "quiet worker" in log and "wake worker" in log and "stop worker" in log
