@@ -8,6 +8,7 @@ from rq.serializers import JSONSerializer
 
 from offload import throughput
 from offload.worker import OffloadWorker
+from tests.conftest import log_in
 
 
 def _work(redis, *names: str) -> None:
@@ -73,3 +74,25 @@ def test_counts_expire_and_a_busy_day_stays_small(redis, figures):
     assert all(0 < redis.ttl(key) <= throughput.KEEP_SECONDS for key in keys)
     assert used < 3 * 1024 * 1024
     figures.record("throughput counters, a busy day (3 queues, 8 tasks)", bytes=used, bytes_per_minute=used // 1440)
+
+
+def test_the_dashboard_serves_its_series_to_operators_only(app, redis, client):
+    operator = app.test_client()
+    log_in(operator)
+    default = Queue("default", connection=redis, serializer=JSONSerializer)
+    default.enqueue("tests.fixtures.fail_with", "boom")
+    default.enqueue("tests.fixtures.echo", 1)
+    _work(redis, "default")
+    Queue("ondemand", connection=redis, serializer=JSONSerializer).enqueue("tests.fixtures.echo", 2)  # no worker
+
+    page = operator.get("/operator/dashboard")
+    data = operator.get("/operator/dashboard.json?span=hour").get_json()
+
+    assert page.status_code == 200 and 'id="throughput-chart"' in page.get_data(as_text=True)
+    assert data["totals"]["failed|task|tests.fixtures.fail_with"] == 1 and data["totals"]["finished|all"] == 1
+    assert data["series"]["depth|ondemand"][-1] == 1  # sampled as it was read: a queue no worker drains
+    assert "ondemand" in data["queues"]
+    assert operator.get("/operator/dashboard.json?span=day").get_json()["points"] == 96
+    assert operator.get("/operator/dashboard.json?span=year").status_code == 400
+    assert client.get("/operator/dashboard.json").status_code == 302  # to the login
+    assert client.get("/operator/dashboard").status_code == 302
