@@ -13,6 +13,7 @@
   const span = document.getElementById("span");
   const scope = document.getElementById("scope");
   const timeFormat = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
+  const listable = new Set(JSON.parse(root.dataset.tasks || "[]"));  // tasks the job list can filter by
   let paused = false, timer = null, delay = 5000, last = null;
 
   function el(name, attrs, text) {
@@ -77,7 +78,7 @@
         const count = data.totals[`${outcome}|${kind}|${name}`] || 0;
         const td = document.createElement("td");
         td.dataset.outcome = outcome;
-        if (outcome === "failed" && count > 0) {
+        if (outcome === "failed" && count > 0 && (kind === "queue" || listable.has(name))) {
           const link = document.createElement("a");
           link.href = `${root.dataset.jobsUrl}?state=failed&${kind}=${encodeURIComponent(name)}&since=${since}`;
           link.textContent = String(count);
