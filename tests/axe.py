@@ -33,12 +33,19 @@ def describe(found: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def settle(page: Page) -> None:
+    """Wait until the page's CSS transitions and animations have finished: Pico fades link colours
+    over 0.2 s when the colour scheme changes, and axe would measure the colours half-way."""
+    page.evaluate("() => Promise.all(document.getAnimations().map((animation) => animation.finished))")
+
+
 def assert_accessible(page: Page, where: str) -> None:
     """Fail unless axe-core finds no violation on ``page`` in light mode and in dark mode."""
     problems = []
     try:
         for scheme in COLOR_SCHEMES:
             page.emulate_media(color_scheme=scheme)  # type: ignore[arg-type]
+            settle(page)
             found = violations(page)
             if found:
                 problems.append(f"{where}, {scheme} mode:\n{describe(found)}")

@@ -62,7 +62,7 @@ def test_the_dashboard_chart_updates_as_jobs_finish_and_stops_while_paused(opera
     expect(to_list).to_have_attribute("href", "/operator/jobs?state=failed&queue=default&since=1h")
     assert line.get_attribute("d") != flat  # the line was redrawn with the new counts
     assert page.evaluate("window.__sameDocument") is True
-    operator.shot("operator-dashboard")
+    operator.shot("console-dashboard")
 
     page.get_by_role("button", name="Pause updates").click()
     expect(page.get_by_role("button", name="Resume updates")).to_have_attribute("aria-pressed", "true")
@@ -100,7 +100,7 @@ def test_the_job_list_pages_and_finds_a_job_by_a_word_in_its_arguments(operator:
 
     expect(page.locator("#job-count")).to_have_text("1 job")
     expect(page.locator(f'tr[data-job-id="{wanted.id}"]')).to_be_visible()
-    operator.shot("operator-jobs")
+    operator.shot("console-jobs-search")
     assert_accessible(page, "the job list")
 
 
@@ -126,7 +126,7 @@ def test_each_bulk_action_asks_first_then_acts_and_is_logged(operator: Tab, redi
     page.goto("/operator/jobs?state=failed&queue=low")
     page.get_by_role("button", name="Retry all failed…").click()
     expect(page.get_by_role("heading", name="Retry 2 failed jobs?")).to_be_visible()
-    operator.shot("operator-confirm")
+    operator.shot("console-confirm")
     assert_accessible(page, "the confirmation page")
     assert all(job.get_status(refresh=True) == "failed" for job in failed)
     page.get_by_role("button", name="Retry 2 jobs").click()
@@ -163,7 +163,7 @@ def test_each_bulk_action_asks_first_then_acts_and_is_logged(operator: Tab, redi
     log = page.locator("#operator-log")
     for action in ("retry failed jobs", "delete failed jobs", "cancel scheduled jobs", "empty queue"):
         expect(log).to_contain_text(action)
-    operator.shot("operator-log")
+    operator.shot("console-log")
     assert_accessible(page, "the operator log")
     assert not operator.errors
 
@@ -182,7 +182,7 @@ def test_a_paused_queue_is_skipped_by_the_worker_until_resumed_from_the_page(ope
     assert held.get_status(refresh=True) == "queued"
     page.reload()
     expect(row.locator('[data-count="queued"]')).to_have_text("1")
-    operator.shot("operator-queues")
+    operator.shot("console-queues-paused")
     assert_accessible(page, "the queues page with a paused queue")
 
     page.get_by_role("button", name="Resume queue default").click()

@@ -44,6 +44,10 @@
         pen = true;
       });
       if (path) svg.append(el("path", { d: path, class: `series ${line.cls}`, "data-series": line.name }));
+      line.values.forEach((v, i) => {  // a sample with no neighbour draws no line: mark it with a dot
+        const alone = v !== null && (line.values[i - 1] ?? null) === null && (line.values[i + 1] ?? null) === null;
+        if (alone) svg.append(el("circle", { cx: x(i).toFixed(1), cy: y(v).toFixed(1), r: 3, class: `dot ${line.cls}` }));
+      });
     }
   }
 
