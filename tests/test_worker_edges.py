@@ -3,12 +3,15 @@ network faults: tests/faultproxy.py), real processes and signals, the real ``rq 
 
 from __future__ import annotations
 
+import fcntl
 import json
+import multiprocessing
 import os
 import shlex
 import signal
 import struct
 import subprocess
+import termios
 import time
 from multiprocessing import Pipe
 from urllib.parse import urlsplit
@@ -196,23 +199,29 @@ def test_a_job_process_reaped_elsewhere_is_not_taken_for_a_success(json_queue, s
 
 def test_an_alarm_while_a_report_is_read_neither_splits_nor_loses_it(redis, signals):
     worker = OffloadWorker(["default"], connection=redis)
-    parent_end, child_end = Pipe()
-    pid = os.fork()
-    if pid == 0:  # a job process whose report arrives in two parts, the alarm between them
-        payload = json.dumps({"status": 0, "retire": False}).encode()
-        os.write(child_end.fileno(), struct.pack("!i", len(payload)))
-        time.sleep(0.5)
-        os.write(child_end.fileno(), payload)
-        time.sleep(3)
-        os._exit(7)
-    child_end.close()
-    worker._job_process = JobProcess(pid=pid, connection=parent_end)
 
     def alarm(signum, frame):
         raise HorseMonitorTimeoutException("RQ's monitor: time for a heartbeat")
 
-    signal.signal(signal.SIGALRM, alarm)
-    signal.setitimer(signal.ITIMER_REAL, 0.25)
+    signal.signal(signal.SIGALRM, alarm)  # before the fork: the job process signals the worker
+    parent_end, child_end = Pipe()
+    pid = os.fork()
+    if pid == 0:  # a job process whose report arrives in two parts, the alarm between them
+        try:
+            payload = json.dumps({"status": 0, "retire": False}).encode()
+            os.write(child_end.fileno(), struct.pack("!i", len(payload)))
+            # The worker's end is readable here too: once its queue is empty, the worker has read
+            # the header and is waiting for the rest of the report.
+            while fcntl.ioctl(parent_end.fileno(), termios.FIONREAD, b"\0" * 4) != b"\0" * 4:
+                time.sleep(0.01)
+            os.kill(os.getppid(), signal.SIGALRM)
+            os.write(child_end.fileno(), payload)
+            child_end.poll(10)  # alive (not retiring) until the test kills it; a split report fails in 10 s
+        finally:
+            os._exit(7)
+    child_end.close()
+    worker._job_process = JobProcess(pid=pid, connection=parent_end)
+
     outcomes, alarms = [], 0
     try:
         while not outcomes:  # as RQ's monitor_work_horse loops
@@ -261,9 +270,11 @@ def test_a_worker_cut_off_from_redis_past_the_heartbeat_ttl_gives_its_job_up_so_
 
 def test_a_stop_signal_as_the_scheduler_process_starts_still_releases_its_locks(redis, signals, monkeypatch):
     work = SleepingScheduler.work
+    started, signalled = multiprocessing.Event(), multiprocessing.Event()
 
     def slow_start(scheduler):  # imports and logging take a while in a real start
-        time.sleep(1)
+        started.set()
+        signalled.wait(10)
         work(scheduler)
 
     monkeypatch.setattr(SleepingScheduler, "work", slow_start)
@@ -272,7 +283,9 @@ def test_a_stop_signal_as_the_scheduler_process_starts_still_releases_its_locks(
     process = worker.scheduler._process
     assert redis.exists("rq:scheduler-lock:default")
 
+    assert started.wait(10), "the scheduler process did not start"
     os.kill(process.pid, signal.SIGTERM)  # before the new process has its handlers
+    signalled.set()
     process.join(10)
 
     assert process.exitcode == 0
