@@ -16,8 +16,10 @@ may start a new one).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from flask import Blueprint, abort, current_app, flash, redirect, url_for
+from redis import Redis
 from rq import Worker
 from rq.command import send_shutdown_command, send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
@@ -142,24 +144,27 @@ def _queue_named(name: str) -> str:
     return name
 
 
+def _hold(change: Callable[[Redis, str], bool], action: str, subject: str, name: str, message: str):
+    """Put on or lift one hold (offload.holds), log it, and go back to the queues page saying so."""
+    change(jobs.get_redis(), name)
+    audit.record(action, 1, **{subject: name})
+    flash(message)
+    return redirect(url_for("operators.queues"), code=303)
+
+
 @bp.post("/operator/queues/<name>/pause")
 @operator_required
 def pause_queue(name: str):
     """Pause a queue: its jobs stay, no worker takes them until it is resumed."""
-    holds.pause_queue(jobs.get_redis(), _queue_named(name))
-    audit.record("pause queue", 1, queue=name)
-    flash(f"Queue {name} is paused: workers skip it until you resume it.")
-    return redirect(url_for("operators.queues"), code=303)
+    message = f"Queue {name} is paused: workers skip it until you resume it."
+    return _hold(holds.pause_queue, "pause queue", "queue", _queue_named(name), message)
 
 
 @bp.post("/operator/queues/<name>/resume")
 @operator_required
 def resume_queue(name: str):
     """Resume a paused queue: workers take its jobs again (within a couple of seconds)."""
-    holds.resume_queue(jobs.get_redis(), _queue_named(name))
-    audit.record("resume queue", 1, queue=name)
-    flash(f"Queue {name} is resumed.")
-    return redirect(url_for("operators.queues"), code=303)
+    return _hold(holds.resume_queue, "resume queue", "queue", _queue_named(name), f"Queue {name} is resumed.")
 
 
 def _worker_named(name: str) -> BaseWorker:
@@ -173,22 +178,17 @@ def _worker_named(name: str) -> BaseWorker:
 @operator_required
 def quiet_worker(name: str):
     """Quiet a worker: it finishes the job it runs and takes no more, until woken."""
-    worker = _worker_named(name)
-    holds.quiet_worker(jobs.get_redis(), worker.name)
-    audit.record("quiet worker", 1, worker=worker.name)
-    flash(f"Worker {worker.name} is quiet: it finishes its job and takes no more.")
-    return redirect(url_for("operators.queues"), code=303)
+    worker = _worker_named(name).name
+    message = f"Worker {worker} is quiet: it finishes its job and takes no more."
+    return _hold(holds.quiet_worker, "quiet worker", "worker", worker, message)
 
 
 @bp.post("/operator/workers/<name>/wake")
 @operator_required
 def wake_worker(name: str):
     """Let a quiet worker take jobs again."""
-    worker = _worker_named(name)
-    holds.wake_worker(jobs.get_redis(), worker.name)
-    audit.record("wake worker", 1, worker=worker.name)
-    flash(f"Worker {worker.name} takes jobs again.")
-    return redirect(url_for("operators.queues"), code=303)
+    worker = _worker_named(name).name
+    return _hold(holds.wake_worker, "wake worker", "worker", worker, f"Worker {worker} takes jobs again.")
 
 
 @bp.post("/operator/workers/<name>/stop")
