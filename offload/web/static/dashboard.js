@@ -128,6 +128,10 @@
     timer = null;
     try {
       const response = await fetch(`${root.dataset.apiUrl}?span=${span.value}`, { headers: { Accept: "application/json" }, cache: "no-store" });
+      if (response.redirected || !(response.headers.get("Content-Type") || "").includes("json")) {
+        note.textContent = "logged out: reload the page to log in again";  // sent to the login form
+        return;
+      }
       if (response.ok) {
         render(await response.json());
         delay = 5000;
