@@ -8,9 +8,9 @@ shutdown command, which ends the process). Both are Redis sets:
 - ``offload:quiet-workers``: names of the quiet workers (a worker's name is unique while it
   lives; the entry of one that has gone is removed by :func:`forget_worker` when it exits).
 
-A worker calls :func:`queues_to_take` once per dequeue cycle (one round trip, two commands)
-to filter the queues it listens on (offload/worker/holds.py), and again after a job came
-off a queue, so a job taken in the instant a hold began is put back.
+A worker reads the holds (:func:`read_holds`, :func:`queues_to_take`: one round trip, two
+commands) once per dequeue cycle to filter the queues it listens on (offload/worker/holds.py),
+and again when a job it waited for comes, so a job that arrives after a hold began is put back.
 """
 
 from __future__ import annotations

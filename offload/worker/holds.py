@@ -3,8 +3,9 @@
 Before each dequeue the worker reads the holds (one round trip) and listens only on the
 queues it may take from; while any hold is on, it waits at most ``hold_poll_interval``
 seconds at a time, so a resumed queue or a woken worker takes jobs again within that time.
-A job that came off a queue in the instant a hold began is put back at the front of its
-queue, untouched. A quiet worker with nothing to listen on stays registered (idle,
+A job that the worker waited for (the hold may have begun meanwhile) is checked again once
+it comes, and put back at the front of its queue, untouched, if its queue is now paused or
+the worker quiet. A quiet worker with nothing to listen on stays registered (idle,
 heartbeating, maintaining) until it is woken or stopped.
 """
 
@@ -26,6 +27,10 @@ class QueueHolds(WorkerBase):
 
     hold_poll_interval: int = 2
     """Seconds between two reads of the holds while one is on."""
+    hold_recheck_after: float = 0.05
+    """A job that came off its queue this soon after the holds were read is taken as read then; one
+    that took longer (the worker waited for it) is checked again: a hold may have begun meanwhile.
+    So a busy worker reads the holds once per job, not twice."""
 
     def _read_holds(self) -> Holds:
         return self._until_redis_answers("reading paused queues", read_holds, self.connection, self.name)
@@ -51,6 +56,7 @@ class QueueHolds(WorkerBase):
                 # RQ's loop waits for a job until max_idle_time; this makes it come back to read the holds.
                 limit = min(self.hold_poll_interval, idle_left) if idle_left is not None else self.hold_poll_interval
             self._ordered_queues = taking
+            asked_at = time.monotonic()
             try:
                 result = super().dequeue_job_and_maintain_ttl(timeout, limit)
             finally:
@@ -60,7 +66,7 @@ class QueueHolds(WorkerBase):
                     return None
                 continue
             job, queue = result
-            if self._read_holds().takes_from(queue.name):
+            if time.monotonic() - asked_at < self.hold_recheck_after or self._read_holds().takes_from(queue.name):
                 return result
             self._put_back(job, queue)
 
