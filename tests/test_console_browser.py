@@ -124,7 +124,7 @@ def test_each_bulk_action_asks_first_then_acts_and_is_logged(operator: Tab, redi
     failed = _failed(redis, 2, name="low")
 
     page.goto("/operator/jobs?state=failed&queue=low")
-    page.get_by_role("button", name="Retry all failed…").click()
+    page.get_by_role("button", name="Retry all 2 failed…").click()
     expect(page.get_by_role("heading", name="Retry 2 failed jobs?")).to_be_visible()
     operator.shot("console-confirm")
     assert_accessible(page, "the confirmation page")
@@ -137,7 +137,7 @@ def test_each_bulk_action_asks_first_then_acts_and_is_logged(operator: Tab, redi
     for job in failed:
         ended(job)
     page.goto("/operator/jobs?state=failed&queue=low")
-    page.get_by_role("button", name="Delete all failed…").click()
+    page.get_by_role("button", name="Delete all 2 failed…").click()
     page.get_by_role("button", name="Delete 2 jobs").click()
     expect(page.get_by_role("status")).to_contain_text("Deleted 2 failed jobs.")
     assert not any(redis.exists(job.key) for job in failed)
@@ -145,7 +145,7 @@ def test_each_bulk_action_asks_first_then_acts_and_is_logged(operator: Tab, redi
     later = datetime.now(UTC) + timedelta(hours=1)
     scheduled = [_queue(redis).enqueue_at(later, "tests.fixtures.echo", n) for n in range(3)]
     page.goto("/operator/jobs?state=scheduled")
-    page.get_by_role("button", name="Cancel all scheduled…").click()
+    page.get_by_role("button", name="Cancel all 3 scheduled…").click()
     page.get_by_role("button", name="Cancel 3 jobs").click()
     expect(page.get_by_role("status")).to_contain_text("Canceled 3 scheduled jobs.")
     assert all(job.get_status(refresh=True) == "canceled" for job in scheduled)

@@ -223,3 +223,18 @@ def test_periodic_job_ids_are_shown_whole_and_times_carry_utc(app, redis):
     assert f"<code>{plain.id[:8]}</code>" in page and f'title="{plain.id}"' in page
     created = re.search(r'<time datetime="([^"]+)" title="([^"]+)" data-local>', page)
     assert created.group(1).endswith("Z") and created.group(2).endswith(" UTC")
+
+
+def test_the_list_offers_bulk_actions_only_for_the_states_it_holds_with_their_counts(app, redis):
+    operator = app.test_client()
+    log_in(operator)
+    queue = Queue("default", connection=redis, serializer=JSONSerializer)
+    queue.enqueue("tests.fixtures.echo", 1)
+    assert "Retry all" not in operator.get("/operator/jobs").get_data(as_text=True)  # nothing failed
+
+    for n in range(2):
+        queue.enqueue("tests.fixtures.fail_with", n)
+    SimpleWorker([queue], connection=redis, serializer=JSONSerializer).work(burst=True)
+    page = operator.get("/operator/jobs").get_data(as_text=True)
+
+    assert "Retry all 2 failed…" in page and "Delete all 2 failed…" in page and "Cancel all" not in page

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import zlib
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -71,6 +72,8 @@ class Listing:
     page: int
     pages: int
     jobs: list[Job] = field(default_factory=list)
+    states: Counter[str] = field(default_factory=Counter)
+    """How many of the matching jobs are in each state (the bulk actions say how many they touch)."""
 
 
 def queue_names() -> list[str]:
@@ -131,6 +134,11 @@ def _arguments(raw_data: bytes | None) -> str:
 
 def matching_ids(wanted: JobFilter, now: datetime | None = None) -> list[str]:
     """Return the ids of every job that matches ``wanted``, newest first (by creation)."""
+    return [job_id for job_id, _ in matching(wanted, now)]
+
+
+def matching(wanted: JobFilter, now: datetime | None = None) -> list[tuple[str, str]]:
+    """Return the id and state of every job that matches ``wanted``, newest first (by creation)."""
     redis = get_redis()
     ids = candidate_ids(wanted.state, wanted.queue)
     text = wanted.text.lower() if wanted.text else None
@@ -140,11 +148,12 @@ def matching_ids(wanted: JobFilter, now: datetime | None = None) -> list[str]:
             pipe.hmget(Job.key_for(job_id), *fields)
         rows = pipe.execute()
     oldest = (now or datetime.now(UTC)) - SINCE[wanted.since] if wanted.since else None
-    found: list[tuple[datetime, str]] = []
-    for job_id, (status, origin, created_at, meta, *data) in zip(ids, rows, strict=True):
-        if status is None:  # expired between the two reads
+    found: list[tuple[datetime, str, str]] = []
+    for job_id, (raw_status, origin, created_at, meta, *data) in zip(ids, rows, strict=True):
+        if raw_status is None:  # expired between the two reads
             continue
-        if wanted.state is not None and status.decode() != wanted.state:
+        status = raw_status.decode()
+        if wanted.state is not None and status != wanted.state:
             continue  # a registry can briefly hold a job that already moved on: trust its own status
         if wanted.queue is not None and (origin or b"").decode() != wanted.queue:
             continue
@@ -155,18 +164,19 @@ def matching_ids(wanted: JobFilter, now: datetime | None = None) -> list[str]:
             continue
         if text and text not in job_id.lower() and text not in _arguments(data[0]):
             continue
-        found.append((created, job_id))
+        found.append((created, job_id, status))
     found.sort(reverse=True)
-    return [job_id for _, job_id in found]
+    return [(job_id, status) for _, job_id, status in found]
 
 
 def list_jobs(wanted: JobFilter, page: int = 1, per_page: int = PAGE_SIZE) -> Listing:
     """Return page ``page`` (from 1) of the jobs matching ``wanted``, with their exact count."""
-    ids = matching_ids(wanted)
-    pages = max(1, -(-len(ids) // per_page))
+    found = matching(wanted)
+    pages = max(1, -(-len(found) // per_page))
     page = min(max(1, page), pages)
-    shown = ids[(page - 1) * per_page : page * per_page]
-    return Listing(total=len(ids), page=page, pages=pages, jobs=jobs.fetch_jobs(shown))
+    shown = [job_id for job_id, _ in found[(page - 1) * per_page : page * per_page]]
+    states = Counter(status for _, status in found)
+    return Listing(total=len(found), page=page, pages=pages, jobs=jobs.fetch_jobs(shown), states=states)
 
 
 def short_id(job_id: str) -> str:
