@@ -61,6 +61,9 @@ class QueueHolds(WorkerBase):
                 result = super().dequeue_job_and_maintain_ttl(timeout, limit)
             finally:
                 self._ordered_queues = listened
+            if result is not None:  # RQ's reorder (round robin, random) applied to the whole list
+                self.reorder_queues(reference_queue=result[1])
+                listened = list(self._ordered_queues)
             if result is None:
                 if timeout is None or not holds.any:
                     return None
