@@ -69,12 +69,78 @@ def test_login_never_redirects_off_site(guarded_app, target):
     assert response.headers["Location"] == "/"
 
 
+@pytest.mark.parametrize(
+    "target",
+    ["/\r\nX-Injected: 1", "/guarded\nX-Injected: 1", "/\t/evil.example", "/\u2028x", "/\x00", "/\x85"],
+)
+def test_a_next_with_a_control_character_redirects_home_and_injects_no_header(guarded_app, target):
+    response = log_in(guarded_app.test_client(), next=target)
+
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/"
+    assert "X-Injected" not in response.headers
+
+
 def test_logout_forgets_the_login(guarded_app):
     client = guarded_app.test_client()
     log_in(client)
 
     assert client.post("/logout").status_code == 303
     assert client.get("/guarded").status_code == 302
+
+
+def session_cookie(client) -> str:
+    cookie = client.get_cookie("session")
+    assert cookie is not None, "not logged in"
+    return cookie.value
+
+
+def opens_operator_pages(app, cookie: str) -> dict[str, int]:
+    """What a browser holding only ``cookie`` gets from the operator pages and rq-dashboard."""
+    thief = app.test_client()
+    thief.set_cookie("session", cookie)
+    paths = ("/operator/queues", "/rq/", "/rq/0/data/queues.json")
+    return {path: thief.get(path).status_code for path in paths}
+
+
+def test_a_session_cookie_copied_before_logout_no_longer_opens_operator_pages(app):
+    client = app.test_client()
+    log_in(client)
+    copied = session_cookie(client)
+    assert set(opens_operator_pages(app, copied).values()) == {200}
+
+    assert client.post("/logout").status_code == 303
+
+    assert opens_operator_pages(app, copied) == dict.fromkeys(
+        ("/operator/queues", "/rq/", "/rq/0/data/queues.json"), 302
+    )
+    assert client.get("/operator/queues").status_code == 302
+
+
+def test_logging_out_ends_only_that_login(app):
+    first, second = app.test_client(), app.test_client()
+    log_in(first)
+    log_in(second)
+
+    first.post("/logout")
+
+    assert (first.get("/operator/queues").status_code, second.get("/operator/queues").status_code) == (302, 200)
+
+
+def test_a_login_lives_in_redis_no_longer_than_operator_session_hours(app, redis):
+    app.config["OFFLOAD_OPERATOR_SESSION_HOURS"] = 2
+    log_in(app.test_client())
+
+    (key,) = redis.keys(auth.LOGIN_KEY_PREFIX + "*")
+    assert 2 * 3600 - 5 < redis.ttl(key) <= 2 * 3600
+
+
+def test_an_operator_whose_login_vanished_from_redis_is_logged_out(app, redis):
+    client = app.test_client()
+    log_in(client)
+    redis.delete(*redis.keys(auth.LOGIN_KEY_PREFIX + "*"))
+
+    assert client.get("/operator/queues").status_code == 302
 
 
 def test_failed_logins_are_rate_limited_even_for_the_right_password_then(guarded_app):

@@ -106,8 +106,9 @@ class Tab:
         assert "log: xss ran" not in self.console, (where, self.console)
 
 
-def open_tab(browser: Browser, base_url: str, width: int = 1280, height: int = 900) -> Tab:
-    context = browser.new_context(base_url=base_url, viewport={"width": width, "height": height})
+def open_tab(browser: Browser, base_url: str, width: int = 1280, height: int = 900, **options: Any) -> Tab:
+    """A new tab in a fresh context; ``options`` go to ``new_context`` (e.g. ``bypass_csp=True``)."""
+    context = browser.new_context(base_url=base_url, viewport={"width": width, "height": height}, **options)
     context.set_default_timeout(20_000)
     tab = Tab(context.new_page())
     tab.page.on("console", lambda message: tab.console.append(f"{message.type}: {message.text}"))

@@ -227,7 +227,12 @@ def test_a_job_starts_a_machine_of_the_running_image_that_drains_the_queue_and_i
     assert config["init"]["cmd"] == burst_command(QUEUE)
     assert config["auto_destroy"] is True and config["restart"] == {"policy": "no"}
     assert config["metadata"]["offload_queue"] == QUEUE
-    assert redis.hget(workers_key(QUEUE), config["metadata"]["offload_worker"]) == machine.id.encode()
+    # Recorded once the API answered (the fake Fly lists the Machine as soon as it is asked for); the
+    # Machine cannot leave before that: leaving takes the queue's lock, held until it is recorded.
+    wait_for(
+        lambda: redis.hget(workers_key(QUEUE), config["metadata"]["offload_worker"]) == machine.id.encode(),
+        what="the Machine to be recorded as the queue's worker",
+    )
     wait_for(lambda: status(redis, job_id) == "finished", what="the Machine to run the job")
     wait_for(lambda: machine.state == "destroyed" and drained(redis), what="the Machine to exit and be destroyed")
 

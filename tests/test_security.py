@@ -371,3 +371,29 @@ def test_every_operator_route_refuses_anonymous_users(app: Flask, redis: Redis, 
     assert len(routes) >= 20
     assert let_through == []
     assert sorted(redis.keys("*")) == keys_before  # nothing changed
+
+
+# --------------------------------------------------------------------------- issue 14: newsletter subjects
+
+
+@pytest.mark.parametrize("breaker", ["\u2028", "\u2029", "\x85", "\x0b", "\x0c", "\r", "\x00", "\x1b"])
+def test_a_newsletter_subject_with_a_line_separator_or_control_char_is_a_400_naming_it(client, redis, breaker):
+    # Logged in, so the refusal is the subject's, whoever else may send newsletters.
+    assert log_in(client).status_code == 303
+    body = {"subject": f"Hello{breaker}Bcc: everyone", "body": "Text", "recipients": ["a@example.org"]}
+
+    response = client.post("/api/newsletters", json=body)
+    page = client.post("/newsletter", data={**body, "recipients": "a@example.org"})
+
+    assert response.status_code == 400, response.get_json()
+    assert set(response.get_json()["fields"]) == {"subject"}
+    assert f"U+{ord(breaker):04X}" in response.get_json()["fields"]["subject"]
+    assert page.status_code == 400 and 'id="newsletter-subject-error"' in page.get_data(as_text=True)
+    assert queued_job_count(redis) == 0
+
+
+def test_a_newsletter_subject_in_any_script_is_still_accepted(client, redis):
+    assert log_in(client).status_code == 303
+    body = {"subject": "Nouvelles — 新闻 ニュース 🎉", "body": "Text", "recipients": ["a@example.org"]}
+
+    assert client.post("/api/newsletters", json=body).status_code == 202

@@ -7,10 +7,13 @@ too: the dashboard never runs open. Make a hash with::
 
     .venv/bin/python -m offload.web.auth        # asks for the password twice, prints the hash
 
-A login lives in the signed session cookie with the time it happened and an HMAC of the
-account (``SECRET_KEY`` over username + password hash): changing the password or the
-secret key logs every operator out, and knowing the development ``SECRET_KEY`` is not
-enough to forge a login.
+A login lives in the signed session cookie with the time it happened, an HMAC of the
+account (``SECRET_KEY`` over username + password hash) and a random login id. Changing the
+password or the secret key logs every operator out, and knowing the development
+``SECRET_KEY`` is not enough to forge a login. The cookie alone is not enough either: each
+login id is kept in Redis (hashed, expiring with ``OPERATOR_SESSION_HOURS``) and checked on
+every operator request, and logging out deletes it, so a copy of the cookie taken before
+``POST /logout`` opens nothing afterwards.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import getpass
 import hashlib
 import hmac
 import logging
+import secrets
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -30,6 +34,7 @@ from flask import (
     Blueprint,
     abort,
     current_app,
+    g,
     redirect,
     render_template,
     request,
@@ -37,8 +42,10 @@ from flask import (
     url_for,
 )
 from flask.typing import ResponseReturnValue
+from redis.exceptions import RedisError
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from offload.state import get_redis
 from offload.web.rate_limits import limiter
 
 log = logging.getLogger("offload")
@@ -46,6 +53,8 @@ log = logging.getLogger("offload")
 bp = Blueprint("auth", __name__)
 
 SESSION_KEY = "operator"
+LOGIN_KEY_PREFIX = "offload:operator-login:"
+"""Redis keys of the live operator logins: the prefix, then the SHA-256 of a login's id."""
 MIN_PASSWORD_LENGTH = 12
 
 OFF_MESSAGE = (
@@ -66,18 +75,55 @@ def _account_key(config: Mapping[str, Any]) -> str:
     return hmac.new(config["SECRET_KEY"].encode(), account, hashlib.sha256).hexdigest()
 
 
+def _login_key(login_id: str) -> str:
+    """The Redis key that keeps login ``login_id`` alive; hashed, so reading Redis yields no cookie."""
+    return LOGIN_KEY_PREFIX + hashlib.sha256(login_id.encode()).hexdigest()
+
+
 def is_operator() -> bool:
-    """Return True if this request comes from a logged-in operator whose login has not expired."""
+    """Return True if this request comes from a logged-in operator whose login has not expired or ended."""
+    if "offload_is_operator" not in g:  # templates ask too: one Redis read per request
+        g.offload_is_operator = _is_operator()
+    return bool(g.offload_is_operator)
+
+
+def _is_operator() -> bool:
     config = current_app.config
     if not credentials_configured(config):
         return False
     login = session.get(SESSION_KEY)
     if not isinstance(login, dict):
         return False
-    since = login.get("since")
+    since, login_id = login.get("since"), login.get("id")
     if not isinstance(since, (int, float)) or time.time() - since > config["OFFLOAD_OPERATOR_SESSION_HOURS"] * 3600:
         return False
-    return hmac.compare_digest(str(login.get("key", "")), _account_key(config))
+    if not isinstance(login_id, str) or not hmac.compare_digest(str(login.get("key", "")), _account_key(config)):
+        return False
+    try:
+        return bool(get_redis().exists(_login_key(login_id)))
+    except RedisError as exc:
+        # Fail closed: an ended login must not come back while Redis cannot say so.
+        log.error("Cannot check an operator login: Redis unavailable (%s); treated as logged out", exc)
+        return False
+
+
+def start_login() -> None:
+    """Log this session in as the operator: a new login id, kept in Redis for the login's lifetime."""
+    login_id = secrets.token_urlsafe(32)
+    lifetime = max(1, round(current_app.config["OFFLOAD_OPERATOR_SESSION_HOURS"] * 3600))
+    get_redis().set(_login_key(login_id), b"1", ex=lifetime)
+    session[SESSION_KEY] = {"since": time.time(), "key": _account_key(current_app.config), "id": login_id}
+    session.permanent = True
+    g.pop("offload_is_operator", None)
+
+
+def end_login() -> None:
+    """Log this session out, and end its login for every copy of the cookie."""
+    login = session.pop(SESSION_KEY, None)
+    g.pop("offload_is_operator", None)
+    login_id = login.get("id") if isinstance(login, dict) else None
+    if isinstance(login_id, str):
+        get_redis().delete(_login_key(login_id))
 
 
 def check_credentials(username: str, password: str) -> bool:
@@ -114,8 +160,18 @@ def operator_required(view: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def safe_next(target: str | None) -> str:
-    """Return ``target`` if it is a path on this site, else the home page (no open redirects)."""
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+    """Return ``target`` if it is a path on this site, else the home page (no open redirects).
+
+    A control character or line break is refused too: CR/LF would break the Location header
+    (a 500), and browsers drop tabs and newlines from URLs, so ``/\\t/evil.example`` is ``//evil.example``.
+    """
+    if (
+        target
+        and target.isprintable()
+        and target.startswith("/")
+        and not target.startswith("//")
+        and "\\" not in target
+    ):
         parts = urlsplit(target)
         if not parts.scheme and not parts.netloc:
             return target
@@ -146,16 +202,15 @@ def login():
         log.warning("Failed operator login as %r from %s", username[:100], request.remote_addr)
         error = "Wrong username or password."
         return render_template("offload/login.html", next=target, error=error, username=username), 401
-    session[SESSION_KEY] = {"since": time.time(), "key": _account_key(current_app.config)}
-    session.permanent = True
+    start_login()
     log.info("Operator %s logged in from %s", username, request.remote_addr)
     return redirect(target, code=303)
 
 
 @bp.post("/logout")
 def logout():
-    """Forget the operator login (the form posts a CSRF token like every other form)."""
-    session.pop(SESSION_KEY, None)
+    """End the operator login, for every copy of the cookie (the form posts a CSRF token like every other form)."""
+    end_login()
     return redirect(home(), code=303)
 
 

@@ -12,7 +12,13 @@ forking it:
   GET on a route that also takes POST (its "requeue all") is 405;
 - ``workers.json`` is answered by :func:`list_workers` (same endpoint), reading each
   worker's current job with the JSON serializer;
-- the job view's data (``job_info``) is HTML-escaped, since its template prints it raw;
+- every JSON answer its pages' scripts read (queues, jobs, one job, workers) has each string
+  HTML-escaped, dict keys included (:func:`escape_dashboard_json`): its underscore templates
+  print them with ``<%= %>``, as raw HTML. A job's result, args and meta are anyone's text
+  (``call_api`` returns what a remote API echoed), and so is a queue's name;
+- a job id that is not one (RQ refuses it) is a 404, and a registry holding one lists the
+  other jobs (:class:`DashboardQueue`), is emptied and requeued around it; "compact" on a
+  queue with nothing in it does nothing;
 - its pages carry a Content-Security-Policy that allows only its own inline script (by
   hash) and same-origin files, so markup that slipped in still could not run.
 """
@@ -21,7 +27,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import re
+from collections.abc import Collection
 from enum import Enum
 from typing import Any
 
@@ -32,14 +40,18 @@ from flask.sansio.app import App
 from flask.typing import ResponseReturnValue
 from flask_wtf.csrf import generate_csrf
 from markupsafe import escape
-from rq import Worker
+from redis.exceptions import ResponseError
+from rq import Queue, Worker
 from rq.exceptions import NoSuchJobError
-from rq.job import Job
+from rq.job import Job, validate_job_id
+from rq.registry import BaseRegistry
 from rq.serializers import JSONSerializer
 from rq.worker.base import BaseWorker
 from werkzeug.exceptions import MethodNotAllowed
 
 from offload.web import auth
+
+log = logging.getLogger("offload")
 
 BLUEPRINT = "rq_dashboard"
 URL_PREFIX = "/rq"
@@ -56,11 +68,15 @@ def init_app(app: App) -> None:
     rq_dashboard.web.config.serializer = JSONSerializer  # module-wide in rq-dashboard
     rq_dashboard.web.setup_rq_connection(app)
     app.register_blueprint(rq_dashboard.blueprint, url_prefix=URL_PREFIX)
+    rq_dashboard.web.Queue = DashboardQueue  # the name its views build every queue with
     app.view_functions[f"{BLUEPRINT}.list_workers"] = list_workers
-    app.view_functions[f"{BLUEPRINT}.job_info"] = job_info
+    app.view_functions[f"{BLUEPRINT}.compact_queue"] = compact_queue
+    app.view_functions[f"{BLUEPRINT}.empty_queue"] = empty_queue
+    app.view_functions[f"{BLUEPRINT}.requeue_all"] = requeue_all
     # Ahead of every other before_request (CSRF included): nothing of it runs for anyone else.
     app.before_request_funcs.setdefault(None, []).insert(0, guard_dashboard)
     app.after_request(secure_dashboard_page)
+    app.after_request(escape_dashboard_json)
     app.register_error_handler(NoSuchJobError, no_such_job)
 
 
@@ -71,8 +87,11 @@ def guard_dashboard() -> ResponseReturnValue | None:
     refusal = auth.refuse_unless_operator()
     if refusal is not None:
         return refusal
-    if (request.view_args or {}).get("instance_number", 0) != 0:
+    view_args = request.view_args or {}
+    if view_args.get("instance_number", 0) != 0:
         abort(404, "The dashboard shows one Redis: instance 0.")
+    if "job_id" in view_args and not is_job_id(view_args["job_id"]):
+        abort(404, "No such job: that is not a job id.")
     rule_methods = (request.url_rule.methods if request.url_rule else None) or set()
     if request.method in ("GET", "HEAD") and "POST" in rule_methods:
         raise MethodNotAllowed(valid_methods=["POST"], description="This action changes data: it takes POST only.")
@@ -113,23 +132,80 @@ def content_security_policy(page: str) -> str:
     )
 
 
-def escape_strings(value: Any) -> Any:
-    """Return ``value`` (a JSON value) with every string HTML-escaped."""
+ESCAPED_BY_TEMPLATE: dict[str, frozenset[str]] = {
+    # jobs.html prints these through $('<div/>').text(...).html(); workers.html with <%- %>.
+    "list_jobs": frozenset({"description", "exc_info"}),
+    "list_workers": frozenset({"description"}),
+}
+"""Per dashboard endpoint, the fields its template escapes itself: left as they are, so they
+are not shown escaped twice. Every other string of every JSON answer is escaped."""
+
+
+def escape_strings(value: Any, keep: Collection[str] = ()) -> Any:
+    """Return ``value`` (a JSON value) with every string HTML-escaped, dict keys included.
+
+    The values of the keys named in ``keep`` are left as they are, at any depth.
+    """
     if isinstance(value, Enum):  # e.g. RQ's JobStatus: its value, not "JobStatus.FAILED"
         value = value.value
     if isinstance(value, str):
         return str(escape(value))
     if isinstance(value, list):
-        return [escape_strings(item) for item in value]
+        return [escape_strings(item, keep) for item in value]
     if isinstance(value, dict):
-        return {key: escape_strings(item) for key, item in value.items()}
+        return {escape_strings(key): item if key in keep else escape_strings(item, keep) for key, item in value.items()}
     return value
 
 
-def job_info(instance_number: int, job_id: str):
-    """rq-dashboard's job data, HTML-escaped: its job view prints every field as raw HTML."""
-    data = rq_dashboard.web.job_info.__wrapped__(instance_number, job_id)
-    return jsonify(escape_strings(data)), {"Cache-Control": "no-store"}
+def escape_dashboard_json(response: Response) -> Response:
+    """HTML-escape every string of a dashboard JSON answer: its templates print them as raw HTML."""
+    if request.blueprint != BLUEPRINT or not response.is_json or response.direct_passthrough:
+        return response
+    data = response.get_json(silent=True)
+    if data is None:
+        return response
+    endpoint = (request.endpoint or "").rpartition(".")[2]
+    response.set_data(current_app.json.dumps(escape_strings(data, ESCAPED_BY_TEMPLATE.get(endpoint, ()))))
+    return response
+
+
+def is_job_id(job_id: str) -> bool:
+    """Return True if RQ would take ``job_id`` as a job's id (it raises on anything else)."""
+    try:
+        validate_job_id(job_id)
+    except ValueError:
+        return False
+    return True
+
+
+class DashboardQueue(Queue):
+    """The queue rq-dashboard's views build: a malformed id in a queue or registry is skipped, not a 500.
+
+    rq-dashboard lists a registry by fetching each id in it; RQ raises ``ValueError`` on an id
+    it would never have made (written to Redis by something else), which failed the whole list.
+    """
+
+    def fetch_job(self, job_id: str) -> Job | None:
+        """The job ``job_id``, or None if it is gone, in another queue, or not a job id (logged)."""
+        if not is_job_id(job_id):
+            log.warning("Queue %r or one of its registries holds %r, which is not a job id: skipped", self.name, job_id)
+            return None
+        return super().fetch_job(job_id)
+
+
+def compact_queue(queue_name: str):
+    """rq-dashboard's "compact" (drop the ids of deleted jobs from a queue), which an empty queue no longer fails.
+
+    RQ's ``Queue.compact`` renames the queue's list, and Redis refuses to rename a key that does
+    not exist: an empty queue (no list at all) answered 500.
+    """
+    queue = _dashboard_queue(queue_name)
+    try:
+        queue.compact()
+    except ResponseError as exc:
+        if "no such key" not in str(exc).lower():
+            raise
+    return jsonify(status="OK"), {"Cache-Control": "no-store"}
 
 
 def current_job(worker: BaseWorker) -> Job | None:
@@ -145,10 +221,9 @@ def _current_job(job: Job | None) -> dict[str, Any] | str:
         return "idle"
     return {
         "job_id": job.id,
-        # The only field its template escapes itself: left as is so it is not escaped twice.
         "description": str(job.description or ""),
         "created_at": rq_dashboard.web.serialize_date(job.created_at),
-        "call_string": str(escape(job.get_call_string() or "")),
+        "call_string": job.get_call_string() or "",
     }
 
 
@@ -165,22 +240,78 @@ def list_workers(instance_number: int):
     ):
         workers.append(
             {
-                "name": str(escape(worker.name)),
+                "name": worker.name,
                 "pid": worker.pid,
-                "queues": [str(escape(queue.name)) for queue in worker.queues],
-                "state": str(escape(str(worker.get_state()))),
+                "queues": [queue.name for queue in worker.queues],
+                "state": str(worker.get_state()),
                 "current_job": _current_job(current_job(worker)),
                 "last_heartbeat": worker.last_heartbeat,
                 "birth_date": worker.birth_date,
                 "successful_job_count": worker.successful_job_count,
                 "failed_job_count": worker.failed_job_count,
                 "total_working_time": worker.total_working_time,
-                "version": str(escape(getattr(worker, "version", ""))),
-                "python_version": str(escape(getattr(worker, "python_version", ""))),
+                "version": getattr(worker, "version", ""),
+                "python_version": getattr(worker, "python_version", ""),
             }
         )
     workers.sort(key=lambda w: (w["state"], w["queues"], w["name"]))
     return jsonify(workers=workers), {"Cache-Control": "no-store"}
+
+
+def _registry(queue: Queue, registry_name: str) -> BaseRegistry:
+    """``queue``'s registry called ``registry_name`` (failed, finished...), or a 404."""
+    registry = getattr(queue, f"{registry_name}_job_registry", None)
+    if not isinstance(registry, BaseRegistry):
+        abort(404, f"There is no {registry_name[:40]!r} registry.")
+    return registry
+
+
+def _dashboard_queue(queue_name: str) -> Queue:
+    return Queue(queue_name, serializer=JSONSerializer, connection=current_app.redis_conn)  # type: ignore[attr-defined]  # rq-dashboard's setup sets it
+
+
+def _fetch_or_drop(registry: BaseRegistry, job_id: str) -> Job | None:
+    """The job ``job_id`` of ``registry``; None, and its entry removed (logged), when it is no job."""
+    try:
+        if is_job_id(job_id):
+            return Job.fetch(job_id, connection=registry.connection, serializer=JSONSerializer)
+    except NoSuchJobError:
+        pass
+    log.warning("Registry %s holds %r, which is no job (malformed or deleted): entry removed", registry.key, job_id)
+    registry.remove(job_id)
+    return None
+
+
+def empty_queue(queue_name: str, registry_name: str):
+    """rq-dashboard's "empty": delete every job of a queue or registry; ids that are not jobs are dropped too.
+
+    Its own fetched each id of a registry and answered 500 on one RQ refuses as malformed.
+    """
+    if current_app.config.get("RQ_DASHBOARD_DISABLE_DELETE"):
+        return jsonify(status="DISABLED")
+    queue = _dashboard_queue(queue_name)
+    if registry_name == "queued":
+        queue.empty()
+        return jsonify(status="OK")
+    registry = _registry(queue, registry_name)
+    for job_id in registry.get_job_ids(cleanup=False):
+        job = _fetch_or_drop(registry, job_id)
+        if job is not None:
+            job.delete()
+            registry.remove(job_id)  # delete() clears the registry of the job's status, which may be another
+    return jsonify(status="OK")
+
+
+def requeue_all(queue_name: str):
+    """rq-dashboard's "requeue all" failed jobs of a queue, skipping ids that are no (longer) jobs."""
+    registry = _dashboard_queue(queue_name).failed_job_registry
+    count = 0
+    for job_id in registry.get_job_ids(cleanup=False):
+        job = _fetch_or_drop(registry, job_id)
+        if job is not None:
+            job.requeue()
+            count += 1
+    return jsonify(status="OK", count=count)
 
 
 def no_such_job(exc: NoSuchJobError):

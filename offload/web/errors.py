@@ -10,7 +10,7 @@ from flask import Flask, Response, current_app, jsonify, make_response, render_t
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from offload.web.security import discard_request_body
+from offload.web.security import discard_oversized_body
 
 log = logging.getLogger("offload")
 
@@ -49,9 +49,9 @@ def csrf_failed(exc: CSRFError) -> Response:
 
 
 def too_large(exc: RequestEntityTooLarge) -> Response:
-    """413 naming the limit; the rest of the body is read first so the client sees the answer."""
+    """413 naming the limit; the rest of a body not much larger is read first so any client sees the answer."""
     limit = current_app.config["MAX_CONTENT_LENGTH"]
-    discard_request_body(8 * limit)
+    discard_oversized_body(limit)
     return error_response(413, f"The request body is larger than the limit of {limit // 1024} KiB.")
 
 

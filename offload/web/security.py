@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, abort, current_app, request
+from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from offload.web.rate_limits import limiter
@@ -80,21 +81,46 @@ def refuse_unreadable_form_names() -> None:
         abort(400, "A form field has a name that cannot be read.")
 
 
-def discard_request_body(limit: int) -> None:
-    """Read and drop the rest of an oversized request body, up to ``limit`` bytes.
+LINGER_FACTOR = 4
+"""An oversized body declared at most this many times ``MAX_CONTENT_LENGTH`` is read and dropped
+after the 413, so even a client that reads only once it has sent everything sees the answer; a
+larger one (or one of unknown length) is left unread."""
 
-    Answering before the client has finished sending makes gunicorn close a socket with
-    unread data: the kernel then resets the connection and the client never sees the 413.
+
+def discard_oversized_body(limit: int) -> None:
+    """Read and drop the rest of an oversized request body if it declared at most ``LINGER_FACTOR * limit`` bytes.
+
+    Answering before a client has finished sending makes the server close a socket with
+    unread data: the kernel then resets the connection, and a client that reads only after
+    sending (httpx, requests) never sees the 413. Draining a body of any size, though, lets
+    one request make the server read gigabytes: a larger body is left for gunicorn, which
+    sends the answer, then drains at most 64 KiB and closes. Browsers and curl read the
+    answer while sending, so they see the 413 either way.
     """
+    declared = request.content_length
     stream = request.environ.get("wsgi.input")
-    if stream is None:
+    if stream is None or declared is None or declared > LINGER_FACTOR * limit:
         return
-    remaining = limit
+    remaining = declared
     while remaining > 0:
         chunk = stream.read(min(65536, remaining))
         if not chunk:
             return
         remaining -= len(chunk)
+
+
+def refuse_oversized_stream() -> None:
+    """Answer 413 to a body sent without a length (chunked) that is larger than ``MAX_CONTENT_LENGTH``.
+
+    werkzeug stops reading such a body at the limit and hands the view what it read, so the
+    view saw a truncated body ("not valid JSON", 400). It is read here once, up to the limit,
+    and kept for the view (``get_data(cache=True)``, which form parsing reads too).
+    """
+    limit = request.max_content_length
+    if not limit or request.content_length is not None or "Transfer-Encoding" not in request.headers:
+        return
+    if len(request.get_data(cache=True)) >= limit and request.environ["wsgi.input"].read(1):
+        raise RequestEntityTooLarge()
 
 
 def init_app(app: Flask) -> None:
@@ -104,4 +130,5 @@ def init_app(app: Flask) -> None:
         # X-Forwarded-For gives the client's address (rate limits), -Proto says HTTPS (HSTS, cookies).
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)  # type: ignore[method-assign]  # Flask documents wrapping it
     app.after_request(add_security_headers)
+    app.before_request(refuse_oversized_stream)  # before anything reads the body
     app.before_request(refuse_unreadable_form_names)  # before CSRFProtect's, which init_app adds later

@@ -22,6 +22,7 @@ import csv
 import io
 import json
 import time
+import unicodedata
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from itertools import islice
 from typing import Annotated, Any
 
 from email_validator import EmailNotValidError, validate_email
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from redis import Redis
 from rq import Callback, Queue, Retry, get_current_job
 from rq.group import Group
@@ -140,12 +141,26 @@ def _csv_entries(data: bytes) -> Iterable[str]:
     return [row[0] for row in rows]
 
 
+HEADER_BREAKERS = frozenset({"Cc", "Zl", "Zp"})
+"""Unicode categories a mail header must not hold: control characters (``\\r``, ``\\n``, ``\\x0b``,
+U+0085...) and the line and paragraph separators (U+2028, U+2029). Python's email package
+folds or refuses a header holding one, so every mail of the batch would fail."""
+
+
+def one_line(text: str) -> str:
+    """Return ``text`` if it can be a mail header's value; else raise naming the first character that cannot."""
+    for char in text:
+        if unicodedata.category(char) in HEADER_BREAKERS:
+            raise ValueError(f"must be one line of text, without control characters (it holds U+{ord(char):04X})")
+    return text
+
+
 class NewsletterText(BaseModel):
     """The subject and text of a newsletter, as the form and the API give them."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    subject: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\r\n]*$", title="Subject")]
+    subject: Annotated[str, Field(min_length=1, max_length=200, title="Subject"), AfterValidator(one_line)]
     body: Annotated[str, Field(min_length=1, max_length=100_000, title="Text")]
 
 
