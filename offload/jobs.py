@@ -30,6 +30,8 @@ LISTED_STATES = ("queued", "scheduled", "started", "deferred", "finished", "fail
 
 _JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _QUALIFIED_ERROR = re.compile(r"^(?:[A-Za-z_][\w]*\.)+([A-Za-z_]\w*(?::|$))")
+_ERROR_CLASS = re.compile(r"^(?:[A-Za-z_]\w*\.)*([A-Za-z_]\w*)(?::\s*(.*))?$", re.DOTALL)
+_WORKER_DIED = "The worker running this job stopped unexpectedly."
 
 
 def submit_job(task: Task, params: BaseModel, run_at: datetime | None = None) -> Job:
@@ -157,6 +159,29 @@ def short_error(job: Job) -> str | None:
     return error_line(lines[-1]) if lines else None
 
 
+def human_error(line: str | None) -> str | None:
+    """Return an error as its submitter reads it: a sentence, without exception class paths or RQ's internals.
+
+    ``thirdparty.APIUnavailable: no answer within 5 s`` -> ``No answer within 5 s.``; RQ's
+    "work-horse terminated" lines become one plain sentence. Operators keep the details (the
+    attempts as recorded, and the traceback).
+    """
+    if not line:
+        return line
+    text = line.strip()
+    if "work-horse terminated" in text.lower() or "work horse" in text.lower():
+        return "Stopped on request." if text.lower().startswith("job stopped by user") else _WORKER_DIED
+    match = _ERROR_CLASS.match(text)
+    if match is None:  # already a sentence (e.g. "timed out after 30 s", "stopped on request")
+        message = text
+    elif match.group(2):
+        message = match.group(2).strip()
+    else:
+        return f"The task failed ({match.group(1)})."
+    message = message[0].upper() + message[1:]
+    return message if message.endswith((".", "!", "?", ")")) else message + "."
+
+
 def error_line(line: str) -> str:
     """Return an exception's one line as users see it: ``pkg.mod.SomeError: msg`` -> ``SomeError: msg``."""
     return _QUALIFIED_ERROR.sub(r"\1", line.strip())[:500]
@@ -191,11 +216,11 @@ def job_view(job: Job, with_traceback: bool = False, with_log: bool = True) -> d
         "ended_at": _iso(job.ended_at) if status_name in ENDED_STATES else None,
         "duration_seconds": round(duration, 3) if duration is not None and status_name in ENDED_STATES else None,
         "timeout_seconds": job.timeout,
-        "attempts": meta.get("attempts", []),
+        "attempts": _attempts(meta.get("attempts", []), detailed=with_traceback),
         "max_retries": max_retries,
         "retries_left": job.retries_left if job.retries_left is not None else max_retries,
         "result": job.return_value() if status_name == "finished" else None,
-        "error": short_error(job) if status_name in ("failed", "stopped") else None,
+        "error": _error(job, detailed=with_traceback) if status_name in ("failed", "stopped") else None,
         "log": job_log(job) if with_log else [],
         "url": _url("web.job_page", job_id=job.id),
         "api_url": _url("api.get_job", job_id=job.id),
@@ -211,6 +236,22 @@ def job_view(job: Job, with_traceback: bool = False, with_log: bool = True) -> d
     if with_traceback:
         view["traceback"] = job_traceback(job)
     return view
+
+
+def _error(job: Job, detailed: bool) -> str | None:
+    """The job's error: as recorded for operators (``detailed``), as a sentence for anyone else."""
+    error = short_error(job)
+    return error if detailed else human_error(error)
+
+
+def _attempts(attempts: list[dict[str, Any]], detailed: bool) -> list[dict[str, Any]]:
+    """The attempt records: as recorded for operators (``detailed``), errors as sentences for anyone else."""
+    if detailed:
+        return attempts
+    return [
+        {**attempt, "error": human_error(attempt.get("error"))} if attempt.get("error") else attempt
+        for attempt in attempts
+    ]
 
 
 def _url(endpoint: str, **values: Any) -> str | None:

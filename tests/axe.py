@@ -17,6 +17,14 @@ COLOR_SCHEMES = ("light", "dark")
 
 _AXE = Axe()
 
+_NO_TRANSITIONS = """() => {
+  const sheet = new CSSStyleSheet();
+  sheet.replaceSync("*, *::before, *::after { transition: none !important; }");
+  document.adoptedStyleSheets = [...document.adoptedStyleSheets, sheet];
+}"""
+"""Pico fades colours when the scheme changes; without this axe would read a colour mid-fade.
+(A constructed style sheet: the pages' Content-Security-Policy refuses a <style> element.)"""
+
 
 def violations(page: Page) -> list[dict[str, Any]]:
     """Return axe-core's violations on ``page`` as it is now (its ``results.violations``)."""
@@ -42,6 +50,7 @@ def settle(page: Page) -> None:
 def assert_accessible(page: Page, where: str) -> None:
     """Fail unless axe-core finds no violation on ``page`` in light mode and in dark mode."""
     problems = []
+    page.evaluate(_NO_TRANSITIONS)
     try:
         for scheme in COLOR_SCHEMES:
             page.emulate_media(color_scheme=scheme)  # type: ignore[arg-type]

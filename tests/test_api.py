@@ -116,3 +116,72 @@ def test_wrong_method_is_405_as_json(client):
 
     assert response.status_code == 405
     assert "error" in response.get_json()
+
+
+def test_a_refused_newsletter_answers_a_json_client_in_its_own_terms(client, redis):
+    body = {"subject": "Hi", "body": "Hello", "recipients": ["ada@example.org", "not-an-address"]}
+
+    response = client.post("/api/newsletters", json=body)
+
+    assert response.status_code == 400
+    answer = response.get_json()
+    message = answer["fields"]["recipients"]
+    assert '"invalid_recipients"' in message and '"skip_invalid": true' in message
+    assert "listed below" not in message and "choose to skip" not in message
+    assert answer["invalid_recipients"][0]["address"] == "not-an-address"
+    assert queued_job_count(redis) == 0
+
+
+def test_the_openapi_document_is_built_from_the_models_that_validate_the_forms(client):
+    from tasks import offload
+
+    document = client.get("/api/openapi.json").get_json()
+
+    assert document["openapi"].startswith("3.1")
+    schemas = document["components"]["schemas"]
+    crunch = offload.tasks["crunch_numbers"].params
+    assert schemas["crunch_numbers_job"]["properties"]["params"]["$ref"].endswith(crunch.__name__)
+    assert schemas[crunch.__name__]["properties"] == crunch.model_json_schema()["properties"]
+    assert set(document["paths"]["/api/jobs/{job_id}"]) == {"get", "delete"}
+    assert "generate_report" in schemas["JobRequest"]["discriminator"]["mapping"]
+
+
+def test_the_job_list_shows_a_client_its_own_jobs_in_pages_and_an_operator_every_job(app, client):
+    from tests.conftest import log_in
+
+    made = [client.post("/api/jobs", json={"task": "crunch_numbers", "params": {"limit": 100}}) for _ in range(3)]
+    ids = [response.get_json()["id"] for response in made]
+    other = app.test_client()
+    other_id = other.post("/api/jobs", json={"task": "crunch_numbers", "params": {"limit": 100}}).get_json()["id"]
+
+    first = client.get("/api/jobs?limit=2").get_json()
+    second = client.get(first["next"]).get_json()
+
+    assert [job["id"] for job in first["jobs"] + second["jobs"]] == ids[::-1]
+    assert second["next"] is None
+    assert [job["id"] for job in other.get("/api/jobs").get_json()["jobs"]] == [other_id]
+    assert client.get("/api/jobs?state=finished").get_json()["jobs"] == []
+    assert client.get("/api/jobs?state=exploded").status_code == 400
+    assert client.get("/api/jobs?limit=0").get_json()["error"].startswith("limit must be")
+    operator = app.test_client()
+    log_in(operator)
+    assert {job["id"] for job in operator.get("/api/jobs").get_json()["jobs"]} == {*ids, other_id}
+
+
+def test_a_client_cancels_its_own_waiting_job_and_nobody_elses(app, client, redis):
+    scheduled = client.post("/api/jobs", json={"task": "crunch_numbers", "params": {"limit": 100}, "run_in": 600})
+    job_id = scheduled.get_json()["id"]
+    stranger = app.test_client()
+
+    refused = stranger.delete(f"/api/jobs/{job_id}")
+    assert refused.status_code == 403 and "cancel" in refused.get_json()["error"]
+    assert client.get(f"/api/jobs/{job_id}").get_json()["status"] == "scheduled"
+
+    canceled = client.delete(f"/api/jobs/{job_id}")
+
+    assert canceled.status_code == 200 and canceled.get_json()["status"] == "canceled"
+    assert redis.zcard("rq:scheduled:default") == 0
+    again = client.delete(f"/api/jobs/{job_id}")
+    assert again.status_code == 409 and again.is_json
+    assert client.delete("/api/jobs/no-such-job").status_code == 404
+    assert client.post(f"/api/jobs/{job_id}").status_code == 405

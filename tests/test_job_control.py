@@ -189,6 +189,14 @@ def test_an_operator_stops_a_running_job_and_others_cannot(http: httpx.Client, s
     assert response.status_code == 303
     view = wait_for(lambda: (v := http.get(f"/api/jobs/{job.id}").json())["ended"] and v, what="the job to stop")
     assert view["status"] == "stopped"
+    # The attempt ends with the job, on the page and in the API: not "running" with no end.
+    attempt = view["attempts"][-1]
+    assert attempt["outcome"] == "stopped" and attempt["ended_at"], attempt
+    assert view["ended_at"] and view["duration_seconds"] is not None
+    assert view["error"] == "stopped on request"
+    page = http.get(f"/jobs/{job.id}").text
+    assert "running" not in re.sub(r"<[^>]+>", " ", page.split("<h2>Attempts</h2>")[1].split("</table>")[0])
+    assert 'data-field="error">stopped on request<' in page  # the traceback stays for operators only
 
 
 def test_canceling_a_newsletter_that_just_expired_leaves_no_key_behind(app, redis):

@@ -13,6 +13,7 @@ from offload import jobs
 from offload.registry import field_errors
 from offload.scheduling import ScheduleError, parse_when
 from offload.state import get_task, get_tasks
+from offload.web import control, mine, openapi
 from offload.web.auth import is_operator
 from offload.web.security import limit_submissions
 from offload.web.setup import on_register
@@ -112,6 +113,7 @@ def create_job():
         return _bad_request(exc.message, {exc.field: exc.message})
 
     job = jobs.submit_job(task, validated, run_at=run_at)
+    mine.remember_job(job.id)  # a client that keeps the cookie can list and cancel it
     response = jsonify(jobs.job_view(job, with_log=False))
     response.status_code = 202
     response.headers["Location"] = url_for("api.get_job", job_id=job.id)
@@ -147,7 +149,11 @@ def create_newsletter():
     config = current_app.config
     recipients = newsletter.read_recipients("\n".join(entry.replace("\n", " ") for entry in given))
     submission = newsletter.check_newsletter(
-        body, recipients, config["OFFLOAD_NEWSLETTER_MAX_RECIPIENTS"], skip_invalid=body.get("skip_invalid") is True
+        body,
+        recipients,
+        config["OFFLOAD_NEWSLETTER_MAX_RECIPIENTS"],
+        skip_invalid=body.get("skip_invalid") is True,
+        json_client=True,
     )
     errors = dict(submission.errors)
     try:
@@ -164,6 +170,7 @@ def create_newsletter():
     batch_id = newsletter.submit_batch(
         jobs.get_queue(newsletter.queue_name()), submission.text, recipients.valid, config=config, run_at=run_at
     )
+    mine.remember_batch(batch_id)
     response = jsonify(newsletter.batch_view(jobs.get_redis(), batch_id))
     response.status_code = 202
     response.headers["Location"] = url_for("api.get_batch", batch_id=batch_id)
@@ -177,6 +184,72 @@ def get_batch(batch_id: str):
     if batch is None:
         abort(404, "No such newsletter: it never existed or it has expired.")
     return jsonify(batch)
+
+
+@bp.get("/openapi.json")
+def openapi_document():
+    """This API's OpenAPI 3.1 document, generated from the models that validate its bodies."""
+    return jsonify(openapi.document(get_tasks()))
+
+
+PAGE_LIMIT = 100
+MAX_OFFSET = 10_000
+
+
+def _page_arg(name: str, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        abort(400, f"{name} must be a whole number from {low} to {high}.")
+    if not low <= value <= high:
+        abort(400, f"{name} must be a whole number from {low} to {high}.")
+    return value
+
+
+@bp.get("/jobs")
+def list_jobs():
+    """One page of jobs, newest first: the ones this client submitted (its session cookie), or, for
+    an operator, every job; ``state`` filters, ``offset`` and ``limit`` page."""
+    state = request.args.get("state") or None
+    if state is not None and state not in jobs.LISTED_STATES:
+        abort(400, f"Unknown state; use one of: {', '.join(jobs.LISTED_STATES)}.")
+    offset = _page_arg("offset", 0, 0, MAX_OFFSET)
+    limit = _page_arg("limit", 20, 1, PAGE_LIMIT)
+    operator = is_operator()
+    if operator:
+        found = jobs.recent_jobs(state, limit=offset + limit + 1)
+    else:
+        found = jobs.newest_first(jobs.fetch_jobs(mine.job_ids()))
+        if state is not None:
+            found = [job for job in found if job.get_status(refresh=False) == state]
+    shown = found[offset : offset + limit]
+    more = len(found) > offset + limit
+    args: dict[str, Any] = {"state": state} if state else {}
+    return jsonify(
+        jobs=[jobs.job_view(job, with_traceback=operator, with_log=False) for job in shown],
+        offset=offset,
+        limit=limit,
+        next=url_for("api.list_jobs", offset=offset + limit, limit=limit, **args) if more else None,
+    )
+
+
+@bp.delete("/jobs/<job_id>")
+def cancel_job(job_id: str):
+    """Cancel a job that has not started: for the client that submitted it, or an operator.
+
+    DELETE, never a POST: a browser cannot send it cross-site without a CORS preflight, so the
+    session cookie alone cannot be abused (this blueprint is exempt from the forms' CSRF token).
+    """
+    operator = is_operator()
+    if jobs.fetch_job(job_id) is None:
+        abort(404, "No such job: it never existed or its result has expired.")
+    if not operator and not mine.submitted(job_id):
+        abort(403, "Only the client that started this job (its session cookie), or an operator, can cancel it.")
+    job = control.cancel(job_id)
+    return jsonify(jobs.job_view(job, with_traceback=operator, with_log=False))
 
 
 @bp.get("/jobs/<job_id>")

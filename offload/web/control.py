@@ -72,12 +72,22 @@ def cancel_job(job_id: str):
     job = _job_in(job_id, CANCELABLE, "cancelled")
     if not confirm.confirmed():
         return _ask(job, f"Cancel job {job.id}?", "It will not run; it stays listed as canceled.", "Cancel the job")
+    cancel(job_id)
+    audit.record("cancel job", 1, job=job.id)
+    return _back(job)
+
+
+def cancel(job_id: str) -> Job:
+    """Cancel the job ``job_id`` if it has not started, and return it; abort 404 / 409 otherwise.
+
+    The one cancel for every caller: operators here, submitters from their job page and the API.
+    """
+    job = _job_in(job_id, CANCELABLE, "cancelled")
     try:
         job.cancel()
     except InvalidJobOperation as exc:
         abort(409, str(exc))
-    audit.record("cancel job", 1, job=job.id)
-    return _back(job)
+    return job
 
 
 @bp.post("/jobs/<job_id>/stop")

@@ -16,7 +16,6 @@ from flask import (
     render_template,
     request,
     send_file,
-    session,
     url_for,
 )
 from pydantic import ValidationError
@@ -26,23 +25,13 @@ from offload import artifacts, jobs
 from offload.registry import Task, field_errors
 from offload.scheduling import ScheduleError, parse_when
 from offload.state import get_task, get_tasks
+from offload.web import control, mine
 from offload.web.auth import is_operator
 from offload.web.security import limit_submissions
 from offload.web.setup import on_register
 from offload.workloads import newsletter
 
 bp = on_register(Blueprint("web", __name__))
-
-MY_JOBS_KEY = "my_jobs"
-MY_JOBS_LIMIT = 30
-"""Job ids remembered per browser (in its signed session cookie, which must stay under 4 kB)."""
-
-
-def remember_job(job_id: str) -> None:
-    """Add ``job_id`` to this browser's "My jobs", newest first, forgetting the oldest past the cap."""
-    mine = [job_id, *(known for known in session.get(MY_JOBS_KEY, []) if known != job_id)]
-    session[MY_JOBS_KEY] = mine[:MY_JOBS_LIMIT]
-    session.permanent = True
 
 
 @bp.app_template_filter("pretty_json")
@@ -94,7 +83,7 @@ def submit(name: str):
         )
         return page, 400
     job = jobs.submit_job(task, params, run_at=run_at)
-    remember_job(job.id)
+    mine.remember_job(job.id)
     return redirect(url_for("web.job_page", job_id=job.id), code=303)
 
 
@@ -146,6 +135,7 @@ def newsletter_form():
     batch_id = newsletter.submit_batch(
         jobs.get_queue(newsletter.queue_name()), submission.text, recipients.valid, config=config, run_at=run_at
     )
+    mine.remember_batch(batch_id)
     return redirect(url_for("web.batch_page", batch_id=batch_id), code=303)
 
 
@@ -165,7 +155,16 @@ def job_page(job_id: str):
     if job is None:
         abort(404, "No such job: it never existed or its result has expired.")
     view = jobs.job_view(job, with_traceback=is_operator())
-    return render_template("offload/job.html", job=view)
+    return render_template("offload/job.html", job=view, mine=mine.submitted(job.id))
+
+
+@bp.post("/jobs/<job_id>/withdraw")
+def cancel_my_job(job_id: str):
+    """The submitter cancels their own job before it starts (CSRF-checked like every form); 303 back to it."""
+    if not mine.submitted(job_id):
+        abort(403, "Only the browser that started this job, or an operator, can cancel it.")
+    control.cancel(job_id)
+    return redirect(url_for("web.job_page", job_id=job_id), code=303)
 
 
 @bp.get("/jobs/<job_id>/files/<name>")
@@ -203,7 +202,7 @@ def job_list():
     state = request.args.get("state") or None
     if state is not None and state not in jobs.LISTED_STATES:
         abort(400, f"Unknown state filter; use one of: {', '.join(jobs.LISTED_STATES)}.")
-    found = jobs.newest_first(jobs.fetch_jobs(session.get(MY_JOBS_KEY, [])))
+    found = jobs.newest_first(jobs.fetch_jobs(mine.job_ids()))
     if state is not None:
         found = [job for job in found if job.get_status(refresh=False) == state]
     return render_template(
@@ -211,4 +210,12 @@ def job_list():
         jobs=[jobs.job_view(job, with_log=False) for job in found],
         filters={"state": state},
         states=jobs.LISTED_STATES,
+        batches=[] if state else my_batches(),
     )
+
+
+def my_batches() -> list[dict[str, Any]]:
+    """The newsletters this browser sent that have not expired, newest first (counts only)."""
+    redis = jobs.get_redis()
+    found = (newsletter.batch_view(redis, batch_id, failures_shown=0) for batch_id in mine.batch_ids())
+    return [batch for batch in found if batch is not None]

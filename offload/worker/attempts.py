@@ -18,6 +18,9 @@ from offload.jobs import error_line
 from offload.legacy import CurrentPathsJob
 from offload.worker.base import WorkerBase
 
+STOPPED_ON_REQUEST = "stopped on request"
+"""What a stopped job's last attempt says (the Stop button, or ``rq``'s stop-job command)."""
+
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -70,6 +73,18 @@ class AttemptRecords(WorkerBase):
         job.ended_at = job.last_heartbeat = now()
         mapping = {"last_heartbeat": utcformat(job.last_heartbeat), "meta": job.serializer.dumps(job.meta)}
         self._until_redis_answers(f"recording the end of job {job.id}", job.connection.hset, job.key, mapping=mapping)
+
+    def _handle_stopped_job(self, job: Job, queue, execution) -> None:
+        # RQ fails a stopped job without an end time and without touching its meta: record both,
+        # or the attempt would read "running" for ever (on the page and in the API).
+        job.ended_at = now()
+        self._until_redis_answers(f"recording the stop of job {job.id}", self._record_stop, job)
+        super()._handle_stopped_job(job, queue, execution)
+
+    def _record_stop(self, job: Job) -> None:
+        meta = self._end_attempt(job, "stopped", STOPPED_ON_REQUEST)
+        assert job.ended_at is not None
+        job.connection.hset(job.key, mapping={"ended_at": utcformat(job.ended_at), "meta": job.serializer.dumps(meta)})
 
     def _end_attempt(self, job: Job, outcome: str, error: str) -> dict[str, Any]:
         """End the job's running attempt with ``outcome`` and ``error``; return the meta (not yet saved)."""

@@ -174,9 +174,14 @@ class Submission:
 
 
 def check_newsletter(
-    values: Mapping[str, Any], recipients: Recipients, max_recipients: int, skip_invalid: bool = False
+    values: Mapping[str, Any],
+    recipients: Recipients,
+    max_recipients: int,
+    skip_invalid: bool = False,
+    json_client: bool = False,
 ) -> Submission:
-    """Check subject, body and recipients; ``errors`` maps each wrong field to a message."""
+    """Check subject, body and recipients; ``errors`` maps each wrong field to a message, worded for
+    the form, or for a JSON client (``json_client``: its fields and keys, not the page's)."""
     errors: dict[str, str] = {}
     text = None
     try:
@@ -186,9 +191,14 @@ def check_newsletter(
             errors.setdefault(".".join(str(part) for part in error["loc"]), error["msg"])
     if recipients.invalid and not skip_invalid:
         count = len(recipients.invalid)
+        them = "them" if count > 1 else "it"
+        remedy = (
+            f'(see "invalid_recipients"), or send "skip_invalid": true to skip {them}.'
+            if json_client
+            else "(listed below), or choose to skip invalid addresses."
+        )
         errors["recipients"] = (
-            f"{count} address{'es are' if count > 1 else ' is'} not valid; fix or remove "
-            f"{'them' if count > 1 else 'it'} (listed below), or choose to skip invalid addresses."
+            f"{count} address{'es are' if count > 1 else ' is'} not valid; fix or remove {them} {remedy}"
         )
     elif not recipients.valid:
         errors["recipients"] = "Give at least one valid address."

@@ -18,7 +18,7 @@
     for (const form of root.querySelectorAll("[data-show-in]")) form.hidden = !form.dataset.showIn.split(" ").includes(job.status);
     field("progress").value = job.progress;
     setText("progress-text", job.progress);
-    for (const name of ["enqueued_at", "scheduled_for", "started_at", "ended_at"]) setText(name, job[name]);
+    for (const name of ["created_at", "enqueued_at", "scheduled_for", "started_at", "ended_at"]) setText(name, job[name]);
     setText("duration_seconds", job.duration_seconds == null ? null : `${job.duration_seconds.toFixed(3)} s`);
     setText("attempt_count", job.attempts.length);
     setText("retries_left", `${job.retries_left} of ${job.max_retries}`);
@@ -30,7 +30,9 @@
     if (log && job.log) {
       log.textContent = job.log.join("\n");
       log.hidden = job.log.length === 0;
-      root.querySelector('[data-show-when="no-log"]').hidden = job.log.length > 0;
+      const noLog = root.querySelector('[data-show-when="no-log"]');
+      noLog.hidden = job.log.length > 0;
+      if (job.ended) noLog.textContent = "Nothing was logged.";
     }
     const traceback = root.querySelector('[data-show-when="traceback"]');
     if (traceback && job.traceback) { setText("traceback", job.traceback); traceback.hidden = false; }
