@@ -40,6 +40,13 @@ def preload() -> None:
 
 # --------------------------------------------------------------------------- tasks
 
+SIEVE_SECONDS_PER_NUMBER = 21e-9
+"""CPU seconds the sieve spends per number on a Fly shared CPU (2,000,000,000 took 41.5 s there)."""
+
+
+def _sieve_cpu_seconds(params: Any) -> float:
+    return params.limit * SIEVE_SECONDS_PER_NUMBER
+
 
 @offload.task(
     title="Crunch numbers",
@@ -48,18 +55,22 @@ def preload() -> None:
     timeout=240,  # under fly.toml kill_timeout (300 s), so a deploy lets it finish
     retry=Retry(max=2, interval=[10, 30]),
     result_ttl=24 * 3600,
+    # Charged to the client's hourly CPU quota (QUOTA_CPU_SECONDS_PER_HOUR): a billion is about 21 s.
+    cpu_cost=_sieve_cpu_seconds,
+    stored_bytes=1024,
 )
 def crunch_numbers(
     limit: Annotated[
         int,
         Field(
             ge=10,
-            le=2_000_000_000,
+            # A billion is about 21 s of CPU on a Fly shared CPU: one job never holds a worker for long.
+            le=1_000_000_000,
             title="Count primes below",
-            description="From 10 to 2,000,000,000; a billion takes a few seconds.",
+            description="From 10 to 1,000,000,000; a hundred million takes a second or two.",
             examples=[50_000_000],
         ),
-    ] = 1_000_000_000,
+    ] = 100_000_000,
 ) -> dict[str, Any]:
     """Return how many primes lie below ``limit`` and the largest of them."""
     from offload.workloads.primes import count_primes
@@ -80,6 +91,7 @@ def _csv_table(text: str) -> str:
     queue="default",
     timeout=120,
     retry=Retry(max=1, interval=10),
+    stored_bytes=1024 * 1024,  # the PDF: 20,000 characters of text and 200 rows come to well under that
 )
 def generate_report(
     title: Annotated[str, Field(min_length=1, max_length=200, title="Title")] = "Quarterly sales",
@@ -156,6 +168,7 @@ timeout, a worker that died mid-call)."""
     timeout=60,
     retry=CALL_API_RETRY,
     concurrency_limit="OFFLOAD_THIRD_PARTY_CONCURRENCY",
+    stored_bytes=80 * 1024,  # the answer's body is cut at 64 KiB (thirdparty.MAX_BODY_BYTES)
 )
 def call_api(
     path: Annotated[
@@ -220,6 +233,8 @@ def run_model(
     # 4xx replies and dropped connections, each retry after its interval give or take 20% (newsletter.deliver).
     retry=Retry(max=6, interval=[15, 60, 300, 900, 1800, 3600]),
     own_form="web.newsletter_form",
+    # Mail to any address the submitter types: never open to anonymous visitors (an open relay).
+    access="user",
 )
 def send_newsletter(
     batch_id: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")],
@@ -237,6 +252,8 @@ def send_newsletter(
     "Runs nightly (periodic.py); run it now here.",
     queue="low",
     timeout=240,  # ends before fly.toml's kill_timeout, so a deploy never cuts it short
+    # Housekeeping, at a predictable id (periodic-cleanup_expired-<n>): the operator's alone.
+    access="operator",
 )
 def cleanup_expired() -> dict[str, int]:
     """Return how many index entries were pruned."""
@@ -254,6 +271,8 @@ def cleanup_expired() -> dict[str, int]:
     "mails it to DIGEST_TO when set. Runs hourly (periodic.py).",
     queue="low",
     timeout=120,
+    # Counts of everyone's jobs, at a predictable id (periodic-hourly_digest-<n>): the operator's alone.
+    access="operator",
 )
 def hourly_digest(hours: Annotated[int, Field(ge=1, le=168, title="Hours to cover")] = 1) -> dict[str, Any]:
     """Return the digest of the last ``hours``."""

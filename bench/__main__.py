@@ -9,7 +9,7 @@ import platform
 import sys
 import time
 
-from bench import drain, fanout, idle, latency, memory, submit
+from bench import drain, fanout, footprint, idle, latency, memory, slots, submit
 from bench.options import QUICK, Options, progress
 from bench.report import Row, render
 
@@ -19,8 +19,10 @@ SCENARIOS = {
     "latency": latency.run,
     "fanout": fanout.run,
     "memory": memory.run,
+    "slots": slots.run,
+    "footprint": footprint.run,
 }
-ALL = ["submit", "drain", "latency", "fanout", "idle", "memory"]
+ALL = ["submit", "drain", "slots", "latency", "fanout", "idle", "memory", "footprint"]
 
 
 def parse(argv: list[str]) -> tuple[Options, list[str]]:

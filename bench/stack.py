@@ -91,6 +91,10 @@ class Stack:
             "SECRET_KEY": secrets.token_hex(32),
             # One client sends every request: raise its submit budget (the check still runs).
             "SUBMIT_RATE_LIMIT": "1000000000 per minute",
+            # ... and its quotas (web/quotas.py): its CPU and bytes are still charged, one script a job.
+            "QUOTA_ACTIVE_JOBS": "0",
+            "QUOTA_CPU_SECONDS_PER_HOUR": "1000000000",
+            "QUOTA_BYTES_PER_HOUR": "1000000000000",
             "PYTHONUNBUFFERED": "1",
             # Workers run only registered tasks and the functions of these modules (NOOP's).
             "UNREGISTERED_JOB_MODULES": "bench.jobs",

@@ -19,12 +19,13 @@ from rq import Retry
 from offload.exceptions import InvalidParams, OffloadError, UnknownTask
 from offload.extension import Offload
 from offload.progress import report_progress
-from offload.registry import Task
+from offload.registry import Access, Task
 from offload.retries import PermanentError, RetryLater
 
 __version__ = "0.2.0"
 
 __all__ = [
+    "Access",
     "InvalidParams",
     "Offload",
     "OffloadError",

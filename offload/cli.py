@@ -28,7 +28,8 @@ def offload_commands() -> None:
 @with_appcontext
 def worker_command(rq_args: tuple[str, ...]) -> None:
     """Run an Offload worker for this app: ``rq worker``'s options (``--burst``, ``--with-scheduler``,
-    ``--name``, ``--max-jobs``, queue names, ...), with this app's Redis, queues and context."""
+    ``--name``, ``--max-jobs``, queue names, ...), with this app's Redis, queues and context, and
+    ``--slots N``: jobs run at once (WORKER_SLOTS)."""
     from rq.cli.workers import worker as rq_worker  # the stock command, its options and checks
 
     from offload.worker.host import bind
@@ -39,6 +40,11 @@ def worker_command(rq_args: tuple[str, ...]) -> None:
     info = click.get_current_context().find_object(ScriptInfo)
     os.environ.setdefault(APP_ENV, (info.app_import_path if info else None) or app.import_name)
     args = list(rq_args)
+    slots = _take_option(args, "--slots")
+    if slots is not None:
+        if not slots.isdigit():
+            raise click.UsageError(f"--slots must be a whole number (0: one per CPU on a Fly Machine), got {slots!r}")
+        app.config["OFFLOAD_WORKER_SLOTS"] = int(slots)  # read by the worker (slots.py)
     if "--help" not in args:
         params = rq_worker.make_context("flask offload worker", list(args), resilient_parsing=True).params
         if not params.get("url") and not params.get("config"):
@@ -48,3 +54,18 @@ def worker_command(rq_args: tuple[str, ...]) -> None:
         if not params.get("queues") and not params.get("config"):
             args += app.config["OFFLOAD_QUEUES"]
     rq_worker.main(args, prog_name="flask offload worker", standalone_mode=True)
+
+
+def _take_option(args: list[str], name: str) -> str | None:
+    """Remove ``name VALUE`` or ``name=VALUE`` (an option of ours, not rq worker's) from ``args``; return VALUE."""
+    for index, arg in enumerate(args):
+        if arg == name:
+            if index + 1 >= len(args):
+                raise click.UsageError(f"{name} needs a value")
+            value = args[index + 1]
+            del args[index : index + 2]
+            return value
+        if arg.startswith(name + "="):
+            del args[index]
+            return arg.partition("=")[2]
+    return None

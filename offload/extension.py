@@ -60,9 +60,12 @@ class Offload:
         """Register the decorated function as a task; its annotated signature is its input form.
 
         ``@offload.task`` or ``@offload.task(title=..., queue=..., timeout=..., retry=Retry(...),
-        result_ttl=..., concurrency_limit=...)``. ``concurrency_limit`` is a number, or the
-        ``app.config`` key of one: at most that many jobs of every task naming it are queued
-        or running at once, across all workers. The function stays callable as it was.
+        result_ttl=..., concurrency_limit=..., access=..., cpu_cost=..., stored_bytes=...)``.
+        ``concurrency_limit`` is a number, or the ``app.config`` key of one: at most that many
+        jobs of every task naming it are queued or running at once, across all workers.
+        ``access`` ("public", "user", "operator") says who may submit it and read its jobs;
+        ``cpu_cost`` (seconds, or a function of the validated params) and ``stored_bytes`` are
+        what a job is charged against its client's quotas. The function stays callable as it was.
         """
 
         def register(function: F) -> F:

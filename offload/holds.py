@@ -8,14 +8,15 @@ shutdown command, which ends the process). Both are Redis sets:
 - ``offload:quiet-workers``: names of the quiet workers (a worker's name is unique while it
   lives; the entry of one that has gone is removed by :func:`forget_worker` when it exits).
 
-A worker reads the holds (:func:`read_holds`, :func:`queues_to_take`: one round trip, two
-commands) once per dequeue cycle to filter the queues it listens on (offload/worker/holds.py),
-and again when a job it waited for comes, so a job that arrives after a hold began is put back.
+A worker reads the holds (:func:`read_holds`, :func:`queues_to_take`) once per dequeue cycle:
+one round trip, two commands, and an ``LLEN`` per queue for the dashboard's depth chart. It
+listens only on the queues it may take from (offload/worker/holds.py), and reads them again
+when a job it waited for comes, so a job that arrives after a hold began is put back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 from redis import Redis
@@ -25,10 +26,11 @@ QUIET_KEY = "offload:quiet-workers"
 
 
 class Holds(NamedTuple):
-    """What one worker must leave alone now."""
+    """What one worker must leave alone now (and how long the queues it asked about were)."""
 
     paused: frozenset[str]
     quiet: bool
+    depths: dict[str, int]
 
     def takes_from(self, queue: str) -> bool:
         """Return True if the worker may take a job from ``queue``."""
@@ -39,13 +41,18 @@ class Holds(NamedTuple):
         return self.quiet or bool(self.paused)
 
 
-def read_holds(redis: Redis, worker_name: str) -> Holds:
-    """Return the paused queues and whether ``worker_name`` is quiet (one round trip)."""
+def read_holds(redis: Redis, worker_name: str, queues: Mapping[str, str] | None = None) -> Holds:
+    """Return the paused queues, whether ``worker_name`` is quiet and the length of each of
+    ``queues`` (name to Redis key), in one round trip."""
+    queues = queues or {}
     with redis.pipeline(transaction=False) as pipe:
         pipe.smembers(PAUSED_KEY)
         pipe.sismember(QUIET_KEY, worker_name)
-        paused, quiet = pipe.execute()
-    return Holds(frozenset(name.decode() for name in paused), bool(quiet))
+        for key in queues.values():
+            pipe.llen(key)
+        paused, quiet, *lengths = pipe.execute()
+    depths = dict(zip(queues, lengths, strict=True))
+    return Holds(frozenset(name.decode() for name in paused), bool(quiet), depths)
 
 
 def queues_to_take(redis: Redis, worker_name: str, queues: Sequence[str]) -> list[str]:

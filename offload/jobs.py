@@ -34,8 +34,9 @@ _ERROR_CLASS = re.compile(r"^(?:[A-Za-z_]\w*\.)*([A-Za-z_]\w*)(?::\s*(.*))?$", r
 _WORKER_DIED = "The worker running this job stopped unexpectedly."
 
 
-def submit_job(task: Task, params: BaseModel, run_at: datetime | None = None) -> Job:
-    """Enqueue ``task`` with validated ``params`` (or schedule it for ``run_at``) and return the new job."""
+def submit_job(task: Task, params: BaseModel, run_at: datetime | None = None, job_id: str | None = None) -> Job:
+    """Enqueue ``task`` with validated ``params`` (or schedule it for ``run_at``) and return the new job
+    (with id ``job_id`` when given: the quotas charge a job before it exists)."""
     config = current_app.config
     queue = get_queue(task.queue)
     delay = max(0, int((run_at - datetime.now(UTC)).total_seconds())) if run_at else 0
@@ -51,6 +52,7 @@ def submit_job(task: Task, params: BaseModel, run_at: datetime | None = None) ->
         # RQ's default description repeats the arguments; a fixed title keeps user text out of it.
         description=task.title,
         meta={"task": task.name, "progress": 0},
+        job_id=job_id,
     )
     if run_at is not None:
         return queue.schedule_job(job, run_at)
@@ -61,7 +63,7 @@ def submit_job(task: Task, params: BaseModel, run_at: datetime | None = None) ->
 
 def fetch_job(job_id: str) -> Job | None:
     """Return the job with ``job_id``, or None if the id is malformed, unknown, expired or unreadable."""
-    if not _JOB_ID.match(job_id):
+    if not _JOB_ID.fullmatch(job_id):
         return None
     try:
         job = Job.fetch(job_id, connection=get_redis(), serializer=JSONSerializer)
@@ -123,7 +125,7 @@ def recent_jobs(
 
 def fetch_jobs(job_ids: list[str]) -> list[Job]:
     """Return the jobs with these ids that still exist, in the same order."""
-    valid = [job_id for job_id in job_ids if _JOB_ID.match(job_id)]
+    valid = [job_id for job_id in job_ids if _JOB_ID.fullmatch(job_id)]
     fetched = Job.fetch_many(valid, connection=get_redis(), serializer=JSONSerializer)
     return [job for job in fetched if job and not unreadable(job)]
 

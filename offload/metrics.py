@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, request
@@ -48,6 +48,9 @@ BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
 OUTCOMES = ("started", "finished", "failed")
 
+QUOTA_REFUSALS_KEY = "offload:quota:refused"
+"""Hash: submissions refused per quota (``active``, ``cpu``, ``bytes``), counted by web/quotas.py."""
+
 bp = Blueprint("metrics", __name__)
 
 
@@ -64,12 +67,33 @@ def task_label(job: Job) -> str:
         return "unreadable"
 
 
-def add_job_counts(
-    pipe: Pipeline, job: Job, outcome: str, seconds: float | None = None, ended: str | None = None
+def record_job(
+    redis: Redis,
+    job: Job,
+    outcome: str,
+    seconds: float | None = None,
+    ended: str | None = None,
+    depths: Mapping[str, int] | None = None,
 ) -> None:
-    """Add to ``pipe`` the commands that count one attempt of ``job`` reaching ``outcome``: an
-    ended one also feeds the histogram and, as ``ended`` (finished, failed or retried), the
-    dashboard's per-minute throughput (offload.throughput)."""
+    """Count one attempt of ``job`` reaching ``outcome`` (:func:`queue_job_record`), one round trip."""
+    with redis.pipeline(transaction=False) as pipe:
+        queue_job_record(pipe, job, outcome, seconds, ended, depths)
+        pipe.execute()
+
+
+def queue_job_record(
+    pipe: Pipeline,
+    job: Job,
+    outcome: str,
+    seconds: float | None = None,
+    ended: str | None = None,
+    depths: Mapping[str, int] | None = None,
+) -> None:
+    """Add the commands of :func:`record_job` to ``pipe`` (the worker sends them with the job's own
+    writes): an ended attempt also counts, as ``ended`` (finished, failed or retried), in the
+    dashboard's per-minute throughput (offload.throughput), and the queue ``depths`` the worker
+    read before taking the job are noted there. Plain commands only: the worker may run them
+    inside its end-of-job script."""
     label = task_label(job)
     pipe.sadd(TASKS_KEY, label)
     pipe.hincrby(task_key(label), outcome, 1)
@@ -80,16 +104,12 @@ def add_job_counts(
         pipe.hincrby(task_key(label), "count", 1)
     if ended is not None:
         throughput.record_outcome(pipe, job.origin, label, ended)
+    if depths:
+        throughput.record_depths(pipe, depths)
 
 
-def record_job(redis: Redis, job: Job, outcome: str, seconds: float | None = None, ended: str | None = None) -> None:
-    """Count one attempt of ``job`` reaching ``outcome`` (:func:`add_job_counts`), one round trip."""
-    with redis.pipeline(transaction=False) as pipe:
-        add_job_counts(pipe, job, outcome, seconds, ended)
-        pipe.execute()
-
-
-def _duration(job: Job) -> float | None:
+def job_duration(job: Job) -> float | None:
+    """Seconds from the job's start to its end, if both are known."""
     if job.started_at and job.ended_at and job.ended_at >= job.started_at:
         return (job.ended_at - job.started_at).total_seconds()
     return None
@@ -116,13 +136,13 @@ class JobMetricsMixin:
 
     def handle_job_success(self, job: Job, *args: Any, **kwargs: Any) -> None:
         super().handle_job_success(job, *args, **kwargs)  # type: ignore[misc]  # mixin: Worker is next in the MRO
-        self._record(job, "finished", _duration(job), "finished")
+        self._record(job, "finished", job_duration(job), "finished")
 
     def handle_job_failure(self, job: Job, *args: Any, **kwargs: Any) -> None:
         super().handle_job_failure(job, *args, **kwargs)  # type: ignore[misc]  # mixin: Worker is next in the MRO
         # RQ's retry has already put the job back (queued, or scheduled for its delay) when one is due.
         retried = job.get_status(refresh=False) in (JobStatus.QUEUED, JobStatus.SCHEDULED)
-        self._record(job, "failed", _duration(job), "retried" if retried else "failed")
+        self._record(job, "failed", job_duration(job), "retried" if retried else "failed")
 
 
 class OffloadCollector:
@@ -167,6 +187,13 @@ class OffloadCollector:
             duration.add_metric([label], buckets, float(row.get("sum", 0)))
         yield from counters.values()
         yield duration
+
+        refusals = CounterMetricFamily(
+            "offload_quota_refusals", "Submissions refused with a 429 by a per-client quota.", labels=["quota"]
+        )
+        for quota, count in sorted(self.redis.hgetall(QUOTA_REFUSALS_KEY).items()):
+            refusals.add_metric([quota.decode()], int(count))
+        yield refusals
 
 
 def make_registry(redis: Redis, queue_names: list[str]) -> CollectorRegistry:

@@ -5,7 +5,8 @@ signature *is* its input form: each parameter is annotated with its type and lim
 (``Annotated[int, Field(ge=10, le=...)]``), from which the registry builds a pydantic
 model that validates the web form and the JSON API alike, and which the templates render
 as a form. The registration names the rest: title, description, queue, timeout, retry
-policy, result TTL and concurrency cap.
+policy, result TTL, concurrency cap, who may run it (``access``) and what a job of it costs
+(``cpu_cost``, ``stored_bytes``), which the per-client quotas charge.
 """
 
 from __future__ import annotations
@@ -14,12 +15,32 @@ import inspect
 import typing
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, TypedDict, Unpack
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from rq import RateLimit, Retry
 
 from offload.exceptions import InvalidParams
+
+
+class Access(StrEnum):
+    """Who may submit a task, and read its jobs: each level includes the ones above it."""
+
+    PUBLIC = "public"  # anyone who reaches the web
+    USER = "user"  # a signed-in user; the operator login is Offload's only account, so it signs in
+    OPERATOR = "operator"  # the operator only
+
+    def allows(self, level: Access) -> bool:
+        """Return True if a visitor of ``level`` may use what this level guards."""
+        order = list(Access)
+        return order.index(level) >= order.index(self)
+
+
+DEFAULT_STORED_BYTES = 16 * 1024
+"""What a job is taken to keep in Redis besides its arguments (its result) unless its task says."""
+
+CpuCost = float | Callable[[BaseModel], float]
 
 
 @dataclass(frozen=True)
@@ -41,6 +62,20 @@ class Task:
     # Endpoint of the page that starts this task, when the form built from its signature
     # cannot (a newsletter enqueues one job per recipient); such a task is not on /api/jobs.
     own_form: str | None = None
+    # Who may submit it and read its jobs.
+    access: Access = Access.PUBLIC
+    # Seconds of CPU one job takes at most, or a function of its validated params giving them;
+    # charged against the submitting client's hourly CPU quota. None: not charged.
+    cpu_cost: CpuCost | None = None
+    # Most bytes a job keeps in Redis besides its arguments (result, files), charged to the client.
+    stored_bytes: int = DEFAULT_STORED_BYTES
+
+    def job_cpu_seconds(self, params: BaseModel) -> float:
+        """Return the CPU seconds a job of this task with ``params`` is charged (0 for a task with no cost)."""
+        cost = self.cpu_cost
+        if cost is None:
+            return 0.0
+        return float(cost(params) if callable(cost) else cost)
 
     @property
     def path(self) -> str:
@@ -86,6 +121,9 @@ class TaskOptions(TypedDict, total=False):
     result_ttl: int | None  # seconds the result is kept; default OFFLOAD_RESULT_TTL
     concurrency_limit: int | str | None  # at most this many queued or running at once (or the config key of it)
     own_form: str | None  # the endpoint of the page that starts it, when its signature's form cannot
+    access: Access | str  # "public" (default), "user" (signed in) or "operator": who may submit it and read its jobs
+    cpu_cost: CpuCost | None  # seconds of CPU a job takes (or a function of its params), charged to the client
+    stored_bytes: int  # most bytes a job keeps besides its arguments (result, files); default 16 KiB
     name: str  # default: the function's name
 
 
@@ -116,6 +154,9 @@ class TaskRegistry(MutableMapping[str, Task]):
             result_ttl=options.get("result_ttl"),
             concurrency_limit=options.get("concurrency_limit"),
             own_form=options.get("own_form"),
+            access=Access(options.get("access", Access.PUBLIC)),
+            cpu_cost=options.get("cpu_cost"),
+            stored_bytes=options.get("stored_bytes", DEFAULT_STORED_BYTES),
         )
         self[task_name] = task
         return task

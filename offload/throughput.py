@@ -8,9 +8,11 @@ One hash per minute, ``offload:throughput:<minute>`` (minutes since the epoch), 
   ended ``finished``, ``failed`` (stopped included) or ``retried`` (failed, with a retry to come);
 - ``depth|<queue>``: jobs waiting in the queue, as last seen in that minute.
 
-Cost. Per attempt that ends: 4 commands (2 HINCRBY, 1 EVAL that copies the queue's length
-into the hash, 1 EXPIRE), added to the pipeline the worker already sends for the job's metrics
-(:func:`record_outcome` takes that pipeline), so no extra round trip. Memory (MEMORY USAGE,
+Cost. Per job attempt, 5 commands and no extra round trip: at its end 2 HINCRBY and an EXPIRE
+(:func:`record_outcome`), sent with the commands the worker already sends for the job's end
+and metrics; at its start an HSET of the queues' lengths and an EXPIRE (:func:`record_depths`),
+sent with the job's start transaction. The lengths themselves are read with the worker's
+once-per-cycle read of the holds (offload.holds: an LLEN per queue in that round trip). Memory (MEMORY USAGE,
 measured by tests/test_throughput.py): with 3 queues and 8 tasks busy every minute (36 fields a
 minute), ~970 bytes a minute, 1.4 MB for a full day; an idle minute costs nothing. Reading the
 dashboard costs one round trip: 60 HGETALLs for the last hour, 1440 for the last day, in one pipeline.
@@ -22,7 +24,7 @@ dashboard, each of its reads also samples every queue's depth (:func:`sample_dep
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from redis import Redis
@@ -52,14 +54,22 @@ def bucket_key(minute: int) -> str:
 
 def record_outcome(pipe: Pipeline, queue: str, task: str, outcome: str, moment: float | None = None) -> None:
     """Add to ``pipe`` the commands that count one attempt of ``task`` on ``queue`` ending with
-    ``outcome`` (one of :data:`OUTCOMES`) and note the queue's depth, in this minute's hash."""
+    ``outcome`` (one of :data:`OUTCOMES`) in this minute's hash. Plain commands only (no script):
+    the worker sends them inside its own end-of-job script (offload/worker/roundtrips.py)."""
     if outcome not in OUTCOMES:
         raise ValueError(f"unknown outcome {outcome!r}; one of {', '.join(OUTCOMES)}")
     key = bucket_key(minute_of(moment))
     pipe.hincrby(key, f"{outcome}|queue|{queue}", 1)
     pipe.hincrby(key, f"{outcome}|task|{task}", 1)
-    pipe.eval(_COPY_DEPTH, 2, key, f"rq:queue:{queue}", f"depth|{queue}")
     pipe.expire(key, KEEP_SECONDS)
+
+
+def record_depths(pipe: Pipeline, depths: Mapping[str, int], moment: float | None = None) -> None:
+    """Add to ``pipe`` the commands that note each queue's length in ``depths`` in this minute's hash."""
+    if depths:
+        key = bucket_key(minute_of(moment))
+        pipe.hset(key, mapping={f"depth|{name}": length for name, length in depths.items()})
+        pipe.expire(key, KEEP_SECONDS)
 
 
 def sample_depths(redis: Redis, queues: Iterable[str], moment: float | None = None) -> None:

@@ -33,6 +33,10 @@ os.environ.setdefault("OFFLOAD_APP", "app:create_app")
 # Workers run only registered tasks, and the functions of the modules this names: the tests enqueue
 # their fixtures (tests/fixtures.py) by path. Every worker and app the tests start reads it.
 os.environ.setdefault("OFFLOAD_UNREGISTERED_JOB_MODULES", "tests.fixtures")
+# The tests submit hundreds of jobs from one address; the per-client quotas have their own tests
+# (tests/test_quotas.py), which turn them on in their apps.
+for _quota in ("QUOTA_ACTIVE_JOBS", "QUOTA_CPU_SECONDS_PER_HOUR", "QUOTA_BYTES_PER_HOUR"):
+    os.environ.setdefault(f"OFFLOAD_{_quota}", "0")
 
 OPERATOR_USERNAME = "operator"
 OPERATOR_PASSWORD = "correct horse battery staple"  # the tests' own account

@@ -69,7 +69,9 @@ class FaultProxy:
                 if from_client:
                     state["pending"] += data
                     token = self._drop_after
-                    if token and b"\r\nEXEC\r\n" in state["pending"] and token in state["pending"].upper():
+                    # A transaction: MULTI/EXEC, or a script (the worker's end write: EVALSHA).
+                    whole = b"\r\nEXEC\r\n" in state["pending"] or b"EVALSHA" in state["pending"].upper()
+                    if token and whole and token in state["pending"].upper():
                         self._drop_after, state["drop"] = None, True
                 elif state["drop"]:
                     self.dropped += 1

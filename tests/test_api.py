@@ -30,7 +30,7 @@ def test_get_job_gives_the_same_shape_as_post(client):
     fetched = client.get(created["api_url"]).get_json()
 
     assert fetched.keys() == created.keys()
-    assert fetched["params"] == {"limit": 1_000_000_000}  # the registered default
+    assert fetched["params"] == {"limit": 100_000_000}  # the registered default
 
 
 def test_jobs_are_stored_as_json_not_pickle(client, redis):
@@ -108,7 +108,7 @@ def test_task_list_describes_each_task_and_its_params(client):
 
     crunch = tasks["crunch_numbers"]
     assert crunch["queue"] == "default"
-    assert crunch["params_schema"]["properties"]["limit"]["maximum"] == 2_000_000_000
+    assert crunch["params_schema"]["properties"]["limit"]["maximum"] == 1_000_000_000
 
 
 def test_wrong_method_is_405_as_json(client):

@@ -7,6 +7,7 @@ with status S then answers 200; ``/bad`` always answers 400; ``/hang`` never ans
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from collections.abc import Iterator
@@ -23,6 +24,9 @@ from offload import retries
 from offload.workloads import thirdparty
 from tests.conftest import queued_job_count, wait_for
 from tests.thirdparty_server import ThirdParty
+
+TOKEN = "tok-" + "S3cr3t" * 4
+"""The stack's THIRD_PARTY_TOKEN: it must never show in a result."""
 
 
 @pytest.fixture
@@ -41,6 +45,7 @@ def stack_env(third_party: ThirdParty) -> dict[str, str]:
         "THIRD_PARTY_BACKOFF_BASE": "1",
         "THIRD_PARTY_BACKOFF_CAP": "2",
         "THIRD_PARTY_CONCURRENCY": "2",
+        "THIRD_PARTY_TOKEN": TOKEN,
     }
 
 
@@ -151,11 +156,40 @@ def test_successful_call_returns_status_timing_and_json(third_party):
     assert result["elapsed_ms"] > 0 and not result["truncated"]
 
 
-def test_payload_is_posted_as_json_with_the_configured_token(third_party):
+def test_payload_is_posted_as_json_with_the_configured_token_which_the_result_never_shows(third_party):
     result = thirdparty.call(config(third_party.url, THIRD_PARTY_TOKEN="s3cret"), "/echo", {"n": 1})
 
     assert result["status"] == 201 and result["method"] == "POST"
-    assert result["body"] == {"received": {"n": 1}, "auth": "Bearer s3cret"}
+    # The server got the token (it echoes it back); the result holds it redacted.
+    assert result["body"] == {"received": {"n": 1}, "auth": "Bearer [redacted]"}
+
+
+@pytest.mark.parametrize(
+    ("path", "payload"),
+    [
+        ("/headers", None),
+        ("/get?q=1", None),
+        ("/anything/x", None),
+        ("/anything", {"a": 1}),
+        ("/text/headers", None),
+    ],
+)
+def test_an_api_echoing_the_request_headers_never_puts_the_token_in_the_result(third_party, path, payload):
+    result = thirdparty.call(config(third_party.url, THIRD_PARTY_TOKEN=TOKEN), path, payload)
+
+    assert result["status"] == 200
+    assert TOKEN not in json.dumps(result)
+    assert "Bearer [redacted]" in json.dumps(result)  # the echo is there, the secret is not
+
+
+def test_a_token_spelled_with_json_escapes_or_in_a_key_is_redacted_too():
+    escaped = "".join(f"\\u{ord(char):04x}" for char in TOKEN)
+    raw = ('{"headers": {"Authorization": "Bearer ' + escaped + '"}}').encode()
+    decoded = json.loads(thirdparty.redact(raw, TOKEN))  # the bytes do not show it...
+
+    assert decoded["headers"]["Authorization"] == f"Bearer {TOKEN}"  # ...the decoded JSON does
+    assert thirdparty.redact(decoded, TOKEN) == {"headers": {"Authorization": "Bearer [redacted]"}}
+    assert thirdparty.redact({TOKEN: [f"x{TOKEN}", 1]}, TOKEN) == {"[redacted]": ["x[redacted]", 1]}
 
 
 @pytest.mark.parametrize(
@@ -306,3 +340,16 @@ def test_call_api_runs_from_its_form(http, third_party):
     assert job["status"] == "finished", job
     assert job["result"]["status"] == 201
     assert job["result"]["body"]["received"] == {"order": 42}
+
+
+@pytest.mark.e2e
+def test_the_token_is_in_no_stored_result_when_the_api_echoes_headers(http, third_party, redis):
+    jobs = [follow(http, submit(http, path)) for path in ("/headers", "/get", "/anything")]
+
+    for job in jobs:
+        assert job["status"] == "finished", job
+        assert "Bearer [redacted]" in json.dumps(job["result"])
+        assert TOKEN not in json.dumps(job)
+        stored = redis.xrange(f"rq:results:{job['id']}")  # the result as Redis holds it
+        assert stored and TOKEN.encode() not in repr(stored).encode()
+        assert TOKEN not in http.get(job["url"]).text

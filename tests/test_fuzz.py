@@ -22,7 +22,7 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from tasks import offload
-from tests.conftest import queued_job_count
+from tests.conftest import OPERATOR_ACCOUNT, log_in, queued_job_count
 
 TASKS = offload.tasks
 
@@ -34,7 +34,8 @@ FUZZ = settings(
     print_blob=True,
 )
 
-TASK_NAMES = sorted(TASKS)
+TASK_NAMES = sorted(name for name, task in TASKS.items() if task.access == "public")
+"""What an anonymous visitor may submit; the rest answers 401 (tests/test_access.py)."""
 ODD_TEXT = st.text(
     st.characters(codec=None, categories=["L", "M", "N", "P", "S", "Z", "C"]), max_size=30
 )  # includes lone surrogates, NUL, RTL marks, combining characters
@@ -62,8 +63,16 @@ def fuzz_app(redis_url: str) -> Flask:
             "WTF_CSRF_ENABLED": False,
             "RATELIMIT_ENABLED": False,
             "MAX_CONTENT_LENGTH": 64 * 1024,
+            **OPERATOR_ACCOUNT,
         }
     )
+
+
+def operator_client(app: Flask):
+    """A test client logged in as the operator: the newsletter is for signed-in users (test_access.py)."""
+    client = app.test_client()
+    assert log_in(client).status_code == 303
+    return client
 
 
 def schema_values(prop: dict[str, Any]) -> st.SearchStrategy[Any]:
@@ -349,7 +358,9 @@ def newsletter_bodies(draw) -> Any:
 @example(body={"subject": "Hi", "body": "Text", "recipients": ["a@example.com"], "run_in": 10**400})
 def test_newsletter_api_answers_any_json_with_2xx_or_a_4xx_naming_the_field(fuzz_app, redis, figures, body):
     before = queued_job_count(redis)
-    response = fuzz_app.test_client().post("/api/newsletters", data=json.dumps(body), content_type="application/json")
+    response = operator_client(fuzz_app).post(
+        "/api/newsletters", data=json.dumps(body), content_type="application/json"
+    )
     figures.add("fuzz POST /api/newsletters (JSON)", "cases")
     figures.add("fuzz POST /api/newsletters (JSON)", "5xx", int(response.status_code >= 500))
 
@@ -381,7 +392,7 @@ def test_newsletter_api_answers_any_json_with_2xx_or_a_4xx_naming_the_field(fuzz
 @example(data={"subject": "Hi", "body": "x", "recipients_csv": (BytesIO(b"email\n\xff\xfe,\n"), "list.csv")})
 def test_newsletter_form_answers_any_input_with_a_redirect_or_a_4xx(fuzz_app, redis, figures, data):
     before = queued_job_count(redis)
-    response = fuzz_app.test_client().post("/newsletter", data=data, content_type="multipart/form-data")
+    response = operator_client(fuzz_app).post("/newsletter", data=data, content_type="multipart/form-data")
     figures.add("fuzz POST /newsletter (form)", "cases")
     figures.add("fuzz POST /newsletter (form)", "5xx", int(response.status_code >= 500))
 

@@ -124,3 +124,21 @@ def test_an_operator_quiets_wakes_and_stops_a_worker_from_the_queues_page(stack,
     wait_for(lambda: worker_process.poll() is not None, what="the worker to exit")
     log = http.get("/operator/log").text
     assert "quiet worker" in log and "wake worker" in log and "stop worker" in log
+
+
+def test_a_burst_worker_leaves_a_paused_queues_jobs_and_does_not_spin(redis):
+    """`rq worker --burst` (an on-demand worker) on a paused queue: nothing taken, and it asks again
+    only every hold_poll_interval, not in a busy loop."""
+    from offload.worker import OffloadWorker
+
+    holds.pause_queue(redis, "default")
+    default = Queue("default", connection=redis, serializer=JSONSerializer)
+    held = default.enqueue("tests.fixtures.echo", "held")
+    worker = OffloadWorker([default], connection=redis)
+    worker.hold_poll_interval = 1
+    before = redis.info("commandstats").get("cmdstat_sismember", {}).get("calls", 0)  # only the holds read uses it
+
+    assert worker.dequeue_job_and_maintain_ttl(None) is None
+
+    assert _status(held) == "queued" and default.count == 1
+    assert redis.info("commandstats")["cmdstat_sismember"]["calls"] - before == 1  # one read of the holds

@@ -162,7 +162,7 @@ def test_an_operator_cancels_the_unsent_mails_of_a_scheduled_newsletter(app, ope
 
     assert response.status_code == 303
     assert redis.zcard("rq:scheduled:low") == 0
-    batch = client.get(f"/api/batches/{batch_id}").get_json()
+    batch = operator.get(f"/api/batches/{batch_id}").get_json()
     assert (batch["canceled"], batch["pending"], batch["done"]) == (2, 0, True)
     assert batch["canceled_at"] is not None
 

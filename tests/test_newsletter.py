@@ -14,9 +14,17 @@ from rq.serializers import JSONSerializer
 from app import create_app
 from offload.workloads import newsletter
 from tasks import offload
-from tests.conftest import queued_job_count
+from tests.conftest import log_in, queued_job_count
 
 TASKS = offload.tasks
+
+
+@pytest.fixture
+def client(app):
+    """The newsletter is for signed-in users only (tests/test_access.py): the operator sends it here."""
+    client = app.test_client()
+    assert log_in(client).status_code == 303
+    return client
 
 
 def form(recipients: str = "", **extra) -> dict:

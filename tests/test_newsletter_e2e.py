@@ -15,7 +15,7 @@ from rq.serializers import JSONSerializer
 
 from offload import jobs
 from offload.workloads import newsletter
-from tests.conftest import Stack, wait_for
+from tests.conftest import OPERATOR_PASSWORD, OPERATOR_USERNAME, Stack, wait_for
 from tests.mailserver import MailServer, mail_server
 
 pytestmark = pytest.mark.e2e
@@ -62,6 +62,9 @@ def test_the_form_mails_every_recipient_once_and_the_batch_page_shows_it(workers
     base_url = workers.start_web()
     recipients = [f"reader{i}@example.org" for i in range(20)]
     with httpx.Client(base_url=base_url, timeout=10) as http:
+        token = re.search(r'name="csrf_token" value="([^"]+)"', http.get("/login").text).group(1)
+        login = {"username": OPERATOR_USERNAME, "password": OPERATOR_PASSWORD, "csrf_token": token}
+        assert http.post("/login", data=login).status_code == 303  # the newsletter is for signed-in users
         token = re.search(r'name="csrf_token" value="([^"]+)"', http.get("/newsletter").text).group(1)
         form = {"subject": "Issue #1", "body": "Hello.", "recipients": "\n".join(recipients), "csrf_token": token}
 

@@ -120,7 +120,12 @@ def test_hsts_only_over_https_and_only_from_a_trusted_proxy(redis_url: str):
     from app import create_app
 
     behind_proxy = create_app(
-        {"TESTING": True, "OFFLOAD_REDIS_URL": redis_url, "OFFLOAD_TRUSTED_PROXY_COUNT": 1}
+        {
+            "TESTING": True,
+            "OFFLOAD_REDIS_URL": redis_url,
+            "OFFLOAD_TRUSTED_PROXY_COUNT": 1,
+            "OFFLOAD_TRUSTED_PROXIES": ["127.0.0.1"],
+        }
     ).test_client()
     direct = create_app({"TESTING": True, "OFFLOAD_REDIS_URL": redis_url}).test_client()
     https = {"X-Forwarded-Proto": "https"}
@@ -182,6 +187,7 @@ def test_submissions_are_rate_limited_per_client_with_a_clear_429(redis_url: str
             "OFFLOAD_REDIS_URL": redis_url,
             "WTF_CSRF_ENABLED": False,
             "OFFLOAD_TRUSTED_PROXY_COUNT": 1,
+            "OFFLOAD_TRUSTED_PROXIES": ["127.0.0.1"],  # the test client's address plays the proxy
             "OFFLOAD_SUBMIT_RATE_LIMIT": "2 per minute",
         }
     )

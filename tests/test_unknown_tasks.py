@@ -18,7 +18,7 @@ from rq.serializers import JSONSerializer
 from offload.queues import OffloadQueue
 from offload.registry import TaskRegistry
 from offload.worker.unknown_tasks import PUT_BACK, SINCE, is_known
-from tests.conftest import ended, wait_for
+from tests.conftest import ended, log_in, wait_for
 
 NEW_TASK = "tests.newer_release.added_in_newer_release"
 NEWER_RELEASE = {"OFFLOAD_APP": "tests.newer_release:create_app"}
@@ -92,6 +92,7 @@ def test_a_job_no_worker_knows_fails_after_the_grace_time_saying_so_and_never_ru
     assert job.retries_left == 2, "its retries were spent"
     assert not job.meta.get("attempts") and job.meta[SINCE] and job.meta[PUT_BACK] >= 1
     assert redis.get("runs") is None and not marker.exists()
+    assert log_in(client).status_code == 303  # a job of no registered task is the operator's to read
     view = client.get(f"/api/jobs/{job.id}").get_json()
     assert view["status"] == "failed"
     assert view["error"].startswith(f"no worker knows task {name};")

@@ -17,7 +17,7 @@ def test_index_lists_every_task_with_its_form(client):
     assert "Crunch numbers" in page
     assert 'action="/tasks/crunch_numbers"' in page
     assert 'name="limit"' in page
-    assert 'max="2000000000"' in page
+    assert 'max="1000000000"' in page
     assert 'name="csrf_token"' in page
 
 

@@ -2,8 +2,9 @@
 
 Its paths pick the behaviour: ``/flaky/<name>?fail=N&status=S[&retry_after=T]`` fails N times
 with status S then answers 200; ``/bad`` always answers 400; ``/hang`` never answers in time;
-``/slow?seconds=T`` answers after T seconds and counts how many calls overlap; ``/get`` answers
-200 like httpbin.org's (the task's default path).
+``/slow?seconds=T`` answers after T seconds and counts how many calls overlap; ``/get``,
+``/headers`` and ``/anything`` answer 200 like httpbin.org's, echoing the request's headers (the
+task's default path is ``/get``); ``/text/headers`` echoes them as plain text.
 """
 
 from __future__ import annotations
@@ -58,7 +59,13 @@ class _Handler(JSONHandler):
                 return self.answer(int(query["status"]), {"error": "try again", "call": count}, headers)
             return self.answer(200, {"ok": True, "call": count})
         if url.path == "/get":
-            return self.answer(200, {"args": query, "url": self.path})
+            return self.answer(200, {"args": query, "headers": dict(self.headers), "url": self.path})
+        if url.path == "/headers":
+            return self.answer(200, {"headers": dict(self.headers)})
+        if url.path.startswith("/anything"):
+            return self.answer(200, {"method": "GET", "args": query, "headers": dict(self.headers), "url": self.path})
+        if url.path == "/text/headers":
+            return self.answer_text(200, str(self.headers))
         if url.path == "/bad":
             return self.answer(400, {"error": "missing field"})
         if url.path == "/hang":
@@ -76,4 +83,14 @@ class _Handler(JSONHandler):
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if urlsplit(self.path).path.startswith("/anything"):  # httpbin's: the request, headers and all
+            return self.answer(200, {"method": "POST", "json": body, "headers": dict(self.headers), "url": self.path})
         self.answer(201, {"received": body, "auth": self.headers.get("Authorization")})
+
+    def answer_text(self, status: int, text: str) -> None:
+        data = text.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)

@@ -13,7 +13,7 @@ from offload import jobs
 from offload.registry import field_errors
 from offload.scheduling import ScheduleError, parse_when
 from offload.state import get_task, get_tasks
-from offload.web import control, mine, openapi
+from offload.web import access, control, mine, openapi, quotas
 from offload.web.auth import is_operator
 from offload.web.security import limit_submissions
 from offload.web.setup import on_register
@@ -68,9 +68,10 @@ def list_tasks():
                 "queue": task.queue,
                 "timeout_seconds": task.timeout,
                 "max_retries": task.max_retries,
+                "access": task.access.value,
                 "params_schema": task.params.model_json_schema(),
             }
-            for task in get_tasks().values()
+            for task in access.submittable(get_tasks().values())
         ]
     )
 
@@ -98,6 +99,7 @@ def create_job():
     task = get_task(name)
     if task is None:
         return jsonify(error=f"There is no task called {name[:100]!r}.", fields={"task": "unknown task"}), 404
+    access.require_submit(task)
     if task.own_form:
         return _bad_request(f"{name} is not started here.", {"task": "has its own endpoint (see the README)"})
     params = body.get("params", {})
@@ -112,7 +114,7 @@ def create_job():
     except ScheduleError as exc:
         return _bad_request(exc.message, {exc.field: exc.message})
 
-    job = jobs.submit_job(task, validated, run_at=run_at)
+    job = jobs.submit_job(task, validated, run_at=run_at, job_id=quotas.charge(task, validated))
     mine.remember_job(job.id)  # a client that keeps the cookie can list and cancel it
     response = jsonify(jobs.job_view(job, with_log=False))
     response.status_code = 202
@@ -135,6 +137,7 @@ def body_schedule(body: dict[str, Any]):
 @limit_submissions
 def create_newsletter():
     """Validate ``{"subject", "body", "recipients": [...]}``, enqueue one job per recipient, answer 202."""
+    access.require_submit(newsletter.TASK)
     if not request.is_json:
         abort(415, "Send a JSON body with Content-Type: application/json.")
     body: Any = request.get_json(silent=True)
@@ -180,7 +183,7 @@ def create_newsletter():
 @bp.get("/batches/<batch_id>")
 def get_batch(batch_id: str):
     """A newsletter batch: sent / failed / pending counts and the failures with their reasons."""
-    batch = newsletter.batch_view(jobs.get_redis(), batch_id)
+    batch = newsletter.batch_view(jobs.get_redis(), batch_id) if access.may_submit(newsletter.TASK) else None
     if batch is None:
         abort(404, "No such newsletter: it never existed or it has expired.")
     return jsonify(batch)
@@ -222,7 +225,7 @@ def list_jobs():
     if operator:
         found = jobs.recent_jobs(state, limit=offset + limit + 1)
     else:
-        found = jobs.newest_first(jobs.fetch_jobs(mine.job_ids()))
+        found = jobs.newest_first([job for job in jobs.fetch_jobs(mine.job_ids()) if access.may_read(job)])
         if state is not None:
             found = [job for job in found if job.get_status(refresh=False) == state]
     shown = found[offset : offset + limit]
@@ -256,7 +259,7 @@ def cancel_job(job_id: str):
 def get_job(job_id: str):
     """The job's state, progress, timings, its log and result or error (and traceback, for operators)."""
     job = jobs.fetch_job(job_id)
-    if job is None:
+    if job is None or not access.may_read(job):
         abort(404, "No such job: it never existed or its result has expired.")
     view = jobs.job_view(job, with_traceback=is_operator())
     return jsonify(view)

@@ -25,7 +25,7 @@ from offload import artifacts, jobs
 from offload.registry import Task, field_errors
 from offload.scheduling import ScheduleError, parse_when
 from offload.state import get_task, get_tasks
-from offload.web import control, mine
+from offload.web import access, control, mine, quotas
 from offload.web.auth import is_operator
 from offload.web.security import limit_submissions
 from offload.web.setup import on_register
@@ -55,7 +55,7 @@ def form_values(task: Task, form: dict[str, str]) -> dict[str, Any]:
 @bp.get("/")
 def index():
     """Every task with its form."""
-    return render_template("offload/index.html", tasks=get_tasks().values(), errors={}, values={})
+    return render_template("offload/index.html", tasks=access.submittable(get_tasks().values()), errors={}, values={})
 
 
 @bp.post("/tasks/<name>")
@@ -65,6 +65,7 @@ def submit(name: str):
     task = get_task(name)
     if task is None:
         abort(404, f"There is no task called {name!r}.")
+    access.require_submit(task)
     if task.own_form:
         abort(404, f"{task.title} starts from its own form.")
     values = form_values(task, request.form)
@@ -79,10 +80,13 @@ def submit(name: str):
         errors[exc.field] = exc.message
     if errors:
         page = render_template(
-            "offload/index.html", tasks=get_tasks().values(), errors={name: errors}, values={name: request.form}
+            "offload/index.html",
+            tasks=access.submittable(get_tasks().values()),
+            errors={name: errors},
+            values={name: request.form},
         )
         return page, 400
-    job = jobs.submit_job(task, params, run_at=run_at)
+    job = jobs.submit_job(task, params, run_at=run_at, job_id=quotas.charge(task, params))
     mine.remember_job(job.id)
     return redirect(url_for("web.job_page", job_id=job.id), code=303)
 
@@ -102,6 +106,7 @@ def form_schedule(form: Mapping[str, str]):
 @limit_submissions
 def newsletter_form():
     """The newsletter form; a valid submit enqueues one job per recipient and shows the batch (303)."""
+    access.require_submit(newsletter.TASK)
     if request.method == "GET":
         return render_template("offload/newsletter.html", errors={}, values={}, invalid=[], recipients=None)
     config = current_app.config
@@ -142,7 +147,7 @@ def newsletter_form():
 @bp.get("/batches/<batch_id>")
 def batch_page(batch_id: str):
     """One newsletter batch: sent / failed / pending, updated live, and the failures with their reasons."""
-    batch = newsletter.batch_view(jobs.get_redis(), batch_id)
+    batch = newsletter.batch_view(jobs.get_redis(), batch_id) if access.may_submit(newsletter.TASK) else None
     if batch is None:
         abort(404, "No such newsletter: it never existed or it has expired.")
     return render_template("offload/batch.html", batch=batch)
@@ -152,7 +157,7 @@ def batch_page(batch_id: str):
 def job_page(job_id: str):
     """One job: state, progress, timings, attempts, result or error; it updates itself."""
     job = jobs.fetch_job(job_id)
-    if job is None:
+    if job is None or not access.may_read(job):
         abort(404, "No such job: it never existed or its result has expired.")
     view = jobs.job_view(job, with_traceback=is_operator())
     return render_template("offload/job.html", job=view, mine=mine.submitted(job.id))
@@ -171,7 +176,7 @@ def cancel_my_job(job_id: str):
 def download_file(job_id: str, name: str):
     """A file the job made, as an attachment; 410 once it has expired with the job's result."""
     job = jobs.fetch_job(job_id)
-    result = job.return_value() if job is not None else None
+    result = job.return_value() if job is not None and access.may_read(job) else None
     if not isinstance(result, dict) or (result.get("artifact") or {}).get("name") != name:
         abort(404, "No such file: its job never made it, or it has expired together with the job's result.")
     found = artifacts.get_store().open(job_id, name)
@@ -202,7 +207,7 @@ def job_list():
     state = request.args.get("state") or None
     if state is not None and state not in jobs.LISTED_STATES:
         abort(400, f"Unknown state filter; use one of: {', '.join(jobs.LISTED_STATES)}.")
-    found = jobs.newest_first(jobs.fetch_jobs(mine.job_ids()))
+    found = jobs.newest_first([job for job in jobs.fetch_jobs(mine.job_ids()) if access.may_read(job)])
     if state is not None:
         found = [job for job in found if job.get_status(refresh=False) == state]
     return render_template(

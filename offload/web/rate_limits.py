@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from flask import Flask
 from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
 
-limiter = Limiter(key_func=get_remote_address)
+from offload.web.client_identity import client_key
+
+# Keyed by client (an IPv4 address or an IPv6 /64, as a trusted proxy reports it): client_identity.py.
+limiter = Limiter(key_func=client_key)
 
 
 def init_app(app: Flask) -> None:

@@ -12,8 +12,8 @@ from typing import Any
 
 from flask import Flask, Response, abort, current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge
-from werkzeug.middleware.proxy_fix import ProxyFix
 
+from offload.web import client_identity
 from offload.web.rate_limits import limiter
 
 CONTENT_SECURITY_POLICY = "; ".join(
@@ -62,7 +62,8 @@ def add_security_headers(response: Response) -> Response:
         response.headers.setdefault(name, value)
     if request.is_secure:
         response.headers.setdefault("Strict-Transport-Security", HSTS)
-    breached = limiter.current_limit if response.status_code == 429 else None
+    # A 429 that says when itself (a quota, web/quotas.py) keeps its own Retry-After.
+    breached = limiter.current_limit if response.status_code == 429 and "Retry-After" not in response.headers else None
     if breached is not None:
         response.headers["Retry-After"] = str(max(1, math.ceil(breached.reset_at - time.time())))
     return response
@@ -125,10 +126,8 @@ def refuse_oversized_stream() -> None:
 
 def init_app(app: Flask) -> None:
     """Trust ``TRUSTED_PROXY_COUNT`` proxies, add the headers, refuse unreadable forms."""
-    proxies = app.config["OFFLOAD_TRUSTED_PROXY_COUNT"]
-    if proxies:
-        # X-Forwarded-For gives the client's address (rate limits), -Proto says HTTPS (HSTS, cookies).
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)  # type: ignore[method-assign]  # Flask documents wrapping it
+    # The client's address (rate limits, quotas) and HTTPS (HSTS), as only a trusted proxy may say.
+    client_identity.install(app)
     app.after_request(add_security_headers)
     app.before_request(refuse_oversized_stream)  # before anything reads the body
     app.before_request(refuse_unreadable_form_names)  # before CSRFProtect's, which init_app adds later

@@ -25,6 +25,9 @@ class HostAppContext(WorkerBase):
         return get_state(self.flask_app)
 
     def bootstrap(self, *args: Any, **kwargs: Any) -> None:
+        if self.slot > 1:  # forked from slot 1 after its hooks ran: what they loaded is here (slots.py)
+            super().bootstrap(*args, **kwargs)
+            return
         started = time.perf_counter()
         for hook in self.offload.worker_startup:  # the job process inherits what these load (copy-on-write)
             with self.flask_app.app_context():

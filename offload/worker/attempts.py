@@ -72,6 +72,8 @@ class AttemptRecords(WorkerBase):
         # What RQ's version does (end time, job heartbeat), with the meta in the same write.
         job.ended_at = job.last_heartbeat = now()
         mapping = {"last_heartbeat": utcformat(job.last_heartbeat), "meta": job.serializer.dumps(job.meta)}
+        if self.hold_end_write(job, mapping):
+            return  # sent with the end-of-execution write, in the same round trip (roundtrips.py)
         self._until_redis_answers(f"recording the end of job {job.id}", job.connection.hset, job.key, mapping=mapping)
 
     def _handle_stopped_job(self, job: Job, queue, execution) -> None:

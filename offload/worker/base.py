@@ -26,6 +26,14 @@ if TYPE_CHECKING:
         last_cleaned_at: datetime | None  # type: ignore[assignment]  # RQ declares it None, then sets datetimes
         _current_job_id: str | None  # jobprocess, read by crash_reruns
         _killed_job_id: str | None  # crash_reruns
+        queue_depths: dict[str, int] | None  # holds, read by roundtrips for the dashboard
+        slot: int  # slots
+        slots: int  # slots, set by construction
+        _init_arguments: tuple[tuple[Any, ...], dict[str, Any]] | None  # slots, set by construction
+        _start_with_execution: bool  # roundtrips, set by jobprocess
+        _started_job_id: str | None  # roundtrips, set by jobprocess
+        _end_in_one: bool  # roundtrips, set by jobprocess
+        _idle_written: bool  # roundtrips, read by jobprocess
 
         @property
         def offload(self) -> State: ...  # appcontext
@@ -37,6 +45,8 @@ if TYPE_CHECKING:
         def _end_attempt(self, job: Job, outcome: str, error: str) -> dict[str, Any]: ...  # attempts
 
         def _restart_scheduler_if_stopped(self) -> None: ...  # scheduler_host
+
+        def hold_end_write(self, job: Job, mapping: dict[Any, str]) -> bool: ...  # roundtrips
 
 else:
     WorkerBase = object

@@ -28,6 +28,7 @@ from offload.queues import OffloadQueue
 from offload.worker.attempts import OffloadJob
 from offload.worker.base import WorkerBase
 from offload.worker.host import load_host_app
+from offload.worker.slots import slot_count
 
 PUBLIC_NAMES = {OffloadJob: "offload.worker.OffloadJob", OffloadQueue: "offload.queues.OffloadQueue"}
 
@@ -77,6 +78,15 @@ class Construction(WorkerBase):
         job_process_max_memory_mb: int | None = None,
         **kwargs: Any,
     ) -> None:
+        # What a slot's worker is built from (slots.py), as given.
+        self._init_arguments = (
+            (queues, *args),
+            {
+                **kwargs,
+                "job_process_max_jobs": job_process_max_jobs,
+                "job_process_max_memory_mb": job_process_max_memory_mb,
+            },
+        )
         # The host app: its context wraps every job, its config is the worker's (host.py).
         self.flask_app: Flask = load_host_app()
         config = self.flask_app.config
@@ -96,6 +106,7 @@ class Construction(WorkerBase):
             pool_kwargs["socket_connect_timeout"] = config["OFFLOAD_REDIS_CONNECT_TIMEOUT"]
         self.full_maintenance_interval: int = config["OFFLOAD_WORKER_FULL_MAINTENANCE_INTERVAL"]
         self.crash_reruns: int = config["OFFLOAD_CRASH_RERUNS"]
+        self.slots = slot_count(config["OFFLOAD_WORKER_SLOTS"])
         if job_process_max_jobs is None:
             job_process_max_jobs = config["OFFLOAD_JOB_PROCESS_MAX_JOBS"]
         if job_process_max_memory_mb is None:

@@ -32,8 +32,15 @@ class QueueHolds(WorkerBase):
     that took longer (the worker waited for it) is checked again: a hold may have begun meanwhile.
     So a busy worker reads the holds once per job, not twice."""
 
+    queue_depths: dict[str, int] | None = None
+    """Each listened queue's length at the last read of the holds (the dashboard's depth chart,
+    written with the end of the next job: offload.metrics.queue_job_record)."""
+
     def _read_holds(self) -> Holds:
-        return self._until_redis_answers("reading paused queues", read_holds, self.connection, self.name)
+        queues = {queue.name: queue.key for queue in self.queues}
+        holds = self._until_redis_answers("reading paused queues", read_holds, self.connection, self.name, queues)
+        self.queue_depths = holds.depths
+        return holds
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None):
         listened = list(self._ordered_queues)
@@ -48,6 +55,8 @@ class QueueHolds(WorkerBase):
             taking = [queue for queue in listened if holds.takes_from(queue.name)]
             if not taking:
                 if timeout is None:  # burst: nothing it may take now means done
+                    # An on-demand worker asks again while its queue holds jobs: not in a busy loop.
+                    self._wait_on_hold(self.hold_poll_interval)
                     return None
                 self._wait_on_hold(min(timeout, self.hold_poll_interval, idle_left or self.hold_poll_interval))
                 continue
@@ -65,6 +74,8 @@ class QueueHolds(WorkerBase):
                 self.reorder_queues(reference_queue=result[1])
                 listened = list(self._ordered_queues)
             if result is None:
+                if timeout is None and holds.any:
+                    self._wait_on_hold(self.hold_poll_interval)  # as above: a held burst run does not spin
                 if timeout is None or not holds.any:
                     return None
                 continue

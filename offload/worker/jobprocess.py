@@ -11,15 +11,14 @@ stop command (RQ's kill_horse), fails the job of a job process that died, and sh
 on SIGTERM. The job process dies with the worker (``PR_SET_PDEATHSIG``), so a job never runs on
 while maintenance re-runs it elsewhere.
 
-The parent waits for a report (``{"status", "retire"}``) under RQ's monitor, whose SIGALRM
-(every job-monitoring interval) may interrupt it: a report is read with that alarm deferred and kept
+The parent waits for a report (``{"status", "retire", "idle"}``) under RQ's monitor, whose SIGALRM
+(every job-monitoring interval) may interrupt it: a report is read with that alarm deferred
 and kept until the next job, so an alarm never splits or loses one.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import json
 import os
@@ -28,7 +27,6 @@ import resource
 import signal
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection, Pipe
@@ -43,34 +41,8 @@ from offload.jobs import unreadable
 from offload.worker import unknown_tasks
 from offload.worker.base import WorkerBase
 from offload.worker.outages import REDIS_ERRORS
-
-
-def die_with_parent(parent_pid: int) -> None:
-    """Have Linux SIGKILL this process when its parent dies (``prctl(PR_SET_PDEATHSIG)``)."""
-    if not sys.platform.startswith("linux"):
-        return
-    pr_set_pdeathsig = 1
-    if ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-    if os.getppid() != parent_pid:  # the parent died before the request took effect
-        os._exit(1)
-
-
-@contextlib.contextmanager
-def alarm_deferred() -> Iterator[None]:
-    """Hold back SIGALRM's handler (RQ's monitor raises from it) for the block; run it after.
-
-    Not a signal mask: the signal goes to any thread that does not block it (the pubsub
-    thread), and Python runs handlers in the main thread whichever thread received it. Call it
-    from the main thread."""
-    came: list[tuple[int, Any]] = []
-    previous = signal.signal(signal.SIGALRM, lambda signum, frame: came.append((signum, frame)))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGALRM, previous)
-        if came and callable(previous):
-            previous(*came[0])
+from offload.worker.parenting import alarm_deferred, die_with_parent
+from offload.worker.roundtrips import job_from_message, job_to_message
 
 
 @dataclass
@@ -92,6 +64,7 @@ class JobProcessRunner(WorkerBase):
     job_process_max_memory_mb: int = 1024
     _job_process: JobProcess | None = None
     _horse_result: tuple[Any, Any, Any] | None = None
+    _idle_reported: bool = False
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         refusal = unreadable(job)
@@ -104,14 +77,28 @@ class JobProcessRunner(WorkerBase):
         if self._until_redis_answers(f"setting job {job.id} aside", unknown_tasks.set_aside, self, job, queue):
             return  # not a task this worker knows: put back for one that does, or failed (unknown_tasks.py)
         try:
-            execution = self.prepare_execution(job)
+            # The job's process first, then its start (with its execution: roundtrips.py): whoever
+            # sees the job started can stop it (a kill-horse command needs a horse to kill).
+            self._current_job_id, self._killed_job_id, self._horse_result = job.id, None, None
+            self._horse_pid = self._ensure_job_process().pid
+            self._start_with_execution = True
+            try:
+                execution = self.prepare_execution(job)
+            finally:
+                self._start_with_execution = False
             self.fork_work_horse(job, queue)
+            self._idle_reported = False
             self.monitor_work_horse(job, queue, execution)
-            # Idle again: state and heartbeat in one round trip (RQ's loop sends them apart).
-            with self.connection.pipeline(transaction=False) as batch:
-                self.set_state(WorkerStatus.IDLE, pipeline=batch)
-                self.heartbeat(pipeline=batch)
-                batch.execute()
+            if self._idle_reported:
+                # The job process's end write set the worker idle and sent its heartbeat.
+                self._state = WorkerStatus.IDLE
+                self._heartbeat_expires_at = time.monotonic() + self.worker_ttl + 60
+            else:
+                # Idle again: state and heartbeat in one round trip (RQ's loop sends them apart).
+                with self.connection.pipeline(transaction=False) as batch:
+                    self.set_state(WorkerStatus.IDLE, pipeline=batch)
+                    self.heartbeat(pipeline=batch)
+                    batch.execute()
         except REDIS_ERRORS as exc:
             # Only the bookkeeping after the job ended gets here. A job that could not record
             # its end stays "started" until its heartbeat expires; maintenance then re-runs it.
@@ -123,13 +110,17 @@ class JobProcessRunner(WorkerBase):
     def fork_work_horse(self, job: Job, queue: Queue) -> None:
         execution = self.execution
         assert execution is not None
-        self._current_job_id, self._killed_job_id, self._horse_result = job.id, None, None
-        process = self._ensure_job_process()
+        process = self._job_process
+        if process is None or self._current_job_id != job.id or self._horse_pid != process.pid:
+            # Not prepared by execute_job (RQ's tests call this on its own).
+            self._current_job_id, self._killed_job_id, self._horse_result = job.id, None, None
+            process = self._ensure_job_process()
         message = {
             "job": job.id,
             "queue": queue.name,
             "execution": execution.id,
             "created_at": execution.created_at.timestamp(),
+            "hash": job_to_message(job),  # as started: the job process need not read it again
         }
         try:
             process.connection.send_bytes(json.dumps(message).encode())
@@ -179,6 +170,7 @@ class JobProcessRunner(WorkerBase):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(process.pid, signal.SIGKILL)
             return self._reap_job_process(block=True)
+        self._idle_reported = bool(report.get("idle"))
         if retire:
             self._reap_job_process(block=True)
         return process.pid, status, None
@@ -255,6 +247,7 @@ class JobProcessRunner(WorkerBase):
                     message = json.loads(connection.recv_bytes())
                 except (EOFError, OSError):
                     break
+                self._idle_written = False
                 status = self._run_one_job(message)
                 done += 1
                 retire = (
@@ -262,7 +255,8 @@ class JobProcessRunner(WorkerBase):
                     or done >= self.job_process_max_jobs
                     or self._peak_memory_mb() > self.job_process_max_memory_mb
                 )
-                connection.send_bytes(json.dumps({"status": status, "retire": retire}).encode())
+                report = {"status": status, "retire": retire, "idle": self._idle_written}
+                connection.send_bytes(json.dumps(report).encode())
                 if retire:
                     break
         finally:
@@ -273,14 +267,21 @@ class JobProcessRunner(WorkerBase):
         os.environ["RQ_WORKER_ID"] = self.name
         os.environ["RQ_JOB_ID"] = message["job"]
         try:
-            job = self.job_class.fetch(message["job"], connection=self.connection, serializer=self.serializer)
+            job = job_from_message(
+                self.job_class, message["job"], message["hash"], connection=self.connection, serializer=self.serializer
+            )
             job.redis_server_version = self.get_redis_server_version()
             queue = next(queue for queue in self.queues if queue.name == message["queue"])
             execution = Execution(message["execution"], job.id, connection=self.connection, worker_name=self.name)
             execution.created_at = execution.last_heartbeat = datetime.fromtimestamp(message["created_at"], tz=UTC)
             execution._job = job
             self.procline(f"Processing {job.func_name} from {queue.name} since {time.time()}")
-            self.perform_job(job, queue, execution)
+            # The worker wrote the start; the end goes in one round trip (roundtrips.py).
+            self._started_job_id, self._end_in_one = job.id, True
+            try:
+                self.perform_job(job, queue, execution)
+            finally:
+                self._started_job_id, self._end_in_one = None, False
         except Exception:
             self.log.exception("Worker %s: job process failed around job %s", self.name, message["job"])
             return UNKNOWN_EXIT  # as if it exited with 1: the parent fails the job "unexpectedly"

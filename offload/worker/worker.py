@@ -7,6 +7,7 @@ Run a worker exactly as production does::
 ===================  ==========================================================================
 construction.py      ``rq worker``'s arguments adapted: JSON, Offload's job/queue classes, settings
 appcontext.py        the host Flask app: preload hooks, its app context and job log around jobs
+slots.py             WORKER_SLOTS jobs at once: a worker per slot, forked after the preload
 scheduler_host.py    ``--with-scheduler`` runs Offload's SleepingScheduler (scheduler.py)
 attempts.py          a record of each attempt in the job's meta (OffloadJob starts it)
 retry_hints.py       a task's exception decides its retries (offload.retries)
@@ -39,6 +40,7 @@ from offload.worker.outages import REDIS_ERRORS, RedisOutages
 from offload.worker.retry_hints import RetryHints
 from offload.worker.roundtrips import RoundTrips
 from offload.worker.scheduler_host import SchedulerHosting
+from offload.worker.slots import Slots
 
 __all__ = ["REDIS_ERRORS", "OffloadJob", "OffloadWorker"]
 
@@ -46,6 +48,7 @@ __all__ = ["REDIS_ERRORS", "OffloadJob", "OffloadWorker"]
 class OffloadWorker(
     Construction,
     HostAppContext,
+    Slots,
     SchedulerHosting,
     AttemptRecords,
     RetryHints,
@@ -54,8 +57,8 @@ class OffloadWorker(
     CrashReruns,
     Maintenance,
     JobProcessRunner,
+    QueueHolds,  # before RoundTrips: it filters the queues RoundTrips' take script pops from
     RoundTrips,
-    QueueHolds,
     JobMetricsMixin,
     Worker,
 ):

@@ -7,6 +7,11 @@ origin), redirects are not followed, and the connect and read timeouts are setti
 - Timeouts, dropped connections, 429 and 5xx are transient: :class:`APIUnavailable`
   (a ``RetryLater``) carrying a jittered exponential backoff, or ``Retry-After`` if longer.
 - Any other answer outside 2xx is permanent: :class:`APIRejected` (a ``PermanentError``).
+
+``THIRD_PARTY_TOKEN`` never reaches a result or an error: an API that echoes the request (httpbin's
+``/headers``, ``/get``, ``/anything``) would otherwise hand it to whoever submitted the call, and to
+anyone the job page is shown to. It is cut from the answer's bytes and again from every key and
+string of the decoded JSON (:func:`redact`).
 """
 
 from __future__ import annotations
@@ -26,6 +31,9 @@ from offload.retries import PermanentError, RetryLater, backoff_delay
 
 MAX_BODY_BYTES = 64 * 1024
 """Most of the answer kept in the job result; the rest is cut (``truncated``)."""
+
+REDACTED = "[redacted]"
+"""What stands in a result where a secret was."""
 
 
 class APIUnavailable(RetryLater):
@@ -86,7 +94,7 @@ def call(config: Mapping[str, Any], path: str, payload: Any = None, retry_number
             httpx.Client(timeout=httpx.Timeout(read, connect=connect), headers=headers) as client,
             client.stream(method, url, json=payload) as response,
         ):
-            body, truncated = _read_capped(response)
+            body, truncated = _read_capped(response, secret=config["OFFLOAD_THIRD_PARTY_TOKEN"])
     except httpx.ConnectTimeout:
         raise APIUnavailable(f"could not connect within {connect} s ({what})", delay) from None
     except httpx.TimeoutException:
@@ -116,18 +124,42 @@ def call(config: Mapping[str, Any], path: str, payload: Any = None, retry_number
         "path": path,
         "elapsed_ms": elapsed_ms,
         "content_type": content_type,
-        "body": _decode(body, content_type, truncated),
+        # Again after decoding: JSON can spell the secret with escapes (\u0041...) the bytes did not show.
+        "body": redact(_decode(body, content_type, truncated), config["OFFLOAD_THIRD_PARTY_TOKEN"]),
         "truncated": truncated,
     }
 
 
-def _read_capped(response: httpx.Response) -> tuple[bytes, bool]:
+def _read_capped(response: httpx.Response, secret: str = "") -> tuple[bytes, bool]:
+    """Return up to MAX_BODY_BYTES of the answer, ``secret`` cut out, and whether more was cut off."""
     body = bytearray()
+    # Read past the cap by the secret's length, so a secret straddling it is cut out whole.
+    cap = MAX_BODY_BYTES + len(secret.encode())
+    truncated = False
     for chunk in response.iter_bytes():
         body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            return bytes(body[:MAX_BODY_BYTES]), True
-    return bytes(body), False
+        if len(body) > cap:
+            truncated = True
+            break
+    data = redact(bytes(body[:cap]), secret)
+    if len(data) > MAX_BODY_BYTES:
+        truncated = True
+    return data[:MAX_BODY_BYTES], truncated
+
+
+def redact(value: Any, secret: str) -> Any:
+    """Return ``value`` (bytes, text, or JSON) with every occurrence of ``secret`` replaced by REDACTED."""
+    if not secret:
+        return value
+    if isinstance(value, bytes):
+        return value.replace(secret.encode(), REDACTED.encode())
+    if isinstance(value, str):
+        return value.replace(secret, REDACTED)
+    if isinstance(value, list):
+        return [redact(item, secret) for item in value]
+    if isinstance(value, dict):
+        return {redact(key, secret): redact(item, secret) for key, item in value.items()}
+    return value
 
 
 def _decode(body: bytes, content_type: str, truncated: bool) -> Any:
