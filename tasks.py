@@ -20,6 +20,7 @@ from rq import Retry, get_current_job
 
 from offload import Offload, report_progress
 from offload.retries import backoff_intervals
+from offload.settings import all_queue_names
 
 offload = Offload()
 """The reference app's Offload; ``app.create_app`` sets it up on the app."""
@@ -262,7 +263,7 @@ def cleanup_expired() -> dict[str, int]:
     from offload.state import get_redis
     from offload.workloads import housekeeping
 
-    return housekeeping.cleanup_expired(get_redis(), current_app.config["OFFLOAD_QUEUES"])
+    return housekeeping.cleanup_expired(get_redis(), all_queue_names(current_app.config))
 
 
 @offload.task(

@@ -204,7 +204,7 @@ def make_registry(redis: Redis, queue_names: list[str]) -> CollectorRegistry:
 
 
 def all_queue_names(config: dict[str, Any]) -> list[str]:
-    return list(dict.fromkeys(config["OFFLOAD_QUEUES"] + config["OFFLOAD_ONDEMAND_QUEUES"]))
+    return settings.all_queue_names(config)
 
 
 def init_app(app: Flask) -> None:

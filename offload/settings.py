@@ -178,6 +178,11 @@ DEFAULTS: dict[str, Any] = {
 """Every Offload setting without its ``OFFLOAD_`` prefix, with its default."""
 
 
+def all_queue_names(config: Mapping[str, Any]) -> list[str]:
+    """Every queue the settings declare: the workers' (``QUEUES``), then the on-demand ones."""
+    return list(dict.fromkeys([*config["OFFLOAD_QUEUES"], *config["OFFLOAD_ONDEMAND_QUEUES"]]))
+
+
 def key(name: str) -> str:
     """Return the ``app.config`` key of setting ``name``: ``REDIS_URL`` -> ``OFFLOAD_REDIS_URL``."""
     return PREFIX + name

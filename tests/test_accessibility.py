@@ -75,7 +75,12 @@ def test_every_end_user_page_has_no_axe_violation_in_light_and_dark_mode(tab: Ta
     page.goto("/jobs")
     assert_accessible(page, "My jobs")
 
-    page.goto("/newsletter")
+    page.goto("/jobs/no-such-job")
+    assert_accessible(page, "a missing job")
+    page.goto("/login")
+    assert_accessible(page, "the login form")
+
+    tab.log_in("/newsletter")  # the newsletter is for signed-in users
     assert_accessible(page, "the newsletter form")
     page.get_by_label("Subject", exact=True).fill("Hello")
     page.get_by_label("Text", exact=True).fill("Hi there")
@@ -88,9 +93,6 @@ def test_every_end_user_page_has_no_axe_violation_in_light_and_dark_mode(tab: Ta
     expect(page).to_have_url(re.compile(r"/batches/[0-9a-f]{32}$"))
     expect(page.locator('[data-field="pending"]')).to_have_text("0", timeout=60_000)
     assert_accessible(page, "a newsletter batch")
-
-    page.goto("/jobs/no-such-job")
-    assert_accessible(page, "a missing job")
-    page.goto("/login")
-    assert_accessible(page, "the login form")
+    page.goto("/jobs")
+    assert_accessible(page, "My jobs with a newsletter")
     assert not tab.errors

@@ -7,7 +7,7 @@ import zlib
 
 import pytest
 
-from tests.conftest import queued_job_count
+from tests.conftest import log_in, queued_job_count
 
 
 def test_post_job_answers_202_with_location_and_the_job(client, redis):
@@ -119,6 +119,7 @@ def test_wrong_method_is_405_as_json(client):
 
 
 def test_a_refused_newsletter_answers_a_json_client_in_its_own_terms(client, redis):
+    log_in(client)  # the newsletter is for signed-in users
     body = {"subject": "Hi", "body": "Hello", "recipients": ["ada@example.org", "not-an-address"]}
 
     response = client.post("/api/newsletters", json=body)
@@ -147,7 +148,6 @@ def test_the_openapi_document_is_built_from_the_models_that_validate_the_forms(c
 
 
 def test_the_job_list_shows_a_client_its_own_jobs_in_pages_and_an_operator_every_job(app, client):
-    from tests.conftest import log_in
 
     made = [client.post("/api/jobs", json={"task": "crunch_numbers", "params": {"limit": 100}}) for _ in range(3)]
     ids = [response.get_json()["id"] for response in made]

@@ -388,6 +388,23 @@ def test_an_operator_cancels_a_job_scheduled_from_its_form(tab: Tab):
     assert not tab.errors
 
 
+def test_the_submitter_cancels_their_own_scheduled_job_from_its_page(tab: Tab):
+    page = tab.page
+    page.goto("/")
+    form = page.locator("#task-crunch_numbers form")
+    form.locator("summary").click()
+    form.get_by_label("Or after (seconds)").fill("3600")
+    form.get_by_role("button", name=re.compile("^Run ")).click()
+    job_id_of(tab)
+    expect(page.locator('[data-field="status"]')).to_have_text("scheduled")
+
+    page.get_by_role("button", name="Cancel this job").click()  # no operator login: the submitter's own
+
+    expect(page.locator('[data-field="status"]')).to_have_text("canceled")
+    expect(page.get_by_role("button", name="Cancel this job")).to_be_hidden()
+    assert not tab.errors
+
+
 # --------------------------------------------------------------------------- phone width
 
 

@@ -25,6 +25,7 @@ from tests.conftest import ROOT, process_env, wait_for
 def test_dev_command_starts_its_own_redis_runs_a_job_and_ctrl_c_stops_everything(tmp_path: Path):
     redis_port, web_port = dev.free_port(), dev.free_port()
     env = {**os.environ, "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0", "PORT": str(web_port)}
+    env.pop("THIRD_PARTY_URL", None)  # dev.py starts its own
     log = open(tmp_path / "dev.log", "wb")  # noqa: SIM115
     runner = subprocess.Popen(
         [sys.executable, "dev.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -43,6 +44,18 @@ def test_dev_command_starts_its_own_redis_runs_a_job_and_ctrl_c_stops_everything
             what="the job to end",
         )
         assert job["status"] == "finished" and job["result"]["primes_below_limit"] == 9592
+        # call_api's default target is the local flaky API dev.py started (offline-safe): its first
+        # call fails 503 and the retry gets through.
+        assert any("flaky-api" in " ".join(p.cmdline()) for p in spawned)
+        created = httpx.post(base + "/api/jobs", json={"task": "call_api", "params": {}})
+        job = wait_for(
+            lambda: (j := httpx.get(base + created.headers["Location"]).json())["ended"] and j,
+            timeout=90,
+            what="call_api to end",
+        )
+        assert job["status"] == "finished", job
+        assert [attempt["outcome"] for attempt in job["attempts"]] == ["failed", "finished"], job["attempts"]
+        assert "503" in job["attempts"][0]["error"]
 
         os.killpg(runner.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
         runner.wait(30)

@@ -31,7 +31,7 @@ from offload.ondemand import (
     workers_key,
 )
 from tasks import offload
-from tests.conftest import process_env, wait_for
+from tests.conftest import ended, process_env, wait_for
 from tests.fake_fly import FakeFly
 
 TASKS = offload.tasks
@@ -95,6 +95,26 @@ def test_job_on_an_ondemand_queue_starts_a_burst_worker_that_exits_once_drained(
     job = wait_for(lambda: (view := client.get(created.headers["Location"]).get_json())["ended"] and view, what="job")
     assert job["status"] == "finished" and job["result"]["primes_below_limit"] == 78498
     assert job["queue"] == QUEUE
+    wait_for(lambda: drained(redis) and not _running(pid), what="the burst worker to leave and exit")
+
+
+def test_a_job_scheduled_on_an_ondemand_queue_runs_on_time_on_a_worker_started_for_it(workers, redis):
+    from datetime import UTC, datetime, timedelta
+
+    from offload.queues import OffloadQueue
+
+    workers.start_worker()  # the README's worker, with the scheduler; it listens on other queues
+    queue = OffloadQueue(QUEUE, connection=redis, serializer=JSONSerializer)
+    due = datetime.now(UTC) + timedelta(seconds=3)
+    job = queue.enqueue_at(due, "tests.fixtures.echo", "later")
+    assert status(redis, job.id) == "scheduled" and not redis.hlen(workers_key(QUEUE))
+
+    (pid,) = [int(pid) for pid in wait_for(lambda: redis.hvals(workers_key(QUEUE)), what="a worker once it is due")]
+
+    finished = ended(job, timeout=60)
+    assert finished.get_status() == "finished" and finished.return_value() == "later"
+    started = finished.started_at.replace(tzinfo=UTC)
+    assert due <= started + timedelta(seconds=1) and started - due < timedelta(seconds=15), (due, started)
     wait_for(lambda: drained(redis) and not _running(pid), what="the burst worker to leave and exit")
 
 

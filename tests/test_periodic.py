@@ -152,3 +152,23 @@ def test_a_scheduler_waits_out_redis_but_a_misconfiguration_fails_loudly(redis, 
         assert "Redis unavailable (Connection refused)" in caplog.text
     finally:
         scheduler.release_locks()
+
+
+def test_the_digest_and_the_cleanup_cover_the_ondemand_queues(app, redis):
+    from rq import Queue, SimpleWorker
+    from rq.serializers import JSONSerializer
+
+    import tasks
+
+    queue = Queue("ondemand", connection=redis, serializer=JSONSerializer)
+    queue.enqueue("tasks.crunch_numbers", limit=100, meta={"task": "crunch_numbers"})
+    SimpleWorker([queue], connection=redis, serializer=JSONSerializer).work(burst=True)
+    # An entry whose job has expired, as RQ leaves them for the cleanup to drop.
+    redis.zadd("rq:finished:ondemand", {"long-gone": 1})
+
+    with app.app_context():
+        digest = housekeeping.hourly_digest(redis, app.config, hours=1, job_id=None)
+        tasks.cleanup_expired()
+
+    assert digest["jobs"] == {"crunch_numbers": {"finished": 1}}
+    assert redis.zscore("rq:finished:ondemand", "long-gone") is None

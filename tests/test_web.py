@@ -8,7 +8,7 @@ import re
 import pytest
 
 from app import create_app
-from tests.conftest import queued_job_count
+from tests.conftest import log_in, queued_job_count
 
 
 def test_index_lists_every_task_with_its_form(client):
@@ -145,6 +145,7 @@ def _described_by(html: str) -> dict[str, str]:
 def test_field_hints_are_tied_to_their_inputs(client):
     from tasks import offload
 
+    log_in(client)  # every form shows to the operator (some tasks are theirs only)
     described = _described_by(client.get("/").get_data(as_text=True))
     for task in offload.tasks.values():
         if task.own_form:
@@ -248,6 +249,7 @@ def test_a_failed_job_shows_its_submitter_a_sentence_not_a_class_path(client, re
 
 
 def test_a_newsletter_batch_shows_in_my_jobs_and_only_there(client, app):
+    log_in(client)  # the newsletter is for signed-in users
     data = {"subject": "Autumn <news>", "body": "Hello", "recipients": "ada@example.org\nbob@example.org"}
     batch_url = client.post("/newsletter", data=data).headers["Location"]
 
@@ -285,3 +287,13 @@ def test_the_submitter_cancels_their_own_scheduled_job_and_nobody_else_can(redis
     assert redis.zcard("rq:scheduled:default") == 0
     again = submitter.post(f"/jobs/{job_id}/withdraw", data={"csrf_token": token})
     assert again.status_code == 409
+
+
+def test_a_json_client_gets_json_errors_from_the_pages_too(client):
+    answer = client.get("/jobs/no-such-job", headers={"Accept": "application/json"})
+    refused = client.post("/jobs/no-such-job/withdraw", headers={"Accept": "application/json"})
+    browser = client.get("/jobs/no-such-job", headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
+
+    assert answer.status_code == 404 and answer.get_json()["error"].startswith("No such job")
+    assert refused.status_code == 403 and "cancel" in refused.get_json()["error"]
+    assert browser.status_code == 404 and "<!doctype html>" in browser.get_data(as_text=True).lower()

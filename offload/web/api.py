@@ -247,12 +247,13 @@ def cancel_job(job_id: str):
     session cookie alone cannot be abused (this blueprint is exempt from the forms' CSRF token).
     """
     operator = is_operator()
-    if jobs.fetch_job(job_id) is None:
+    job = jobs.fetch_job(job_id)
+    if job is None or not access.may_read(job):
         abort(404, "No such job: it never existed or its result has expired.")
     if not operator and not mine.submitted(job_id):
         abort(403, "Only the client that started this job (its session cookie), or an operator, can cancel it.")
-    job = control.cancel(job_id)
-    return jsonify(jobs.job_view(job, with_traceback=operator, with_log=False))
+    canceled = control.cancel(job_id)
+    return jsonify(jobs.job_view(canceled, with_traceback=operator, with_log=False))
 
 
 @bp.get("/jobs/<job_id>")

@@ -19,8 +19,15 @@ JSON_PREFIXES = ("/api/",)
 
 
 def wants_json() -> bool:
-    """True when the request is for the JSON API (its blueprint, or a path under it)."""
-    return request.blueprint == "api" or request.path.startswith(JSON_PREFIXES)
+    """True when the request is for the JSON API (its blueprint, or a path under it), or its client
+    asks for JSON before HTML (``Accept``), wherever it calls."""
+    if request.blueprint == "api" or request.path.startswith(JSON_PREFIXES):
+        return True
+    accepted = request.accept_mimetypes
+    return (
+        accepted.best_match(["text/html", "application/json"]) == "application/json"
+        and accepted["application/json"] > accepted["text/html"]
+    )
 
 
 def error_response(status: int, message: str, **extra: Any) -> Response:

@@ -162,7 +162,8 @@ def job_request(task: Task) -> type[BaseModel]:
 def _errors(*codes: int) -> dict[str, Any]:
     reasons = {
         400: "The request is invalid; the fields say why. Nothing was enqueued.",
-        403: "Not yours: only the browser or client that started the job (its session cookie), or an operator.",
+        401: "This task is for signed-in users or the operator: log in first.",
+        403: "Not yours: a task above your access level, or a job another client started.",
         404: "No such job, task or batch (never existed, or expired).",
         405: "This method is not allowed here.",
         409: "The job is in a state that does not allow this.",
@@ -257,7 +258,7 @@ def document(tasks: Mapping[str, Task]) -> dict[str, Any]:
                     "requestBody": json_body,
                     "responses": {
                         "202": _answer("Enqueued (or scheduled).", "JobView", headers=location),
-                        **_errors(400, 404, 413, 415, 429, 503),
+                        **_errors(400, 401, 403, 404, 413, 415, 429, 503),
                     },
                 },
                 "get": {
@@ -289,7 +290,7 @@ def document(tasks: Mapping[str, Task]) -> dict[str, Any]:
                     "responses": {
                         "202": _answer("Enqueued.", "Batch", headers=location),
                         "400": _answer("Refused; nothing was enqueued.", "NewsletterError"),
-                        **_errors(413, 415, 429, 503),
+                        **_errors(401, 403, 413, 415, 429, 503),
                     },
                 }
             },

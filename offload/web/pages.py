@@ -207,7 +207,8 @@ def job_list():
     state = request.args.get("state") or None
     if state is not None and state not in jobs.LISTED_STATES:
         abort(400, f"Unknown state filter; use one of: {', '.join(jobs.LISTED_STATES)}.")
-    found = jobs.newest_first([job for job in jobs.fetch_jobs(mine.job_ids()) if access.may_read(job)])
+    found = [job for job in jobs.fetch_jobs(mine.job_ids()) if access.may_read(job)]
+    found = jobs.newest_first(found)
     if state is not None:
         found = [job for job in found if job.get_status(refresh=False) == state]
     return render_template(

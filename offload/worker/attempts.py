@@ -76,12 +76,13 @@ class AttemptRecords(WorkerBase):
             return  # sent with the end-of-execution write, in the same round trip (roundtrips.py)
         self._until_redis_answers(f"recording the end of job {job.id}", job.connection.hset, job.key, mapping=mapping)
 
-    def _handle_stopped_job(self, job: Job, queue, execution) -> None:
-        # RQ fails a stopped job without an end time and without touching its meta: record both,
-        # or the attempt would read "running" for ever (on the page and in the API).
-        job.ended_at = now()
-        self._until_redis_answers(f"recording the stop of job {job.id}", self._record_stop, job)
-        super()._handle_stopped_job(job, queue, execution)
+    def handle_job_failure(self, job, queue, started_job_registry=None, exc_string="", execution=None):
+        # A stopped job: RQ fails it without an end time and without touching its meta. Record
+        # both, or its attempt would read "running" for ever (on the page and in the API).
+        if self._stopped_job_id is not None and self._stopped_job_id == job.id:
+            job.ended_at = now()
+            self._until_redis_answers(f"recording the stop of job {job.id}", self._record_stop, job)
+        super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
 
     def _record_stop(self, job: Job) -> None:
         meta = self._end_attempt(job, "stopped", STOPPED_ON_REQUEST)

@@ -34,6 +34,8 @@ RQ_OVERRIDES: tuple[Override, ...] = (
     _o(W, "_start_scheduler", "offload.worker.scheduler_host", "PRIVATE: RQ has no hook for the scheduler class"),
     _o(W, "handle_execution_ended", "offload.worker.attempts", "ends the attempt record in RQ's end write"),
     _o(W, "handle_job_failure", "offload.worker.retry_hints", "the exception's retry hints before RQ's retry"),
+    _o(W, "handle_exception", "offload.worker.retry_hints", "a retried attempt is a one-line warning, not an error"),
+    _o(W, "handle_job_failure", "offload.worker.attempts", "a stopped job's attempt and end time"),
     _o(W, "handle_job_failure", "offload.worker.lease", "a job given up (lease lost) is left to maintenance"),
     _o(W, "handle_job_failure", "offload.metrics", "counts the failed attempt"),
     _o(W, "prepare_execution", "offload.worker.lease", "starts the job's lease"),
@@ -91,7 +93,7 @@ RQ_OVERRIDES: tuple[Override, ...] = (
     _o(S, "enqueue_scheduled_jobs", "offload.periodic", "also enqueues due periodic jobs"),
     _o(S, "__init__", "offload.worker.scheduler", "its longest sleep"),
     _o(S, "request_stop", "offload.worker.scheduler", "ends a sleep at once"),
-    _o(S, "enqueue_scheduled_jobs", "offload.worker.scheduler", "notes the round"),
+    _o(S, "enqueue_scheduled_jobs", "offload.worker.scheduler", "notes the round; starts on-demand workers"),
     _o(S, "work", "offload.worker.scheduler", "sleeps until a job is due; waits Redis out"),
     _o(S, "start", "offload.worker.scheduler", "stop signals held until the process can handle them"),
 )

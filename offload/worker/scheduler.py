@@ -23,8 +23,9 @@ from typing import Any
 
 import redis.exceptions
 from redis.client import PubSub
+from rq import Queue
 
-from offload import periodic
+from offload import ondemand, periodic
 from offload.queues import WAKE_CHANNEL
 
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
@@ -40,8 +41,11 @@ class _Wake(Exception):
 class SleepingScheduler(periodic.OffloadScheduler):
     """Offload's scheduler (RQ's, plus periodic jobs), sleeping until a job is due or a queue wakes it."""
 
-    def __init__(self, *args: Any, max_sleep: int = MAX_SLEEP, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, max_sleep: int = MAX_SLEEP, ondemand_backend: ondemand.Backend | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, interval=max_sleep, **kwargs)
+        self.ondemand_backend = ondemand_backend
         self._sleeping = False
         self._last_round = 0.0
 
@@ -53,6 +57,22 @@ class SleepingScheduler(periodic.OffloadScheduler):
     def enqueue_scheduled_jobs(self) -> None:
         self._last_round = time.time()
         super().enqueue_scheduled_jobs()
+        self.start_ondemand_workers()
+
+    def start_ondemand_workers(self) -> None:
+        """Start a worker for each on-demand queue of ours that jobs just moved to (none listens there)."""
+        if self.ondemand_backend is None:
+            return
+        for name in self.config["OFFLOAD_ONDEMAND_QUEUES"]:
+            if name not in self.acquired_locks or not self.connection.llen(Queue(name, connection=self.connection).key):
+                continue
+            try:
+                ondemand.ensure_worker(
+                    self.connection, self.ondemand_backend, name, self.config["OFFLOAD_ONDEMAND_MAX_WORKERS"]
+                )
+            except ondemand.OnDemandError as exc:
+                # The jobs stay queued; the next round (or the next submit) tries again.
+                self.log.error("Scheduler: no on-demand worker could be started for queue %s: %s", name, exc)
 
     def seconds_until_due(self) -> float | None:
         """Return how long until a job in our queues is due (<= 0: now), or None if none ever is."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.scheduler import RQScheduler
 
+from offload import ondemand
 from offload.worker.base import WorkerBase
 from offload.worker.scheduler import SleepingScheduler
 
@@ -22,15 +23,33 @@ class SchedulerHosting(WorkerBase):
         log_format: str = DEFAULT_LOGGING_FORMAT,
     ) -> None:
         # RQ 3.0.0's own method (private: RQ has no hook for the scheduler class), with ours.
+        # It also schedules the on-demand queues, which no long-lived worker listens on: else a
+        # job scheduled there (or a periodic one) would never be moved to its queue, nor a worker
+        # started for it.
+        config = self.flask_app.config
+        names = [queue.name for queue in self.queues]
+        extra = [name for name in config["OFFLOAD_ONDEMAND_QUEUES"] if name not in names]
+        queues = [
+            *self.queues,
+            *(self.queue_class(name, connection=self.connection, serializer=self.serializer) for name in extra),
+        ]
+        backend = None
+        if config["OFFLOAD_ONDEMAND_QUEUES"]:
+            with self.flask_app.app_context():
+                try:
+                    backend = ondemand.make_backend(config)
+                except ondemand.OnDemandError as exc:
+                    self.log.error("Scheduler: on-demand queues get no worker when their jobs are due: %s", exc)
         self.scheduler = SleepingScheduler(
-            self.queues,
+            queues,
             connection=self.connection,
             logging_level=logging_level if logging_level is not None else self.log.level,
             date_format=date_format,
             log_format=log_format,
             serializer=self.serializer,
-            config=self.flask_app.config,
+            config=config,
             tasks=self.offload.tasks,
+            ondemand_backend=backend,
         )
         self.scheduler.acquire_locks()
         if self.scheduler.acquired_locks:
@@ -52,5 +71,6 @@ class SchedulerHosting(WorkerBase):
                 self.scheduler.acquire_locks(auto_start=True)
 
     def _scheduler_lock_free(self) -> bool:
-        keys = [RQScheduler.get_locking_key(queue.name) for queue in self.queues]
+        assert self.scheduler is not None
+        keys = [RQScheduler.get_locking_key(name) for name in self.scheduler._queue_names]
         return self.connection.exists(*keys) < len(keys)

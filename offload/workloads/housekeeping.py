@@ -21,6 +21,7 @@ from rq.job import Job
 from rq.registry import clean_registries
 from rq.serializers import JSONSerializer
 
+from offload.settings import all_queue_names
 from offload.workloads import newsletter
 
 DIGESTS_KEY = "offload:digests"
@@ -30,7 +31,8 @@ DIGESTS_KEPT = 48
 
 
 def cleanup_expired(redis: Redis, queue_names: list[str]) -> dict[str, int]:
-    """Drop index entries of expired newsletters and groups, and clean RQ's registries; return the counts."""
+    """Drop index entries of expired newsletters and groups, and clean RQ's registries of ``queue_names``
+    (every queue: ``settings.all_queue_names``, on-demand ones included); return the counts."""
     batch_ids = [raw.decode() for raw in redis.zrange(newsletter.INDEX_KEY, 0, -1)]
     with redis.pipeline(transaction=False) as pipe:
         for batch_id in batch_ids:
@@ -55,7 +57,7 @@ def hourly_digest(redis: Redis, config: Mapping[str, Any], hours: int, job_id: s
     end = time.time()
     start = end - hours * 3600
     counts: dict[str, Counter[str]] = {}
-    for name in config["OFFLOAD_QUEUES"]:
+    for name in all_queue_names(config):  # the on-demand queues' jobs end too
         queue = Queue(name, connection=redis, serializer=JSONSerializer)
         for status, registry in (("finished", queue.finished_job_registry), ("failed", queue.failed_job_registry)):
             ids = registry.get_job_ids()
