@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, request
@@ -67,33 +67,20 @@ def task_label(job: Job) -> str:
         return "unreadable"
 
 
-def record_job(
-    redis: Redis,
-    job: Job,
-    outcome: str,
-    seconds: float | None = None,
-    ended: str | None = None,
-    depths: Mapping[str, int] | None = None,
-) -> None:
+def record_job(redis: Redis, job: Job, outcome: str, seconds: float | None = None, ended: str | None = None) -> None:
     """Count one attempt of ``job`` reaching ``outcome`` (:func:`queue_job_record`), one round trip."""
     with redis.pipeline(transaction=False) as pipe:
-        queue_job_record(pipe, job, outcome, seconds, ended, depths)
+        queue_job_record(pipe, job, outcome, seconds, ended)
         pipe.execute()
 
 
 def queue_job_record(
-    pipe: Pipeline,
-    job: Job,
-    outcome: str,
-    seconds: float | None = None,
-    ended: str | None = None,
-    depths: Mapping[str, int] | None = None,
+    pipe: Pipeline, job: Job, outcome: str, seconds: float | None = None, ended: str | None = None
 ) -> None:
     """Add the commands of :func:`record_job` to ``pipe`` (the worker sends them with the job's own
     writes): an ended attempt also counts, as ``ended`` (finished, failed or retried), in the
-    dashboard's per-minute throughput (offload.throughput), and the queue ``depths`` the worker
-    read before taking the job are noted there. Plain commands only: the worker may run them
-    inside its end-of-job script."""
+    dashboard's per-minute throughput (offload.throughput). Plain commands only: the worker runs
+    them inside its end-of-job script."""
     label = task_label(job)
     pipe.sadd(TASKS_KEY, label)
     pipe.hincrby(task_key(label), outcome, 1)
@@ -104,8 +91,6 @@ def queue_job_record(
         pipe.hincrby(task_key(label), "count", 1)
     if ended is not None:
         throughput.record_outcome(pipe, job.origin, label, ended)
-    if depths:
-        throughput.record_depths(pipe, depths)
 
 
 def job_duration(job: Job) -> float | None:

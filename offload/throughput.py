@@ -8,23 +8,24 @@ One hash per minute, ``offload:throughput:<minute>`` (minutes since the epoch), 
   ended ``finished``, ``failed`` (stopped included) or ``retried`` (failed, with a retry to come);
 - ``depth|<queue>``: jobs waiting in the queue, as last seen in that minute.
 
-Cost. Per job attempt, 5 commands and no extra round trip: at its end 2 HINCRBY and an EXPIRE
+Cost. Per job attempt that ends, 3 commands and no extra round trip: 2 HINCRBY and an EXPIRE
 (:func:`record_outcome`), sent with the commands the worker already sends for the job's end
-and metrics; at its start an HSET of the queues' lengths and an EXPIRE (:func:`record_depths`),
-sent with the job's start transaction. The lengths themselves are read with the worker's
-once-per-cycle read of the holds (offload.holds: an LLEN per queue in that round trip). Memory (MEMORY USAGE,
-measured by tests/test_throughput.py): with 3 queues and 8 tasks busy every minute (36 fields a
-minute), ~970 bytes a minute, 1.4 MB for a full day; an idle minute costs nothing. Reading the
+and metrics. Queue depths are sampled apart from jobs (:func:`add_depth_samples`, an EVAL per
+queue copying its LLEN): by each worker in the round trip in which it reads the holds (every
+5 s while it works, at most every dequeue wait, 20 s, while idle: offload/worker/holds.py),
+and by the dashboard at every read. Memory (MEMORY USAGE,
+measured by tests/test_throughput.py): with 3 queues and 8 tasks busy every minute (33 fields a
+minute), ~840 bytes a minute, 1.2 MB for a full day; an idle minute costs nothing. Reading the
 dashboard costs one round trip: 60 HGETALLs for the last hour, 1440 for the last day, in one pipeline.
 
-A queue no worker takes from has no attempt ending on it; while an operator watches the
-dashboard, each of its reads also samples every queue's depth (:func:`sample_depths`).
+A queue no worker listens to (an on-demand queue between its workers) is sampled only while an
+operator watches the dashboard.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 from redis import Redis
@@ -64,21 +65,18 @@ def record_outcome(pipe: Pipeline, queue: str, task: str, outcome: str, moment: 
     pipe.expire(key, KEEP_SECONDS)
 
 
-def record_depths(pipe: Pipeline, depths: Mapping[str, int], moment: float | None = None) -> None:
-    """Add to ``pipe`` the commands that note each queue's length in ``depths`` in this minute's hash."""
-    if depths:
-        key = bucket_key(minute_of(moment))
-        pipe.hset(key, mapping={f"depth|{name}": length for name, length in depths.items()})
-        pipe.expire(key, KEEP_SECONDS)
+def add_depth_samples(pipe: Pipeline, queues: Iterable[str], moment: float | None = None) -> None:
+    """Add to ``pipe`` the commands that note every one of ``queues``' depth in this minute's hash."""
+    key = bucket_key(minute_of(moment))
+    for name in queues:
+        pipe.eval(_COPY_DEPTH, 2, key, f"rq:queue:{name}", f"depth|{name}")
+    pipe.expire(key, KEEP_SECONDS)
 
 
 def sample_depths(redis: Redis, queues: Iterable[str], moment: float | None = None) -> None:
     """Note every one of ``queues``' depth in this minute's hash (one round trip)."""
-    key = bucket_key(minute_of(moment))
     with redis.pipeline(transaction=False) as pipe:
-        for name in queues:
-            pipe.eval(_COPY_DEPTH, 2, key, f"rq:queue:{name}", f"depth|{name}")
-        pipe.expire(key, KEEP_SECONDS)
+        add_depth_samples(pipe, queues, moment)
         pipe.execute()
 
 

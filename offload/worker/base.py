@@ -26,7 +26,6 @@ if TYPE_CHECKING:
         last_cleaned_at: datetime | None  # type: ignore[assignment]  # RQ declares it None, then sets datetimes
         _current_job_id: str | None  # jobprocess, read by crash_reruns
         _killed_job_id: str | None  # crash_reruns
-        queue_depths: dict[str, int] | None  # holds, read by roundtrips for the dashboard
         slot: int  # slots
         slots: int  # slots, set by construction
         _init_arguments: tuple[tuple[Any, ...], dict[str, Any]] | None  # slots, set by construction

@@ -1,12 +1,15 @@
 """Paused queues and quiet workers (offload.holds): the worker leaves them alone.
 
-Before each dequeue the worker reads the holds (one round trip) and listens only on the
-queues it may take from; while any hold is on, it waits at most ``hold_poll_interval``
-seconds at a time, so a resumed queue or a woken worker takes jobs again within that time.
-A job that the worker waited for (the hold may have begun meanwhile) is checked again once
-it comes, and put back at the front of its queue, untouched, if its queue is now paused or
-the worker quiet. A quiet worker with nothing to listen on stays registered (idle,
-heartbeating, maintaining) until it is woken or stopped.
+The worker keeps the holds it last read and reads them again (one round trip) when a change is
+published on ``holds.CHANGED_CHANNEL`` (its pub/sub thread marks them stale), when they are
+older than ``hold_max_age``, or before its first dequeue: a busy worker pays no round trip per
+job. Before each dequeue it listens only on the queues it may take from; while any hold is on
+it waits at most ``hold_poll_interval`` seconds at a time, so a resumed queue or a woken worker
+takes jobs again within that time. A job that comes after a hold began (a worker waiting on an
+empty queue that is then paused) is put back at the front of its queue, untouched. A quiet
+worker with nothing to listen on stays registered (idle, heartbeating, maintaining) until it is
+woken or stopped. It filters the queues before roundtrips.py's take script sees them. The
+round trip that reads the holds also samples the queues' depths for the dashboard.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from rq.job import Job
 from rq.queue import Queue
 from rq.worker import WorkerStatus
 
-from offload.holds import Holds, forget_worker, read_holds
+from offload.holds import CHANGED_CHANNEL, Holds, add_read, forget_worker, parse_read
+from offload.throughput import add_depth_samples
 from offload.worker.base import WorkerBase
 
 
@@ -26,21 +30,40 @@ class QueueHolds(WorkerBase):
     """Worker mixin: skip paused queues; take nothing while quiet."""
 
     hold_poll_interval: int = 2
-    """Seconds between two reads of the holds while one is on."""
-    hold_recheck_after: float = 0.05
-    """A job that came off its queue this soon after the holds were read is taken as read then; one
-    that took longer (the worker waited for it) is checked again: a hold may have begun meanwhile.
-    So a busy worker reads the holds once per job, not twice."""
+    """Seconds between two looks at the holds while one is on."""
+    hold_max_age: float = 5.0
+    """Seconds the holds read are trusted without a change message (a lost message costs this)."""
+    _holds: Holds | None = None
+    _holds_read_at: float = 0.0
+    _holds_stale: bool = True
 
-    queue_depths: dict[str, int] | None = None
-    """Each listened queue's length at the last read of the holds (the dashboard's depth chart,
-    written with the end of the next job: offload.metrics.queue_job_record)."""
+    def _current_holds(self) -> Holds:
+        """The holds, read again only when changed, old, or never read."""
+        if self._holds is None or self._holds_stale or time.monotonic() - self._holds_read_at > self.hold_max_age:
+            self._holds_stale = False  # before the read: a change published during it marks them again
+            self._holds = self._until_redis_answers("reading paused queues", self._read_holds_and_depths)
+            self._holds_read_at = time.monotonic()
+        return self._holds
 
-    def _read_holds(self) -> Holds:
-        queues = {queue.name: queue.key for queue in self.queues}
-        holds = self._until_redis_answers("reading paused queues", read_holds, self.connection, self.name, queues)
-        self.queue_depths = holds.depths
-        return holds
+    def _read_holds_and_depths(self) -> Holds:
+        """Read the holds, and note the queues' depths for the dashboard in the same round trip."""
+        with self.connection.pipeline(transaction=False) as pipe:
+            add_read(pipe, self.name)
+            add_depth_samples(pipe, [queue.name for queue in self.queues])
+            return parse_read(pipe.execute()[:2])
+
+    def _holds_changed(self, message: object) -> None:
+        """On the pub/sub thread: a hold changed; read them again before the next dequeue."""
+        self._holds_stale = True
+
+    def subscribe(self) -> None:
+        # RQ's subscribe, with the holds' channel on the same connection and thread.
+        self.log.info("Worker %s: subscribing to channels %s, %s", self.name, self.pubsub_channel_name, CHANGED_CHANNEL)
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload, CHANGED_CHANNEL: self._holds_changed})
+        self.pubsub_thread = self.pubsub.run_in_thread(  # type: ignore[assignment]  # RQ declares it None, then sets a thread
+            sleep_time=60, daemon=True, exception_handler=self._pubsub_exception_handler
+        )
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None):
         listened = list(self._ordered_queues)
@@ -51,7 +74,7 @@ class QueueHolds(WorkerBase):
                 idle_left = max(0, math.ceil(max_idle_time - (time.monotonic() - idle_since)))
                 if idle_left == 0:
                     return None
-            holds = self._read_holds()
+            holds = self._current_holds()
             taking = [queue for queue in listened if holds.takes_from(queue.name)]
             if not taking:
                 if timeout is None:  # burst: nothing it may take now means done
@@ -62,10 +85,9 @@ class QueueHolds(WorkerBase):
                 continue
             limit = idle_left
             if holds.any and timeout is not None:
-                # RQ's loop waits for a job until max_idle_time; this makes it come back to read the holds.
+                # RQ's loop waits for a job until max_idle_time; this makes it come back to the holds.
                 limit = min(self.hold_poll_interval, idle_left) if idle_left is not None else self.hold_poll_interval
             self._ordered_queues = taking
-            asked_at = time.monotonic()
             try:
                 result = super().dequeue_job_and_maintain_ttl(timeout, limit)
             finally:
@@ -80,7 +102,7 @@ class QueueHolds(WorkerBase):
                     return None
                 continue
             job, queue = result
-            if time.monotonic() - asked_at < self.hold_recheck_after or self._read_holds().takes_from(queue.name):
+            if self._current_holds().takes_from(queue.name):
                 return result
             self._put_back(job, queue)
 

@@ -80,6 +80,7 @@ RQ_OVERRIDES: tuple[Override, ...] = (
     _o(W, "handle_job_failure", "offload.worker.roundtrips", "writes a held attempt end first"),
     _o(W, "dequeue_job_and_maintain_ttl", "offload.worker.holds", "skips paused queues; a quiet worker takes none"),
     _o(W, "register_death", "offload.worker.holds", "forgets the worker's quiet mark"),
+    _o(W, "subscribe", "offload.worker.holds", "also listens for changes of the holds"),
     # rq.job.Job
     _o(J, "prepare_for_execution", "offload.worker.attempts", "starts the attempt record in RQ's started write"),
     _o(J, "restore", "offload.legacy", "callback paths stored by earlier releases, read as they are now"),

@@ -179,7 +179,7 @@ class RoundTrips(WorkerBase):
             pipeline.persist(job.key)
             if len(self.queues) == 1:
                 pipeline.lrem(self.queues[0].intermediate_queue_key, 1, job.id)
-            queue_job_record(pipeline, job, "started", depths=self.queue_depths)  # read with the holds
+            queue_job_record(pipeline, job, "started")
             options = {id(args): kwargs for args, kwargs in pipeline.command_stack}
             pipeline.command_stack = [
                 (args, options.get(id(args), {})) for args in coalesce([args for args, _ in pipeline.command_stack])

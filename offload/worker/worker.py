@@ -17,7 +17,8 @@ crash_reruns.py      crashes recorded and re-run (CRASH_RERUNS); deliberate kill
 maintenance.py       a dead worker's jobs found within a minute, cheaply
 jobprocess.py        fork once, run jobs over a pipe (speed of SimpleWorker, safety of a fork)
 roundtrips.py        heartbeat and state writes batched or skipped
-holds.py             paused queues skipped; a quiet worker takes no more jobs (offload.holds)
+holds.py             paused queues skipped; a quiet worker takes no more jobs (offload.holds);
+                     queue depths sampled for the dashboard in the same round trip
 ===================  ==========================================================================
 
 Every RQ method these override is listed in overrides.py (checked by tests/test_worker_overrides.py).
