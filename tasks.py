@@ -169,7 +169,9 @@ timeout, a worker that died mid-call)."""
     timeout=60,
     retry=CALL_API_RETRY,
     concurrency_limit="OFFLOAD_THIRD_PARTY_CONCURRENCY",
-    stored_bytes=80 * 1024,  # the answer's body is cut at 64 KiB (thirdparty.MAX_BODY_BYTES)
+    # The answer's body is cut at 64 KiB (thirdparty.MAX_BODY_BYTES); stored as JSON, escapes can
+    # make text up to 6 times longer (\ufffd for each undecodable byte, \u0001 for a control character).
+    stored_bytes=400 * 1024,
 )
 def call_api(
     path: Annotated[

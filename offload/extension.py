@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
-from typing import Any, TypeVar, Unpack, overload
+from typing import Any, TypeVar, Unpack, cast, overload
 
 from flask import Flask
 from rq.job import Job
@@ -19,7 +19,7 @@ from offload import cli, jobs, settings
 from offload.connection import connect
 from offload.exceptions import UnknownTask
 from offload.queues import make_queues
-from offload.registry import Task, TaskOptions, TaskRegistry
+from offload.registry import Task, TaskOptions, TaskRegistry, with_result_cap
 from offload.state import EXTENSION_KEY, State, get_state
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -65,12 +65,14 @@ class Offload:
         jobs of every task naming it are queued or running at once, across all workers.
         ``access`` ("public", "user", "operator") says who may submit it and read its jobs;
         ``cpu_cost`` (seconds, or a function of the validated params) and ``stored_bytes`` are
-        what a job is charged against its client's quotas. The function stays callable as it was.
+        what a job is charged against its client's quotas; a result larger than ``stored_bytes``
+        fails its job (``ResultTooLarge``). The function stays callable as it was.
         """
 
         def register(function: F) -> F:
-            self.tasks.register(function, **options)
-            return function
+            task = self.tasks.register(function, **options)
+            # The module's name for the function is what RQ imports and runs: the capped one.
+            return cast(F, with_result_cap(task))
 
         return register(func) if func is not None else register
 

@@ -171,8 +171,9 @@ def human_error(line: str | None) -> str | None:
     if not line:
         return line
     text = line.strip()
-    if "work-horse terminated" in text.lower() or "work horse" in text.lower():
-        return "Stopped on request." if text.lower().startswith("job stopped by user") else _WORKER_DIED
+    lowered = text.lower()
+    if "work-horse terminated" in lowered or "work horse" in lowered or "abandonedjoberror" in lowered:
+        return "Stopped on request." if lowered.startswith("job stopped by user") else _WORKER_DIED
     match = _ERROR_CLASS.match(text)
     if match is None:  # already a sentence (e.g. "timed out after 30 s", "stopped on request")
         message = text

@@ -11,7 +11,9 @@ policy, result TTL, concurrency cap, who may run it (``access``) and what a job 
 
 from __future__ import annotations
 
+import functools
 import inspect
+import json
 import typing
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from rq import RateLimit, Retry
 
 from offload.exceptions import InvalidParams
+from offload.retries import PermanentError
 
 
 class Access(StrEnum):
@@ -39,6 +42,11 @@ class Access(StrEnum):
 
 DEFAULT_STORED_BYTES = 16 * 1024
 """What a job is taken to keep in Redis besides its arguments (its result) unless its task says."""
+
+
+class ResultTooLarge(PermanentError):
+    """A job returned more than its task declares (``stored_bytes``); it fails instead of storing it."""
+
 
 CpuCost = float | Callable[[BaseModel], float]
 
@@ -190,6 +198,28 @@ class TaskRegistry(MutableMapping[str, Task]):
 
     def __len__(self) -> int:
         return len(self._by_name)
+
+
+def with_result_cap(task: Task) -> Callable[..., Any]:
+    """Return ``task``'s function, wrapped so a result larger than its ``stored_bytes`` fails the job
+    (:class:`ResultTooLarge`, not retried) instead of being stored: the bytes quota charges what a
+    task declares, and this keeps the declaration true. Files a job stores are capped apart
+    (``ARTIFACT_MAX_BYTES``)."""
+    func = task.func
+
+    @functools.wraps(func)
+    def capped(*args: Any, **kwargs: Any) -> Any:
+        result = func(*args, **kwargs)
+        # Measured as RQ's JSON serializer stores it (non-ASCII text escaped).
+        size = len(json.dumps(result, default=str).encode())
+        if size > task.stored_bytes:
+            raise ResultTooLarge(
+                f"the result is {size} bytes, over the {task.stored_bytes} "
+                f"that task {task.name} declares (stored_bytes)"
+            )
+        return result
+
+    return capped
 
 
 def params_model(func: Callable[..., Any]) -> type[BaseModel]:

@@ -6,41 +6,19 @@ The operators' pages are checked the same way with ``tests.axe.assert_accessible
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import Browser, expect
+from playwright.sync_api import expect
 from rq import Queue
 from rq.serializers import JSONSerializer
 
 from tests.axe import assert_accessible
-from tests.mailserver import MailServer, mail_server
-from tests.test_browser import JOB_URL, Tab, browser, open_tab  # noqa: F401 - browser is a fixture
-from tests.thirdparty_server import ThirdParty
+from tests.test_browser import JOB_URL, Tab, browser, smtp, stack_env, tab  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture
-def smtp() -> Iterator[MailServer]:
-    with mail_server() as server:
-        yield server
-
-
-@pytest.fixture
-def stack_env(smtp: MailServer) -> Iterator[dict[str, str]]:
-    with ThirdParty() as third_party:
-        yield {"THIRD_PARTY_URL": third_party.url, "SMTP_URL": f"smtp://127.0.0.1:{smtp.port}"}
-
-
-@pytest.fixture
-def tab(browser: Browser, stack) -> Iterator[Tab]:  # noqa: F811 - the imported fixture
-    tab = open_tab(browser, stack.base_url)
-    yield tab
-    tab.page.context.close()
-
-
-def test_every_end_user_page_has_no_axe_violation_in_light_and_dark_mode(tab: Tab, redis):
+def test_every_end_user_page_has_no_axe_violation_in_light_and_dark_mode(tab: Tab, redis):  # noqa: F811 - fixture
     page = tab.page
     queue = Queue("default", connection=redis, serializer=JSONSerializer)
 

@@ -161,11 +161,14 @@ def test_the_job_list_shows_a_client_its_own_jobs_in_pages_and_an_operator_every
     assert second["next"] is None
     assert [job["id"] for job in other.get("/api/jobs").get_json()["jobs"]] == [other_id]
     assert client.get("/api/jobs?state=finished").get_json()["jobs"] == []
+    assert client.get("/api/jobs?task=generate_report").get_json()["jobs"] == []
+    assert len(client.get("/api/jobs?task=crunch_numbers&queue=default").get_json()["jobs"]) == 3
     assert client.get("/api/jobs?state=exploded").status_code == 400
     assert client.get("/api/jobs?limit=0").get_json()["error"].startswith("limit must be")
     operator = app.test_client()
     log_in(operator)
     assert {job["id"] for job in operator.get("/api/jobs").get_json()["jobs"]} == {*ids, other_id}
+    assert operator.get("/api/jobs?queue=low").get_json()["jobs"] == []
 
 
 def test_a_client_cancels_its_own_waiting_job_and_nobody_elses(app, client, redis):

@@ -365,14 +365,19 @@ def test_newsletter_lists_bad_addresses_then_its_batch_page_counts_the_mails_liv
     assert not tab.errors
 
 
+def schedule_from_form(tab: Tab, seconds: int = 3600) -> str:
+    """Submit crunch_numbers from its form to run in ``seconds``; return the job id of the page it lands on."""
+    tab.page.goto("/")
+    form = tab.page.locator("#task-crunch_numbers form")
+    form.locator("summary").click()
+    form.get_by_label("Or after (seconds)").fill(str(seconds))
+    form.get_by_role("button", name=re.compile("^Run ")).click()
+    return job_id_of(tab)
+
+
 def test_an_operator_cancels_a_job_scheduled_from_its_form(tab: Tab):
     page = tab.page
-    page.goto("/")
-    form = page.locator("#task-crunch_numbers form")
-    form.locator("summary").click()
-    form.get_by_label("Or after (seconds)").fill("3600")
-    form.get_by_role("button", name=re.compile("^Run ")).click()
-    job_id = job_id_of(tab)
+    job_id = schedule_from_form(tab)
     expect(page.locator('[data-field="status"]')).to_have_text("scheduled")
     expect(page.locator('[data-field="scheduled_for"]')).not_to_have_text("—")
 
@@ -390,17 +395,13 @@ def test_an_operator_cancels_a_job_scheduled_from_its_form(tab: Tab):
 
 def test_the_submitter_cancels_their_own_scheduled_job_from_its_page(tab: Tab):
     page = tab.page
-    page.goto("/")
-    form = page.locator("#task-crunch_numbers form")
-    form.locator("summary").click()
-    form.get_by_label("Or after (seconds)").fill("3600")
-    form.get_by_role("button", name=re.compile("^Run ")).click()
-    job_id_of(tab)
+    schedule_from_form(tab)
     expect(page.locator('[data-field="status"]')).to_have_text("scheduled")
 
     page.get_by_role("button", name="Cancel this job").click()  # no operator login: the submitter's own
 
     expect(page.locator('[data-field="status"]')).to_have_text("canceled")
+    expect(page.locator('[data-field="no-attempts"]')).to_have_text("It never started.")
     expect(page.get_by_role("button", name="Cancel this job")).to_be_hidden()
     assert not tab.errors
 

@@ -193,3 +193,20 @@ def test_through_gunicorn_on_fly_the_quota_counts_per_fly_client_ip(workers: Sta
     assert int(alice_again.headers["Retry-After"]) > 0
     assert (bob.status_code, bob_same_64.status_code, bob_over.status_code) == (202, 202, 429)
     assert queued_job_count(redis) == 4
+
+
+def test_a_result_over_its_tasks_declared_stored_bytes_fails_the_job_instead_of_being_stored():
+    from offload import Offload, PermanentError
+    from offload.registry import ResultTooLarge
+
+    offload = Offload()
+
+    @offload.task(stored_bytes=100)
+    def echo(text: str) -> dict[str, str]:
+        return {"text": text}
+
+    assert echo("x" * 50) == {"text": "x" * 50}  # still callable as it was
+    with pytest.raises(ResultTooLarge, match="over the 100 that task echo declares") as raised:
+        echo("x" * 200)
+    assert isinstance(raised.value, PermanentError)  # not retried
+    assert offload.tasks["echo"].path == f"{echo.__module__}.{echo.__qualname__}"  # RQ imports the capped one

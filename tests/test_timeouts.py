@@ -33,9 +33,9 @@ def test_a_job_past_its_timeout_fails_timed_out_and_without_a_policy_is_not_retr
     job = run_past_timeout(http, redis, retry=None)
 
     assert job["status"] == "failed"
-    assert job["error"] == "timed out after 1 s"
-    assert [(a["outcome"], a["error"]) for a in job["attempts"]] == [("failed", "timed out after 1 s")]
-    assert "timed out after 1 s" in http.get(job["url"]).text
+    assert job["error"] == "Timed out after 1 s."
+    assert [(a["outcome"], a["error"]) for a in job["attempts"]] == [("failed", "Timed out after 1 s.")]
+    assert "Timed out after 1 s." in http.get(job["url"]).text
 
 
 @pytest.mark.e2e
@@ -43,5 +43,5 @@ def test_a_job_past_its_timeout_is_retried_when_its_policy_says_so(http, redis):
     job = run_past_timeout(http, redis, retry=Retry(max=1, interval=1))
 
     assert job["status"] == "failed"
-    assert [(a["outcome"], a["error"]) for a in job["attempts"]] == [("failed", "timed out after 1 s")] * 2
+    assert [(a["outcome"], a["error"]) for a in job["attempts"]] == [("failed", "Timed out after 1 s.")] * 2
     assert job["retries_left"] == 0

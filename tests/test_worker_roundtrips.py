@@ -37,6 +37,7 @@ def drain(workers, queue: OffloadQueue, count: int, **env: str) -> tuple[list[Jo
     return [Job.fetch(job.id, connection=queue.connection, serializer=JSONSerializer) for job in jobs], reads
 
 
+@pytest.mark.parametrize("redis_url", ["redis", "valkey"], indirect=True)  # Valkey runs the scripts too
 def test_a_job_takes_three_round_trips_and_rq_sees_it_as_it_always_did(workers, queue, redis):
     _, few = drain(workers, queue, 10)
     jobs, many = drain(workers, queue, 50)
@@ -62,6 +63,7 @@ def _bytes_kept(redis: Redis, job: Job) -> int:
     return sum(redis.memory_usage(key, samples=0) or 0 for key in redis.scan_iter(f"*{job.id}*"))
 
 
+@pytest.mark.parametrize("redis_url", ["redis", "valkey"], indirect=True)
 def test_a_finished_job_keeps_under_half_of_what_rq_leaves_and_reads_the_same(workers, queue, redis):
     [rq_layout], _ = drain(workers, queue, 1, FINISHED_JOB_FOOTPRINT="rq")
     [compact], _ = drain(workers, queue, 1)

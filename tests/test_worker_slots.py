@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 
 import psutil
 import pytest
@@ -55,6 +56,19 @@ def test_two_slots_run_two_jobs_at_once_each_in_its_own_worker_and_job_process(w
 
     assert first.worker_name != second.worker_name
     assert {worker.name for worker in slot_workers(redis)} == {first.worker_name, second.worker_name}
+    # `rq info` lists each slot as a busy worker.
+    info = subprocess.run(
+        ["rq", "info", "--url", workers.redis_url, "-S", "json", "-W"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=workers.env,
+    )
+    busy = [line for line in info.stdout.splitlines() if " busy" in line]
+    assert {name for name in (first.worker_name, second.worker_name) if any(name in line for line in busy)} == {
+        first.worker_name,
+        second.worker_name,
+    }, info.stdout + info.stderr
     redis.set("release:both", 1)
     assert [ended(job).get_status() for job in jobs] == [JobStatus.FINISHED, JobStatus.FINISHED]
     assert main.poll() is None

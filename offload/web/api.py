@@ -215,22 +215,29 @@ def _page_arg(name: str, default: int, low: int, high: int) -> int:
 @bp.get("/jobs")
 def list_jobs():
     """One page of jobs, newest first: the ones this client submitted (its session cookie), or, for
-    an operator, every job; ``state`` filters, ``offset`` and ``limit`` page."""
+    an operator, every job; ``state``, ``task`` and ``queue`` filter, ``offset`` and ``limit`` page."""
     state = request.args.get("state") or None
     if state is not None and state not in jobs.LISTED_STATES:
         abort(400, f"Unknown state; use one of: {', '.join(jobs.LISTED_STATES)}.")
     offset = _page_arg("offset", 0, 0, MAX_OFFSET)
     limit = _page_arg("limit", 20, 1, PAGE_LIMIT)
+    task = request.args.get("task") or None
+    queue = request.args.get("queue") or None
     operator = is_operator()
     if operator:
-        found = jobs.recent_jobs(state, limit=offset + limit + 1)
+        found = jobs.recent_jobs(state, limit=offset + limit + 1, task=task, queue=queue)
     else:
         found = jobs.newest_first([job for job in jobs.fetch_jobs(mine.job_ids()) if access.may_read(job)])
         if state is not None:
             found = [job for job in found if job.get_status(refresh=False) == state]
+        if task is not None:
+            found = [job for job in found if (job.meta or {}).get("task") == task]
+        if queue is not None:
+            found = [job for job in found if job.origin == queue]
     shown = found[offset : offset + limit]
     more = len(found) > offset + limit
-    args: dict[str, Any] = {"state": state} if state else {}
+    filters = {"state": state, "task": task, "queue": queue}
+    args: dict[str, Any] = {name: value for name, value in filters.items() if value}
     return jsonify(
         jobs=[jobs.job_view(job, with_traceback=operator, with_log=False) for job in shown],
         offset=offset,

@@ -31,6 +31,8 @@ class Error(BaseModel):
 
 
 class InvalidRecipient(BaseModel):
+    """An address a newsletter refused, and why."""
+
     address: str
     reason: str
 
@@ -94,6 +96,8 @@ class JobList(BaseModel):
 
 
 class TaskInfo(BaseModel):
+    """A task as ``GET /api/tasks`` lists it, with the JSON schema of its params."""
+
     name: str
     title: str
     description: str
@@ -104,10 +108,14 @@ class TaskInfo(BaseModel):
 
 
 class TaskList(BaseModel):
+    """Every task this app runs."""
+
     tasks: list[TaskInfo]
 
 
 class Failure(BaseModel):
+    """One mail of a newsletter that failed: to whom, why, and its job."""
+
     model_config = ConfigDict(extra="allow")
 
     to: str
@@ -220,6 +228,8 @@ def document(tasks: Mapping[str, Task]) -> dict[str, Any]:
     }
     page = [
         state,
+        {"name": "task", "in": "query", "required": False, "schema": {"type": "string"}, "description": "A task name."},
+        {"name": "queue", "in": "query", "required": False, "schema": {"type": "string"}, "description": "A queue."},
         {"name": "offset", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0}},
         {
             "name": "limit",

@@ -46,6 +46,7 @@
       return tr;
     });
     if (rows.length) field("attempts").replaceChildren(...rows);
+    else if (job.ended) setText("no-attempts", "It never started.");
   }
 
   window.offloadPoll(root, {
