@@ -42,9 +42,16 @@ def describe(found: list[dict[str, Any]]) -> str:
 
 
 def settle(page: Page) -> None:
-    """Wait until the page's CSS transitions and animations have finished: Pico fades link colours
-    over 0.2 s when the colour scheme changes, and axe would measure the colours half-way."""
-    page.evaluate("() => Promise.all(document.getAnimations().map((animation) => animation.finished))")
+    """Wait until the page's CSS transitions have finished: Pico fades link colours over 0.2 s when
+    the colour scheme changes, and axe would measure the colours half-way."""
+    # Transitions only: an endless animation (Pico's busy spinner, an indeterminate progress bar)
+    # never finishes; and never longer than 2 s.
+    page.evaluate(
+        """() => Promise.race([
+            Promise.all(document.getAnimations().filter((a) => a instanceof CSSTransition).map((a) => a.finished)),
+            new Promise((resolve) => setTimeout(resolve, 2000)),
+        ])"""
+    )
 
 
 def assert_accessible(page: Page, where: str) -> None:
