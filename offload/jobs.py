@@ -87,7 +87,8 @@ def unreadable(job: Job) -> str | None:
     return None
 
 
-def _registries(queue: Queue) -> dict[str, BaseRegistry]:
+def registries(queue: Queue) -> dict[str, BaseRegistry]:
+    """Return ``queue``'s registries by the state of the jobs in each."""
     return {
         "scheduled": queue.scheduled_job_registry,
         "started": queue.started_job_registry,
@@ -108,7 +109,7 @@ def recent_jobs(
             continue
         if state in (None, "queued"):
             ids += rq_queue.get_job_ids(0, limit - 1)
-        for registry_name, registry in _registries(rq_queue).items():
+        for registry_name, registry in registries(rq_queue).items():
             if state in (None, registry_name) or (state == "stopped" and registry_name == "failed"):
                 # Read only: RQ's cleanup would fail abandoned jobs before the workers' maintenance
                 # gives them their crash re-run (worker.OffloadWorker.clean_registries).

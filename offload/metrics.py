@@ -30,10 +30,10 @@ from redis.client import Pipeline
 from redis.exceptions import RedisError
 from rq import Queue, Worker
 from rq.exceptions import DeserializationError
-from rq.job import Job
+from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from offload import settings
+from offload import settings, throughput
 from offload.connection import connect
 from offload.redis_hygiene import inspect
 from offload.state import get_state
@@ -68,15 +68,20 @@ def task_label(job: Job) -> str:
         return "unreadable"
 
 
-def record_job(redis: Redis, job: Job, outcome: str, seconds: float | None = None) -> None:
-    """Count one attempt of ``job`` reaching ``outcome``; an ended one also feeds the histogram."""
+def record_job(redis: Redis, job: Job, outcome: str, seconds: float | None = None, ended: str | None = None) -> None:
+    """Count one attempt of ``job`` reaching ``outcome`` (:func:`queue_job_record`), one round trip."""
     with redis.pipeline(transaction=False) as pipe:
-        queue_job_record(pipe, job, outcome, seconds)
+        queue_job_record(pipe, job, outcome, seconds, ended)
         pipe.execute()
 
 
-def queue_job_record(pipe: Pipeline, job: Job, outcome: str, seconds: float | None = None) -> None:
-    """Add the commands of :func:`record_job` to ``pipe`` (the worker sends them with the job's own writes)."""
+def queue_job_record(
+    pipe: Pipeline, job: Job, outcome: str, seconds: float | None = None, ended: str | None = None
+) -> None:
+    """Add the commands of :func:`record_job` to ``pipe`` (the worker sends them with the job's own
+    writes): an ended attempt also counts, as ``ended`` (finished, failed or retried), in the
+    dashboard's per-minute throughput (offload.throughput). Plain commands only: the worker runs
+    them inside its end-of-job script."""
     label = task_label(job)
     pipe.sadd(TASKS_KEY, label)
     pipe.hincrby(task_key(label), outcome, 1)
@@ -85,6 +90,8 @@ def queue_job_record(pipe: Pipeline, job: Job, outcome: str, seconds: float | No
         pipe.hincrby(task_key(label), f"le:{bucket}", 1)
         pipe.hincrbyfloat(task_key(label), "sum", seconds)
         pipe.hincrby(task_key(label), "count", 1)
+    if ended is not None:
+        throughput.record_outcome(pipe, job.origin, label, ended)
 
 
 def job_duration(job: Job) -> float | None:
@@ -103,9 +110,9 @@ class JobMetricsMixin:
 
     connection: Redis
 
-    def _record(self, job: Job, outcome: str, seconds: float | None = None) -> None:
+    def _record(self, job: Job, outcome: str, seconds: float | None = None, ended: str | None = None) -> None:
         try:
-            record_job(self.connection, job, outcome, seconds)
+            record_job(self.connection, job, outcome, seconds, ended)
         except RedisError as exc:
             log.warning("could not record %s of job %s in metrics: %s", outcome, job.id, exc)
 
@@ -115,11 +122,13 @@ class JobMetricsMixin:
 
     def handle_job_success(self, job: Job, *args: Any, **kwargs: Any) -> None:
         super().handle_job_success(job, *args, **kwargs)  # type: ignore[misc]  # mixin: Worker is next in the MRO
-        self._record(job, "finished", job_duration(job))
+        self._record(job, "finished", job_duration(job), "finished")
 
     def handle_job_failure(self, job: Job, *args: Any, **kwargs: Any) -> None:
         super().handle_job_failure(job, *args, **kwargs)  # type: ignore[misc]  # mixin: Worker is next in the MRO
-        self._record(job, "failed", job_duration(job))
+        # RQ's retry has already put the job back (queued, or scheduled for its delay) when one is due.
+        retried = job.get_status(refresh=False) in (JobStatus.QUEUED, JobStatus.SCHEDULED)
+        self._record(job, "failed", job_duration(job), "retried" if retried else "failed")
 
 
 class OffloadCollector:

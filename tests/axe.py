@@ -41,6 +41,19 @@ def describe(found: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def settle(page: Page) -> None:
+    """Wait until the page's CSS transitions have finished: Pico fades link colours over 0.2 s when
+    the colour scheme changes, and axe would measure the colours half-way."""
+    # Transitions only: an endless animation (Pico's busy spinner, an indeterminate progress bar)
+    # never finishes; and never longer than 2 s.
+    page.evaluate(
+        """() => Promise.race([
+            Promise.all(document.getAnimations().filter((a) => a instanceof CSSTransition).map((a) => a.finished)),
+            new Promise((resolve) => setTimeout(resolve, 2000)),
+        ])"""
+    )
+
+
 def assert_accessible(page: Page, where: str) -> None:
     """Fail unless axe-core finds no violation on ``page`` in light mode and in dark mode."""
     problems = []
@@ -48,6 +61,7 @@ def assert_accessible(page: Page, where: str) -> None:
     try:
         for scheme in COLOR_SCHEMES:
             page.emulate_media(color_scheme=scheme)  # type: ignore[arg-type]
+            settle(page)
             found = violations(page)
             if found:
                 problems.append(f"{where}, {scheme} mode:\n{describe(found)}")

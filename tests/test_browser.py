@@ -384,6 +384,8 @@ def test_an_operator_cancels_a_job_scheduled_from_its_form(tab: Tab):
     tab.log_in("/operator/jobs")
     page.goto(f"/jobs/{job_id}")
     page.get_by_role("button", name="Cancel this job").click()
+    expect(page.get_by_role("heading", name=f"Cancel job {job_id}?")).to_be_visible()  # asked first
+    page.get_by_role("button", name="Cancel the job").click()
 
     expect(page.locator('[data-field="status"]')).to_have_text("canceled")
     expect(page.get_by_role("button", name="Cancel this job")).to_be_hidden()

@@ -44,10 +44,28 @@ def failed_job(queue: Queue):
     return job
 
 
+YES = {"confirmed": "yes"}
+
+
+@pytest.mark.parametrize(("action", "state"), [("cancel", "queued"), ("requeue", "failed")])
+def test_a_job_action_first_asks_for_confirmation_and_changes_nothing(operator, queue, action, state):
+    job = failed_job(queue) if state == "failed" else queue.enqueue("tests.fixtures.fail_with", "never runs")
+
+    asked = operator.post(f"/jobs/{job.id}/{action}")
+
+    page = asked.get_data(as_text=True)
+    assert asked.status_code == 200 and f"{action.capitalize()} job {job.id}?" in page
+    assert f'action="/jobs/{job.id}/{action}"' in page and 'name="confirmed" value="yes"' in page
+    assert f'href="/jobs/{job.id}"' in page  # the way back, without doing it
+    assert job.get_status() == state
+    assert operator.post(f"/jobs/{job.id}/{action}", data=YES).status_code == 303
+    assert job.get_status() != state
+
+
 def test_an_operator_cancels_a_queued_job(operator, queue):
     job = queue.enqueue("tests.fixtures.fail_with", "never runs")
 
-    response = operator.post(f"/jobs/{job.id}/cancel")
+    response = operator.post(f"/jobs/{job.id}/cancel", data=YES)
 
     assert response.status_code == 303 and response.headers["Location"] == f"/jobs/{job.id}"
     assert job.get_status() == "canceled"
@@ -58,7 +76,7 @@ def test_an_operator_cancels_a_scheduled_job_before_it_starts(operator, client, 
     created = client.post("/api/jobs", json={"task": "crunch_numbers", "params": {"limit": 100}, "run_in": 600})
     job_id = created.get_json()["id"]
 
-    response = operator.post(f"/jobs/{job_id}/cancel")
+    response = operator.post(f"/jobs/{job_id}/cancel", data=YES)
 
     assert response.status_code == 303
     assert operator.get(f"/api/jobs/{job_id}").get_json()["status"] == "canceled"
@@ -68,7 +86,7 @@ def test_an_operator_cancels_a_scheduled_job_before_it_starts(operator, client, 
 def test_an_operator_requeues_a_failed_job(operator, queue):
     job = failed_job(queue)
 
-    response = operator.post(f"/jobs/{job.id}/requeue")
+    response = operator.post(f"/jobs/{job.id}/requeue", data=YES)
 
     assert response.status_code == 303
     assert job.get_status() == "queued"
@@ -123,7 +141,7 @@ def test_without_the_csrf_token_an_operator_is_refused_and_nothing_changes(csrf_
     assert [response.status_code for response in no_token] == [400, 400]
     assert waiting.get_status() == "queued" and failed.get_status() == "failed"
     # The same operator with the token gets through: the token was all that was missing.
-    assert client.post(f"/jobs/{waiting.id}/cancel", data={"csrf_token": token}).status_code == 303
+    assert client.post(f"/jobs/{waiting.id}/cancel", data={"csrf_token": token, **YES}).status_code == 303
     assert waiting.get_status() == "canceled"
 
 
@@ -163,7 +181,10 @@ def test_an_operator_stops_a_running_job_and_others_cannot(http: httpx.Client, s
     assert http.post(f"/jobs/{job.id}/stop").status_code == 400  # logged in, but no token
     assert job.get_status() == "started"
 
-    response = http.post(f"/jobs/{job.id}/stop", data={"csrf_token": token})
+    asked = http.post(f"/jobs/{job.id}/stop", data={"csrf_token": token})
+    assert asked.status_code == 200 and "Stop job" in asked.text and job.get_status() == "started"
+
+    response = http.post(f"/jobs/{job.id}/stop", data={"csrf_token": token, **YES})
 
     assert response.status_code == 303
     view = wait_for(lambda: (v := http.get(f"/api/jobs/{job.id}").json())["ended"] and v, what="the job to stop")

@@ -64,7 +64,7 @@ def test_all_jobs_filters_by_state_task_and_queue(app, redis):
     assert queued[:8] in listed("?state=queued") and low.id[:8] not in listed("?state=queued")
     assert low.id[:8] in listed("?state=failed&queue=low") and queued[:8] not in listed("?queue=low")
     assert queued[:8] in listed("?task=crunch_numbers") and low.id[:8] not in listed("?task=crunch_numbers")
-    assert "No failed jobs right now" in listed("?state=failed&queue=default")
+    assert "No failed jobs match" in listed("?state=failed&queue=default")
     assert operator.get("/operator/jobs?queue=nope").status_code == 400
     assert operator.get("/operator/jobs?task=nope").status_code == 400
 
@@ -122,3 +122,119 @@ def test_queue_overview_shows_what_each_busy_worker_runs(stack, redis):
             assert ">busy<" in page
         finally:
             redis.rpush("release-overview", "go")
+
+
+def _listed_ids(page: str) -> list[str]:
+    return re.findall(r'<tr data-job-id="([^"]+)">', page)
+
+
+def test_all_jobs_pages_through_every_job_with_an_exact_count(app, redis):
+    operator = app.test_client()
+    log_in(operator)
+    queue = Queue("low", connection=redis, serializer=JSONSerializer)
+    ids = [queue.enqueue("tests.fixtures.echo", n).id for n in range(130)]  # more than the old limit of 100
+
+    pages = [operator.get(f"/operator/jobs?page={n}").get_data(as_text=True) for n in (1, 2, 3)]
+
+    assert all('id="job-count">130 jobs<' in page for page in pages)
+    seen = [job_id for page in pages for job_id in _listed_ids(page)]
+    assert sorted(seen) == sorted(ids) and len(seen) == 130  # every job once, none missing
+    assert "Page 3 of 3" in pages[2] and 'rel="prev"' in pages[2] and 'rel="next"' not in pages[2]
+    assert operator.get("/operator/jobs?page=0").status_code == 400
+    assert operator.get("/operator/jobs?page=x").status_code == 400
+
+
+def test_all_jobs_finds_a_job_by_its_id_or_a_word_in_its_arguments(app, redis):
+    operator = app.test_client()
+    log_in(operator)
+    queue = Queue("default", connection=redis, serializer=JSONSerializer)
+    wanted = queue.enqueue("tests.fixtures.echo", {"customer": "Zoë Quartermaine"})
+    others = [queue.enqueue("tests.fixtures.echo", {"customer": f"someone {n}"}) for n in range(5)]
+
+    by_word = operator.get("/operator/jobs?q=quartermaine").get_data(as_text=True)
+    by_id = operator.get(f"/operator/jobs?q={wanted.id[:13]}").get_data(as_text=True)
+
+    assert _listed_ids(by_word) == [wanted.id] and 'id="job-count">1 job<' in by_word
+    assert _listed_ids(by_id) == [wanted.id]
+    assert sorted(_listed_ids(operator.get("/operator/jobs?q=someone").get_data(as_text=True))) == sorted(
+        job.id for job in others
+    )
+    assert operator.get("/operator/jobs?q=" + "x" * 201).status_code == 400
+
+
+def test_all_jobs_filters_by_creation_time(app, redis):
+    operator = app.test_client()
+    log_in(operator)
+    queue = Queue("default", connection=redis, serializer=JSONSerializer)
+    old, new = queue.enqueue("tests.fixtures.echo", "old"), queue.enqueue("tests.fixtures.echo", "new")
+    redis.hset(old.key, "created_at", "2020-01-01T00:00:00.000000Z")
+
+    assert _listed_ids(operator.get("/operator/jobs?since=1h").get_data(as_text=True)) == [new.id]
+    assert set(_listed_ids(operator.get("/operator/jobs").get_data(as_text=True))) == {old.id, new.id}
+    assert operator.get("/operator/jobs?since=1y").status_code == 400
+
+
+def test_operator_pages_list_on_demand_queues_and_their_jobs(app, redis):
+    operator = app.test_client()
+    log_in(operator)
+    job = Queue("ondemand", connection=redis, serializer=JSONSerializer).enqueue("tests.fixtures.echo", 1)
+
+    queues_page = operator.get("/operator/queues").get_data(as_text=True)
+    listed = operator.get("/operator/jobs?queue=ondemand").get_data(as_text=True)
+
+    assert '<tr data-queue="ondemand">' in queues_page
+    assert _listed_ids(listed) == [job.id]
+
+
+def test_jobs_waiting_for_a_concurrency_slot_are_listed_and_counted(app, redis):
+    app.config["OFFLOAD_THIRD_PARTY_CONCURRENCY"] = 1
+    visitor, operator = app.test_client(), app.test_client()
+    log_in(operator)
+    ids = [
+        visitor.post("/api/jobs", json={"task": "call_api", "params": {"path": f"/get?n={n}"}}).get_json()["id"]
+        for n in range(3)
+    ]
+
+    waiting = operator.get("/operator/jobs?state=rate_limited").get_data(as_text=True)
+    everything = operator.get("/operator/jobs").get_data(as_text=True)
+    queues_page = operator.get("/operator/queues").get_data(as_text=True)
+
+    assert sorted(_listed_ids(waiting)) == sorted(ids[1:])  # the first took the only slot
+    assert sorted(_listed_ids(everything)) == sorted(ids) and "rate limited" in everything
+    default_row = re.search(r'<tr data-queue="default">(.*?)</tr>', queues_page, re.DOTALL).group(1)
+    assert (
+        'data-count="rate_limited"><a href="/operator/jobs?queue=default&amp;state=rate_limited">2</a>' in default_row
+    )
+
+
+def test_periodic_job_ids_are_shown_whole_and_times_carry_utc(app, redis):
+    operator = app.test_client()
+    log_in(operator)
+    queue = Queue("low", connection=redis, serializer=JSONSerializer)
+    for period in (20787, 20788):
+        queue.enqueue("tests.fixtures.echo", period, job_id=f"periodic-cleanup_expired-{period}")
+    plain = queue.enqueue("tests.fixtures.echo", 0)
+
+    page = operator.get("/operator/jobs").get_data(as_text=True)
+
+    assert (
+        "<code>periodic-cleanup_expired-20787</code>" in page and "<code>periodic-cleanup_expired-20788</code>" in page
+    )
+    assert f"<code>{plain.id[:8]}</code>" in page and f'title="{plain.id}"' in page
+    created = re.search(r'<time datetime="([^"]+)" title="([^"]+)" data-local>', page)
+    assert created.group(1).endswith("Z") and created.group(2).endswith(" UTC")
+
+
+def test_the_list_offers_bulk_actions_only_for_the_states_it_holds_with_their_counts(app, redis):
+    operator = app.test_client()
+    log_in(operator)
+    queue = Queue("default", connection=redis, serializer=JSONSerializer)
+    queue.enqueue("tests.fixtures.echo", 1)
+    assert "Retry all" not in operator.get("/operator/jobs").get_data(as_text=True)  # nothing failed
+
+    for n in range(2):
+        queue.enqueue("tests.fixtures.fail_with", n)
+    SimpleWorker([queue], connection=redis, serializer=JSONSerializer).work(burst=True)
+    page = operator.get("/operator/jobs").get_data(as_text=True)
+
+    assert "Retry all 2 failed…" in page and "Delete all 2 failed…" in page and "Cancel all" not in page

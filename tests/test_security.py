@@ -338,7 +338,7 @@ def test_web_and_worker_refuse_to_start_in_production_without_secret_key(command
     assert "SECRET_KEY must be set" in result.stdout + result.stderr
 
 
-OPERATOR_BLUEPRINTS = ("rq_dashboard", "operators", "control")
+OPERATOR_BLUEPRINTS = ("rq_dashboard", "operators", "control", "bulk")
 """Blueprints whose every route is for operators only."""
 
 
@@ -349,6 +349,7 @@ def test_every_operator_route_refuses_anonymous_users(app: Flask, redis: Redis, 
     samples = {
         "job_id": job_id,
         "batch_id": "b" * 32,
+        "name": "default",  # a queue's (or, for the worker routes, a worker's) name
         "filename": "js/dashboard.js",
         "instance_number": 0,
         "queue_name": "default",

@@ -1,6 +1,7 @@
 """The operators' console as one blueprint: register ``console_blueprint`` and the app gets the
 operator login (``/login``, ``/logout``), the operator pages (``/operator/...`` or the prefix
-given), job control (cancel, stop, requeue) and rq-dashboard at ``/rq``, all behind the login."""
+given: jobs, queues, dashboard, log), job, queue and worker control, bulk actions and
+rq-dashboard at ``/rq``, all behind the login."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import logging
 from flask import Blueprint
 from flask.sansio.blueprints import BlueprintSetupState
 
-from offload.web import auth, control, dashboard, operators
+from offload.web import auth, bulk, control, dashboard, operators
 from offload.web.setup import on_register
 
 log = logging.getLogger("offload")
@@ -23,6 +24,7 @@ def _register_parts(state: BlueprintSetupState) -> None:
     app.register_blueprint(auth.bp)
     app.register_blueprint(operators.bp, url_prefix=state.url_prefix or operators.URL_PREFIX)
     app.register_blueprint(control.bp)
+    app.register_blueprint(bulk.bp, url_prefix=state.url_prefix or operators.URL_PREFIX)
     dashboard.init_app(app)
     if not auth.credentials_configured(app.config):
         log.warning(auth.OFF_MESSAGE)

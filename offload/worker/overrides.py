@@ -79,6 +79,9 @@ RQ_OVERRIDES: tuple[Override, ...] = (
     _o(W, "handle_job_success", "offload.worker.roundtrips", "RQ's success transaction in one script"),
     _o(W, "handle_job_retry", "offload.worker.roundtrips", "writes a held attempt end first"),
     _o(W, "handle_job_failure", "offload.worker.roundtrips", "writes a held attempt end first"),
+    _o(W, "dequeue_job_and_maintain_ttl", "offload.worker.holds", "skips paused queues; a quiet worker takes none"),
+    _o(W, "register_death", "offload.worker.holds", "forgets the worker's quiet mark"),
+    _o(W, "subscribe", "offload.worker.holds", "also listens for changes of the holds"),
     # rq.job.Job
     _o(J, "prepare_for_execution", "offload.worker.attempts", "starts the attempt record in RQ's started write"),
     _o(J, "restore", "offload.legacy", "callback paths stored by earlier releases, read as they are now"),
@@ -102,6 +105,7 @@ PRIVATE_RQ_ATTRIBUTES: tuple[tuple[str, str], ...] = (
     ("Job._status", "attempts reads the cached status in handle_execution_ended without a round trip"),
     ("Worker._horse_pid, Worker._is_horse", "the job process stands in for RQ's work horse"),
     ("Worker._stop_requested, Worker._state", "outages/roundtrips: stop while Redis is down; skip a state write"),
+    ("Worker._ordered_queues", "holds: the queues one dequeue listens on, without the paused ones"),
     ("Worker._exc_handlers", "maintenance calls RQ's registry cleanup with them, as RQ does"),
     ("Worker._ordered_queues", "roundtrips: the take script pops in the order RQ's dequeue would"),
     ("Job._dependency_ids", "roundtrips: a job with none has no dependencies set whose TTL to set"),

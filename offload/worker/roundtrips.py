@@ -265,7 +265,7 @@ class RoundTrips(WorkerBase):
             if empty:
                 pipeline.hdel(job.key, *sorted(empty))
         self.cleanup_execution(job, pipeline=pipeline, execution=execution)
-        queue_job_record(pipeline, job, "finished", job_duration(job))
+        queue_job_record(pipeline, job, "finished", job_duration(job), "finished")
         self.set_state(WorkerStatus.IDLE, pipeline=pipeline)
         self.heartbeat(pipeline=pipeline)
         # Keys the job cannot have need no TTL: its dependents (the script runs only when there

@@ -18,6 +18,8 @@ registration.py      registers again when Redis lost the worker's registration; 
 maintenance.py       a dead worker's jobs found within a minute, cheaply
 jobprocess.py        fork once, run jobs over a pipe (speed of SimpleWorker, safety of a fork)
 roundtrips.py        heartbeat and state writes batched or skipped
+holds.py             paused queues skipped; a quiet worker takes no more jobs (offload.holds);
+                     queue depths sampled for the dashboard in the same round trip
 ===================  ==========================================================================
 
 Every RQ method these override is listed in overrides.py (checked by tests/test_worker_overrides.py).
@@ -32,6 +34,7 @@ from offload.worker.appcontext import HostAppContext
 from offload.worker.attempts import AttemptRecords, OffloadJob
 from offload.worker.construction import Construction
 from offload.worker.crash_reruns import CrashReruns
+from offload.worker.holds import QueueHolds
 from offload.worker.jobprocess import JobProcessRunner
 from offload.worker.lease import JobLease
 from offload.worker.maintenance import Maintenance
@@ -58,6 +61,7 @@ class OffloadWorker(
     RegistrationUpkeep,
     Maintenance,
     JobProcessRunner,
+    QueueHolds,  # before RoundTrips: it filters the queues RoundTrips' take script pops from
     RoundTrips,
     JobMetricsMixin,
     Worker,
