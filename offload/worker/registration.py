@@ -27,6 +27,8 @@ class RegistrationUpkeep(WorkerBase):
         self._until_redis_answers("checking its registration", self._keep_registered)
 
     def _keep_registered(self) -> None:
+        if self.birth_date is None:  # not registered yet (work() registers it): nothing to keep
+            return
         with self.connection.pipeline(transaction=False) as pipeline:
             pipeline.exists(self.key)
             pipeline.sismember(worker_registration.REDIS_WORKER_KEYS, self.key)
