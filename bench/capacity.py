@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from rq import Queue
 
 from bench import stack
-from bench.drain import start_stop_cost
+from bench.drain import finished_jobs, start_stop_cost
 from bench.options import Options, progress
 from bench.report import Row, median
 
@@ -88,11 +88,7 @@ def measure(kind: Kind, smtp_url: str, count: int) -> Measured:
         worker = processes.start_worker(f"{stack.PRODUCTION_WORKER} --max-jobs {count}", wait=False)
         worker.wait(600)
         cost = stack.redis_cost(processes.redis) - before
-        ids = queue.finished_job_registry.get_job_ids()
-        finished = [job for job in queue.job_class.fetch_many(ids, queue.connection, queue.serializer) if job]
-        span = 0.0
-        if len(finished) > 1:
-            span = (max(job.ended_at for job in finished) - min(job.started_at for job in finished)).total_seconds()
+        finished, span = finished_jobs(queue)
         if len(finished) < count:
             progress(f"capacity: only {len(finished)} of {count} {kind.name} jobs finished")
         return Measured(len(finished) / span if span else 0.0, cost, len(finished))

@@ -65,17 +65,23 @@ def drain(command: str, count: int, crash_every: int | None = None, timeout: flo
         except subprocess.TimeoutExpired:
             progress(f"drain: {command!r} did not finish {count} jobs in {timeout} s; stopped")
         cost = stack.redis_cost(processes.redis) - before
-        ids = queue.finished_job_registry.get_job_ids()
-        finished = [job for job in queue.job_class.fetch_many(ids, queue.connection, queue.serializer) if job]
-        span = 0.0
-        if len(finished) > 1:
-            span = (max(job.ended_at for job in finished) - min(job.started_at for job in finished)).total_seconds()
+        finished, span = finished_jobs(queue)
         return Drained(
             jobs_per_second=len(finished) / span if span else 0.0,
             commands=cost.commands,
             finished=len(finished),
             cost=cost,
         )
+
+
+def finished_jobs(queue: Queue) -> tuple[list, float]:
+    """Return ``queue``'s finished jobs and the seconds from the first start to the last end."""
+    ids = queue.finished_job_registry.get_job_ids()
+    finished = [job for job in queue.job_class.fetch_many(ids, queue.connection, queue.serializer) if job]
+    span = 0.0
+    if len(finished) > 1:
+        span = (max(job.ended_at for job in finished) - min(job.started_at for job in finished)).total_seconds()
+    return finished, span
 
 
 def start_stop_cost(command: str) -> stack.RedisCost:
