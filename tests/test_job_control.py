@@ -158,7 +158,11 @@ def test_an_operator_cancels_the_unsent_mails_of_a_scheduled_newsletter(app, ope
     assert client.post(f"/batches/{batch_id}/cancel").status_code == 403
     assert redis.zcard("rq:scheduled:low") == 2
 
-    response = operator.post(f"/batches/{batch_id}/cancel")
+    asked = operator.post(f"/batches/{batch_id}/cancel")  # the operator is asked first
+    assert asked.status_code == 200 and "2 mail(s) not sent yet" in asked.get_data(as_text=True)
+    assert redis.zcard("rq:scheduled:low") == 2
+
+    response = operator.post(f"/batches/{batch_id}/cancel", data=YES)
 
     assert response.status_code == 303
     assert redis.zcard("rq:scheduled:low") == 0

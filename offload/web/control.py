@@ -127,8 +127,17 @@ def requeue_job(job_id: str):
 def cancel_batch(batch_id: str):
     """Cancel a newsletter's unsent mails: its waiting jobs are cancelled, and any that starts anyway skips."""
     redis = jobs.get_redis()
-    if newsletter.batch_view(redis, batch_id, failures_shown=0) is None:
+    batch = newsletter.batch_view(redis, batch_id, failures_shown=0)
+    if batch is None:
         abort(404, "No such newsletter: it never existed or it has expired.")
+    page = url_for("web.batch_page", batch_id=batch_id) if "web" in current_app.blueprints else None
+    if not confirm.confirmed():
+        return confirm.ask(
+            f"Cancel the unsent mails of newsletter {batch_id}?",
+            f"Its {batch['pending']} mail(s) not sent yet will not be sent; those sent stay sent.",
+            "Cancel the unsent mails",
+            page or url_for("operators.all_jobs"),
+        )
     # The flag first: a job that starts between here and its cancel below sees it and sends nothing.
     if not newsletter.mark_canceled(redis, batch_id, int(time.time())):
         abort(404, "No such newsletter: it has just expired.")
@@ -143,9 +152,7 @@ def cancel_batch(batch_id: str):
             job.cancel(pipeline=pipe)
         pipe.execute()
     audit.record("cancel newsletter", len(waiting), batch=batch_id)
-    if "web" not in current_app.blueprints:
-        return redirect(url_for("operators.all_jobs"), code=303)
-    return redirect(url_for("web.batch_page", batch_id=batch_id), code=303)
+    return redirect(page or url_for("operators.all_jobs"), code=303)
 
 
 def _queue_named(name: str) -> str:
