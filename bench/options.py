@@ -22,6 +22,12 @@ class Options:
     """Jobs one fan-out request enqueues."""
     idle_seconds: float = 610.0
     """Window over which idle processes are counted: one full maintenance period (600 s)."""
+    soak_minutes: float = 120.0
+    """Length of the soak (``--only soak``, never run by default): mixed traffic on one web process."""
+    soak_rate: float = 25.0
+    """Requests per second the soak sends (about 40% of them submit a job)."""
+    soak_csv: str = "soak.csv"
+    """Where the soak writes its samples (seconds, requests, RSS, Redis memory)."""
 
 
 QUICK = Options(repeat=1, load_seconds=3.0, drain_jobs=150, latency_samples=10, idle_seconds=90.0)

@@ -111,9 +111,14 @@ class Task:
             return RateLimit(f"task:{self.name}", limit)
         return RateLimit(limit, config[limit])
 
+    @functools.cached_property
+    def params_schema(self) -> Mapping[str, Any]:
+        """The JSON schema of the task's inputs, built once (pydantic builds it anew on every call)."""
+        return self.params.model_json_schema()
+
     def form_fields(self) -> list[dict[str, Any]]:
         """Describe each input for a form: name, type, title, limits, default, required."""
-        schema = self.params.model_json_schema()
+        schema = self.params_schema
         required = set(schema.get("required", []))
         return [{"name": name, "required": name in required, **prop} for name, prop in schema["properties"].items()]
 

@@ -69,7 +69,7 @@ def list_tasks():
                 "timeout_seconds": task.timeout,
                 "max_retries": task.max_retries,
                 "access": task.access.value,
-                "params_schema": task.params.model_json_schema(),
+                "params_schema": task.params_schema,
             }
             for task in access.submittable(get_tasks().values())
         ]
