@@ -136,6 +136,38 @@ def newest_first(jobs: list[Job]) -> list[Job]:
     return sorted(jobs, key=lambda job: _aware(job.created_at) or epoch, reverse=True)
 
 
+def attempts(job: Job) -> list[dict[str, Any]]:
+    """Each run of ``job``, oldest first: ``{started_at, ended_at, outcome, worker[, error]}``
+    (``outcome`` None while it runs).
+
+    A run that ended without finishing (failed, crashed, stopped) is recorded in the job's meta
+    as it ends. The run under way, or the one that finished the job, is the job's own fields
+    (``started_at``, ``ended_at``, ``worker_name``, status), which RQ writes anyway: a job that
+    finishes on its first run keeps no record at all, and its hash stays in Redis's compact
+    encoding (docs/capacity.md). Jobs recorded by earlier releases (every run in meta) read the same.
+    """
+    recorded = [dict(attempt) for attempt in (job.meta or {}).get("attempts", [])]
+    status = job.get_status(refresh=False)
+    if status not in (JobStatus.STARTED, JobStatus.FINISHED) or job.started_at is None:
+        return recorded
+    if recorded and recorded[-1].get("outcome") in (None, "finished"):
+        return recorded  # recorded by an earlier release, the current run included
+    finished = status == JobStatus.FINISHED
+    current = {
+        "started_at": attempt_time(job.started_at),
+        "ended_at": attempt_time(job.ended_at) if finished else None,
+        "outcome": "finished" if finished else None,
+        "worker": job.worker_name,
+    }
+    return [*recorded, current]
+
+
+def attempt_time(moment: datetime | None) -> str | None:
+    """A moment as attempt records write it: UTC, to the millisecond (``2026-11-30T21:30:56.244Z``)."""
+    moment = _aware(moment)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z") if moment else None
+
+
 def _aware(moment: datetime | None) -> datetime | None:
     """RQ stores naive UTC datetimes; make them explicit."""
     if moment is None:
@@ -150,9 +182,9 @@ def _iso(moment: datetime | None) -> str | None:
 
 def short_error(job: Job) -> str | None:
     """Return a one-line reason a failed job failed, safe to show to its submitter."""
-    attempts = job.meta.get("attempts") or []
-    if attempts and attempts[-1].get("error"):
-        return attempts[-1]["error"]
+    recorded = (job.meta or {}).get("attempts") or []
+    if recorded and recorded[-1].get("error"):
+        return recorded[-1]["error"]
     result = job.latest_result()
     exc = getattr(result, "exc_string", None) if result else None
     if not exc:
@@ -219,7 +251,7 @@ def job_view(job: Job, with_traceback: bool = False, with_log: bool = True) -> d
         "ended_at": _iso(job.ended_at) if status_name in ENDED_STATES else None,
         "duration_seconds": round(duration, 3) if duration is not None and status_name in ENDED_STATES else None,
         "timeout_seconds": job.timeout,
-        "attempts": _attempts(meta.get("attempts", []), detailed=with_traceback),
+        "attempts": _attempts(attempts(job), detailed=with_traceback),
         "max_retries": max_retries,
         "retries_left": job.retries_left if job.retries_left is not None else max_retries,
         "result": job.return_value() if status_name == "finished" else None,
@@ -247,14 +279,11 @@ def _error(job: Job, detailed: bool) -> str | None:
     return error if detailed else human_error(error)
 
 
-def _attempts(attempts: list[dict[str, Any]], detailed: bool) -> list[dict[str, Any]]:
+def _attempts(runs: list[dict[str, Any]], detailed: bool) -> list[dict[str, Any]]:
     """The attempt records: as recorded for operators (``detailed``), errors as sentences for anyone else."""
     if detailed:
-        return attempts
-    return [
-        {**attempt, "error": human_error(attempt.get("error"))} if attempt.get("error") else attempt
-        for attempt in attempts
-    ]
+        return runs
+    return [{**run, "error": human_error(run.get("error"))} if run.get("error") else run for run in runs]
 
 
 def _url(endpoint: str, **values: Any) -> str | None:

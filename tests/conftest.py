@@ -64,6 +64,12 @@ def wait_for(predicate: Callable[[], object], timeout: float = 20.0, interval: f
         time.sleep(interval)
 
 
+def refreshed(job: Job) -> Job:
+    """Return ``job`` with its fields and meta read again from Redis."""
+    job.refresh()
+    return job
+
+
 def ended(job: Job, timeout: float = 30) -> Job:
     """Wait until ``job`` is finished, failed or stopped; return it refreshed."""
     ends = (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from rq import Queue, get_current_job
 from rq.job import Job
 
+from offload.jobs import attempts as job_attempts
 from offload.worker import OffloadJob
 
 
@@ -16,7 +17,7 @@ def fail_with(message: str) -> None:
 def count_attempts_then_fail(message: str) -> None:
     """Fail every time; the attempts the worker records tell when each ran."""
     job = get_current_job()
-    raise RuntimeError(f"{message} (attempt {len(job.meta.get('attempts', []))})")
+    raise RuntimeError(f"{message} (attempt {len(job_attempts(job))})")
 
 
 def burn_cpu(seconds: float) -> str:
@@ -48,9 +49,9 @@ def hang_on_first_attempt() -> str:
     import threading
 
     job = get_current_job()
-    if len(job.meta.get("attempts", [])) <= 1:
+    if len(job_attempts(job)) <= 1:
         threading.Event().wait()  # set by nobody: only a signal ends the first attempt
-    return f"done on attempt {len(job.meta['attempts'])}"
+    return f"done on attempt {len(job_attempts(job))}"
 
 
 def block_until_released(key: str, timeout: int = 60, label: str = "") -> str:

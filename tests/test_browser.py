@@ -20,8 +20,9 @@ from rq import Queue
 from rq.serializers import JSONSerializer
 
 from offload import Task
+from offload.jobs import attempts as job_attempts
 from tasks import offload
-from tests.conftest import OPERATOR_PASSWORD, OPERATOR_USERNAME, ROOT, wait_for
+from tests.conftest import OPERATOR_PASSWORD, OPERATOR_USERNAME, ROOT, refreshed, wait_for
 from tests.mailserver import MailServer, mail_server
 from tests.thirdparty_server import ThirdParty
 
@@ -272,7 +273,7 @@ def test_rq_dashboard_requeue_all_button_works_through_csrf(tab: Tab, redis):
         page.locator("#confirmation-modal-yes").click()
 
     assert (answer.value.request.method, answer.value.status) == ("POST", 200)
-    wait_for(lambda: len(failed.get_meta(refresh=True).get("attempts", [])) == 2, what="the requeued job to run again")
+    wait_for(lambda: len(job_attempts(refreshed(failed))) == 2, what="the requeued job to run again")
 
 
 # --------------------------------------------------------------------------- stored XSS

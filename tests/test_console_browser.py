@@ -14,8 +14,9 @@ from rq import Queue
 from rq.serializers import JSONSerializer
 
 from offload import holds
+from offload.jobs import attempts as job_attempts
 from tests.axe import assert_accessible
-from tests.conftest import ended, wait_for
+from tests.conftest import ended, refreshed, wait_for
 from tests.test_browser import Tab, browser, open_tab  # noqa: F401 - browser: the module's fixture
 
 pytestmark = pytest.mark.e2e
@@ -132,7 +133,7 @@ def test_each_bulk_action_asks_first_then_acts_and_is_logged(operator: Tab, redi
     page.get_by_role("button", name="Retry 2 jobs").click()
     expect(page.get_by_role("status")).to_contain_text("Retried 2 failed jobs.")
     for job in failed:  # retried, run again by the stack's worker, failed again
-        wait_for(lambda job=job: len(job.get_meta(refresh=True).get("attempts", [])) == 2, what="the retry")
+        wait_for(lambda job=job: len(job_attempts(refreshed(job))) == 2, what="the retry")
 
     for job in failed:
         ended(job)

@@ -24,6 +24,7 @@ from rq.serializers import JSONSerializer
 
 import dev
 from offload import settings
+from offload.jobs import attempts as job_attempts
 from offload.worker.worker import OffloadWorker
 from tests.conftest import ROOT, Stack, process_env, wait_for
 from tests.faults import Ledger, alive, parse_time, redis_with
@@ -32,7 +33,7 @@ from tests.figures import summary_lines
 
 def _crash(ledger: Ledger, job_id: str) -> dict:
     """The attempt the worker marked as crashed for ``job_id``."""
-    return next(a for a in ledger.fetch(job_id).meta["attempts"] if a["outcome"] == "crashed")
+    return next(a for a in job_attempts(ledger.fetch(job_id)) if a["outcome"] == "crashed")
 
 
 # --------------------------------------------------------------------------- 1. killed workers

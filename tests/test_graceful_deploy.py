@@ -15,6 +15,7 @@ from rq import Queue, Retry
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
+from offload.jobs import attempts as job_attempts
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -80,7 +81,7 @@ def test_job_killed_at_the_kill_timeout_is_retried_by_another_worker(workers, re
     wait_for(lambda: status(redis, job.id) == "finished", timeout=60, what="another worker to retry the job")
     done = Job.fetch(job.id, connection=redis, serializer=JSONSerializer)
     assert done.return_value() == "done on attempt 2"
-    first, second = done.meta["attempts"]
+    first, second = job_attempts(done)
     assert first["worker"] != second["worker"]
     assert second["outcome"] == "finished"
     assert survivor.poll() is None

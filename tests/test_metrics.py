@@ -9,6 +9,7 @@ from rq import Queue
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
+from offload.jobs import attempts as job_attempts
 from tests.conftest import wait_for
 
 TOKEN = "metrics-test-token"
@@ -70,7 +71,7 @@ def test_job_counts_and_durations_add_up_across_worker_processes(metrics_client,
     for job in [*held, failing]:
         wait_for(lambda job=job: _status(redis, job.id) in ("finished", "failed"), what=f"job {job.id}")
     runners = {
-        Job.fetch(job.id, connection=redis, serializer=JSONSerializer).meta["attempts"][0]["worker"] for job in held
+        job_attempts(Job.fetch(job.id, connection=redis, serializer=JSONSerializer))[0]["worker"] for job in held
     }
     assert len(runners) == 2, "both worker processes ran a job"
 

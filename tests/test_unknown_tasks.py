@@ -15,6 +15,7 @@ from rq import Retry, Worker
 from rq.job import JobStatus
 from rq.serializers import JSONSerializer
 
+from offload.jobs import attempts as job_attempts
 from offload.queues import OffloadQueue
 from offload.registry import TaskRegistry
 from offload.worker.unknown_tasks import PUT_BACK, SINCE, is_known
@@ -55,7 +56,7 @@ def test_a_job_of_a_task_the_worker_lacks_waits_for_a_worker_that_has_it_with_it
     assert queue.scheduled_job_registry.get_scheduled_time(job) - put_back_at > timedelta(seconds=2)
     job.refresh()
     assert job.meta[PUT_BACK] == 1
-    assert job.retries_left == 2 and not job.meta.get("attempts")
+    assert job.retries_left == 2 and not job_attempts(job)
     assert redis.get("runs") is None
 
     new = workers.start_worker("new", env=NEWER_RELEASE)
@@ -64,8 +65,8 @@ def test_a_job_of_a_task_the_worker_lacks_waits_for_a_worker_that_has_it_with_it
     assert job.get_status() == JobStatus.FINISHED and job.return_value() == "ran"
     assert redis.get("runs") == b"1"
     assert job.retries_left == 2
-    assert [attempt["outcome"] for attempt in job.meta["attempts"]] == ["finished"]
-    assert job.meta["attempts"][0]["worker"] == next(w.name for w in Worker.all(connection=redis) if w.pid == new.pid)
+    assert [attempt["outcome"] for attempt in job_attempts(job)] == ["finished"]
+    assert job_attempts(job)[0]["worker"] == next(w.name for w in Worker.all(connection=redis) if w.pid == new.pid)
     assert "which this worker does not know" in workers.log("old")
 
 
@@ -90,7 +91,7 @@ def test_a_job_no_worker_knows_fails_after_the_grace_time_saying_so_and_never_ru
     assert job.get_status() == JobStatus.FAILED
     assert f"no worker knows task {name};" in job.latest_result().exc_string
     assert job.retries_left == 2, "its retries were spent"
-    assert not job.meta.get("attempts") and job.meta[SINCE] and job.meta[PUT_BACK] >= 1
+    assert not job_attempts(job) and job.meta[SINCE] and job.meta[PUT_BACK] >= 1
     assert redis.get("runs") is None and not marker.exists()
     assert log_in(client).status_code == 303  # a job of no registered task is the operator's to read
     view = client.get(f"/api/jobs/{job.id}").get_json()

@@ -14,6 +14,7 @@ from rq.command import send_stop_job_command
 from rq.job import JobStatus
 from rq.serializers import JSONSerializer
 
+from offload.jobs import attempts as job_attempts
 from offload.queues import WAKE_CHANNEL, OffloadQueue
 from tests.conftest import ended, wait_for
 
@@ -54,7 +55,7 @@ def test_a_job_past_its_timeout_fails_timed_out_and_the_worker_goes_on(workers, 
     after = ended(queue.enqueue("tests.fixtures.report_pid"))
 
     assert slow.get_status() == JobStatus.FAILED
-    assert slow.meta["attempts"][-1]["error"] == "timed out after 1 s"
+    assert job_attempts(slow)[-1]["error"] == "timed out after 1 s"
     assert after.get_status() == JobStatus.FINISHED
 
 

@@ -26,6 +26,7 @@ from rq.serializers import JSONSerializer
 from rq.timeouts import HorseMonitorTimeoutException
 
 import dev
+from offload.jobs import attempts as job_attempts
 from offload.queues import OffloadQueue
 from offload.worker import OffloadWorker
 from offload.worker.jobprocess import JobProcess
@@ -71,7 +72,7 @@ def ended(job: Job, timeout: float = 30) -> Job:
 
 
 def attempts(job: Job) -> list[tuple[str | None, str | None]]:
-    return [(attempt["outcome"], attempt.get("error")) for attempt in job.meta["attempts"]]
+    return [(attempt["outcome"], attempt.get("error")) for attempt in job_attempts(job)]
 
 
 # --------------------------------------------------------------------------- construction

@@ -12,6 +12,7 @@ from rq.job import Job, JobStatus
 from rq.results import Result
 from rq.serializers import JSONSerializer
 
+from offload.jobs import attempts as job_attempts
 from offload.queues import OffloadQueue
 
 pytestmark = pytest.mark.e2e
@@ -48,7 +49,7 @@ def test_a_job_takes_three_round_trips_and_rq_sees_it_as_it_always_did(workers, 
         assert job.get_status() == JobStatus.FINISHED
         assert job.return_value() == index
         assert job.latest_result().type == Result.Type.SUCCESSFUL
-        assert [attempt["outcome"] for attempt in job.meta["attempts"]] == ["finished"]
+        assert [attempt["outcome"] for attempt in job_attempts(job)] == ["finished"]
         assert job.started_at <= job.ended_at
     assert set(queue.finished_job_registry.get_job_ids()) >= {job.id for job in jobs}
     assert queue.started_job_registry.get_job_ids() == []
@@ -77,3 +78,28 @@ def test_a_finished_job_keeps_under_half_of_what_rq_leaves_and_reads_the_same(wo
     for attribute in ("_status", "origin", "description", "result_ttl", "failure_ttl", "timeout", "ttl"):
         assert getattr(compact, attribute) == getattr(rq_layout, attribute)
     assert compact._success_callback_name is None and compact.group_id is None
+    # Every value of its hash fits Redis's compact hash encoding, for the whole of its life: a run
+    # that finished first time is the job's own fields, not a record in its meta.
+    assert redis.object("encoding", compact.key) == b"listpack"
+    assert "attempts" not in compact.meta and compact.last_heartbeat is None
+    [run] = job_attempts(compact)
+    assert run["outcome"] == "finished" and run["worker"] == compact.worker_name
+    assert run["started_at"] <= run["ended_at"]
+
+
+def test_runs_recorded_by_an_earlier_release_read_as_they_were(redis):
+    # Earlier releases recorded every run in the job's meta, the running and the finishing one too.
+    job = Job.create("tests.fixtures.echo", args=[1], connection=redis, serializer=JSONSerializer)
+    job.started_at = job.ended_at = job.created_at
+    job.worker_name = "w1"
+    failed = {"started_at": "2026-01-01T00:00:00.000Z", "ended_at": "2026-01-01T00:00:01.000Z", "outcome": "failed"}
+    finished = {"started_at": "2026-01-01T00:00:02.000Z", "ended_at": "2026-01-01T00:00:03.000Z", "outcome": "finished"}
+    running = {**finished, "ended_at": None, "outcome": None}
+    for status, recorded in ((JobStatus.FINISHED, [failed, finished]), (JobStatus.STARTED, [failed, running])):
+        job.set_status(status, pipeline=redis.pipeline())  # sets the cached status only
+        job.meta = {"attempts": recorded}
+        assert job_attempts(job) == recorded
+    # Now: the failed run is recorded, the one under way is the job's own fields.
+    job.meta = {"attempts": [failed]}
+    assert [run["outcome"] for run in job_attempts(job)] == ["failed", None]
+    assert job_attempts(job)[-1]["worker"] == "w1"

@@ -15,8 +15,9 @@ from rq.command import send_stop_job_command
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
+from offload.jobs import attempts as job_attempts
 from offload.queues import OffloadQueue
-from tests.conftest import ended, wait_for
+from tests.conftest import ended, refreshed, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -82,7 +83,7 @@ def test_a_timeout_in_one_slot_fails_its_job_while_the_other_slot_runs_on(worker
     slow = ended(queue.enqueue("tests.fixtures.burn_cpu", 30, job_timeout=1))
 
     assert slow.get_status() == JobStatus.FAILED
-    assert slow.meta["attempts"][-1]["error"] == "timed out after 1 s"
+    assert job_attempts(slow)[-1]["error"] == "timed out after 1 s"
     assert other.get_status(refresh=True) == JobStatus.STARTED
     redis.set("release:other", 1)
     assert ended(other).get_status() == JobStatus.FINISHED
@@ -131,10 +132,10 @@ def test_a_killed_slot_is_started_again_and_its_job_runs_again(workers, queue, r
         timeout=60,
         what="the killed slot's worker started again",
     )
-    wait_for(lambda: len(victim.get_meta(refresh=True).get("attempts", [])) == 2, timeout=60, what="a re-run")
+    wait_for(lambda: len(job_attempts(refreshed(victim))) == 2, timeout=60, what="a re-run")
     redis.set("release:after-kill", 1)
     assert [ended(job).get_status() for job in jobs] == [JobStatus.FINISHED, JobStatus.FINISHED]
-    assert [attempt["outcome"] for attempt in victim.meta["attempts"]] == ["crashed", "finished"]
+    assert [attempt["outcome"] for attempt in job_attempts(victim)] == ["crashed", "finished"]
     assert main.poll() is None
 
 

@@ -40,6 +40,5 @@ class HostAppContext(WorkerBase):
         super().bootstrap(*args, **kwargs)
 
     def perform_job(self, job, queue, execution) -> bool:
-        # The attempt's start is recorded by OffloadJob.prepare_for_execution (attempts.py).
         with self.flask_app.app_context(), joblog.capture(job, self.connection):
             return super().perform_job(job, queue, execution)

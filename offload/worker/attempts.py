@@ -1,7 +1,10 @@
-"""Attempt records: each run of a job leaves ``{started_at, ended_at, outcome, worker, error}`` in
-its meta, for the job page. The start is written with RQ's own "started" write
-(:class:`OffloadJob`), the end with RQ's end-of-execution write (:class:`AttemptRecords`), and a
-crash or a kill ends the running attempt with its reason (:meth:`AttemptRecords._end_attempt`)."""
+"""Attempt records: each run of a job that ends without finishing it (failed, timed out, crashed,
+killed, stopped) is appended to the job's meta as ``{started_at, ended_at, outcome, worker, error}``,
+for the job page: with RQ's end-of-execution write (:class:`AttemptRecords`), or, for a crash or
+a kill, by the worker that saw it (:meth:`AttemptRecords._end_attempt`). The run under way and
+the run that finished the job are the job's own fields, which RQ writes anyway: a job that
+finishes first time costs no record (``offload.jobs.attempts`` reads both as one list).
+"""
 
 from __future__ import annotations
 
@@ -12,9 +15,9 @@ from typing import Any
 
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
-from rq.utils import now, utcformat
+from rq.utils import as_text, now, str_to_date, utcformat
 
-from offload.jobs import error_line
+from offload.jobs import attempt_time, error_line
 from offload.legacy import CurrentPathsJob
 from offload.worker.base import WorkerBase
 
@@ -23,7 +26,7 @@ STOPPED_ON_REQUEST = "stopped on request"
 
 
 def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return attempt_time(datetime.now(UTC)) or ""
 
 
 def describe_failure(exc: BaseException | None, timeout: float | None) -> str:
@@ -40,19 +43,8 @@ def timed_out(timeout: float | None) -> str:
 
 
 class OffloadJob(CurrentPathsJob):
-    """RQ's job, which records the start of each attempt in the write that marks it started (and reads
-    paths stored by earlier releases as they are now: offload/legacy.py)."""
-
-    def prepare_for_execution(self, worker_name: str, pipeline) -> None:
-        super().prepare_for_execution(worker_name, pipeline)
-        attempts = self.meta.setdefault("attempts", [])
-        # A retried start (Redis dropped the reply: outages.py) writes the same attempt again.
-        started = getattr(self, "_offload_attempt", None)
-        if started is None or not attempts or attempts[-1] is not started:
-            started = {"started_at": now_iso(), "ended_at": None, "outcome": None, "worker": worker_name}
-            attempts.append(started)
-            self._offload_attempt = started
-        pipeline.hset(self.key, "meta", self.serializer.dumps(self.meta))
+    """The job class Offload's workers run: RQ's, reading paths stored by earlier releases as they
+    are now (offload/legacy.py)."""
 
 
 class AttemptRecords(WorkerBase):
@@ -60,18 +52,13 @@ class AttemptRecords(WorkerBase):
 
     def handle_execution_ended(self, job, queue, heartbeat_ttl) -> None:
         # Runs right after the task returns or raises, inside perform_job's except block on failure.
-        attempts = job.meta.get("attempts") or [{"started_at": None}]
-        attempt = attempts[-1]
-        attempt["ended_at"] = now_iso()
-        if job._status == "failed":
-            attempt["outcome"] = "failed"
-            attempt["error"] = describe_failure(sys.exc_info()[1], job.timeout)
-        else:
-            attempt["outcome"] = "finished"
-        job.meta["attempts"] = attempts
-        # What RQ's version does (end time, job heartbeat), with the meta in the same write.
+        # What RQ's version does (end time, job heartbeat), plus a failed run's record in the same write.
         job.ended_at = job.last_heartbeat = now()
-        mapping = {"last_heartbeat": utcformat(job.last_heartbeat), "meta": job.serializer.dumps(job.meta)}
+        mapping = {"last_heartbeat": utcformat(job.last_heartbeat)}
+        if job._status == "failed":
+            error = describe_failure(sys.exc_info()[1], job.timeout)
+            job.meta["attempts"] = self._ended_runs(job.meta, job.started_at, job.worker_name, "failed", error)
+            mapping["meta"] = job.serializer.dumps(job.meta)
         if self.hold_end_write(job, mapping):
             return  # sent with the end-of-execution write, in the same round trip (roundtrips.py)
         self._until_redis_answers(f"recording the end of job {job.id}", job.connection.hset, job.key, mapping=mapping)
@@ -90,9 +77,25 @@ class AttemptRecords(WorkerBase):
         job.connection.hset(job.key, mapping={"ended_at": utcformat(job.ended_at), "meta": job.serializer.dumps(meta)})
 
     def _end_attempt(self, job: Job, outcome: str, error: str) -> dict[str, Any]:
-        """End the job's running attempt with ``outcome`` and ``error``; return the meta (not yet saved)."""
-        meta = job.get_meta(refresh=True)
-        attempts = meta.get("attempts") or []
-        if attempts and attempts[-1].get("outcome") is None:
-            attempts[-1].update(ended_at=now_iso(), outcome=outcome, error=error)
+        """Record the job's run under way as ended with ``outcome`` and ``error``; return the meta
+        (not yet saved). Reads the run's start and worker from Redis: a crash is seen by the worker,
+        whose copy of the job may predate them."""
+        raw_meta, raw_started, worker = job.connection.hmget(job.key, "meta", "started_at", "worker_name")
+        meta = job.serializer.loads(raw_meta) if isinstance(raw_meta, bytes) else {}  # RQ's connections answer bytes
+        started = str_to_date(raw_started) if raw_started else None
+        meta["attempts"] = self._ended_runs(meta, started, as_text(worker) if worker else None, outcome, error)
+        job.meta = meta
         return meta
+
+    @staticmethod
+    def _ended_runs(meta: dict[str, Any], started, worker: str | None, outcome: str, error: str) -> list[Any]:
+        """The meta's run records with the run that started at ``started`` ended as ``outcome``."""
+        runs = list(meta.get("attempts") or [])
+        start = attempt_time(started)
+        if runs and (runs[-1].get("outcome") is None or runs[-1].get("started_at") == start):
+            # Already recorded (a retried write), or an earlier release's record of the run under way.
+            runs[-1] = {**runs[-1], "ended_at": now_iso(), "outcome": outcome, "error": error}
+        else:
+            run = {"started_at": start, "ended_at": now_iso(), "outcome": outcome, "worker": worker, "error": error}
+            runs.append(run)
+        return runs

@@ -4,7 +4,7 @@ retried step is safe to repeat:
 
 - a job's start (``prepare_execution``) first removes what an earlier try may have written, so
   no orphaned execution is later taken for an abandoned job;
-- the attempt record is appended once (attempts.OffloadJob);
+- a run's record is written once (attempts.AttemptRecords: a retried write replaces it);
 - the transaction that ends an execution (RQ's success, failure or retry write, which count,
   store a result, schedule a repeat) commits once: repeated after Redis dropped its reply, by
   RQ's WatchError loop or by ours, it first checks whether the execution's record is gone, i.e.

@@ -32,7 +32,7 @@ RQ_OVERRIDES: tuple[Override, ...] = (
     _o(W, "bootstrap", "offload.worker.appcontext", "runs the app's worker-startup hooks before the job process forks"),
     _o(W, "perform_job", "offload.worker.appcontext", "the app context and the job's log around the job"),
     _o(W, "_start_scheduler", "offload.worker.scheduler_host", "PRIVATE: RQ has no hook for the scheduler class"),
-    _o(W, "handle_execution_ended", "offload.worker.attempts", "ends the attempt record in RQ's end write"),
+    _o(W, "handle_execution_ended", "offload.worker.attempts", "a failed run's record in RQ's end write"),
     _o(W, "handle_job_failure", "offload.worker.retry_hints", "the exception's retry hints before RQ's retry"),
     _o(W, "handle_exception", "offload.worker.retry_hints", "a retried attempt is a one-line warning, not an error"),
     _o(W, "handle_job_failure", "offload.worker.attempts", "a stopped job's attempt and end time"),
@@ -83,7 +83,6 @@ RQ_OVERRIDES: tuple[Override, ...] = (
     _o(W, "register_death", "offload.worker.holds", "forgets the worker's quiet mark"),
     _o(W, "subscribe", "offload.worker.holds", "also listens for changes of the holds"),
     # rq.job.Job
-    _o(J, "prepare_for_execution", "offload.worker.attempts", "starts the attempt record in RQ's started write"),
     _o(J, "restore", "offload.legacy", "callback paths stored by earlier releases, read as they are now"),
     # rq.Queue (offload.queues: shared by the web and the workers)
     _o(Q, "create_job", "offload.queues", "notes a job with a new id"),

@@ -260,10 +260,11 @@ class RoundTrips(WorkerBase):
         job._status = JobStatus.FINISHED
         empty: set[str] = set()
         if self._compaction(job) is not None:
-            # Empty fields read back exactly as absent ones (Job.restore), at ~100 bytes each.
+            # Empty fields read back exactly as absent ones (Job.restore), at ~100 bytes each; and
+            # a job's heartbeat means nothing once it has ended (nothing of RQ's reads it then).
             empty = {name for name, value in job.to_dict(include_meta=False).items() if value == ""}
-            if empty:
-                pipeline.hdel(job.key, *sorted(empty))
+            empty.add("last_heartbeat")
+            pipeline.hdel(job.key, *sorted(empty))
         self.cleanup_execution(job, pipeline=pipeline, execution=execution)
         queue_job_record(pipeline, job, "finished", job_duration(job), "finished")
         self.set_state(WorkerStatus.IDLE, pipeline=pipeline)
