@@ -51,6 +51,17 @@ OPERATOR = "bench"
 """The operator account the bench's web app gets (Stack.log_in)."""
 
 
+ONE_CLIENT_LIMITS = {
+    # One client sends every request: raise its submit budget (the check still runs).
+    "SUBMIT_RATE_LIMIT": "1000000000 per minute",
+    # ... and its quotas (web/quotas.py): its CPU and bytes are still charged, one script a job.
+    "QUOTA_ACTIVE_JOBS": "0",
+    "QUOTA_CPU_SECONDS_PER_HOUR": "1000000000",
+    "QUOTA_BYTES_PER_HOUR": "1000000000000",
+}
+"""The web's per-client limits, raised for a benchmark's single client (every check still runs)."""
+
+
 def wait_for(predicate: Callable[[], object], timeout: float = 30.0, what: str = "condition") -> object:
     """Poll ``predicate`` until it returns something truthy; return that, or raise after ``timeout``."""
     deadline = time.monotonic() + timeout
@@ -139,12 +150,7 @@ class Stack:
             "REDIS_URL": redis_url,
             "OFFLOAD_ENV": "production",
             "SECRET_KEY": secrets.token_hex(32),
-            # One client sends every request: raise its submit budget (the check still runs).
-            "SUBMIT_RATE_LIMIT": "1000000000 per minute",
-            # ... and its quotas (web/quotas.py): its CPU and bytes are still charged, one script a job.
-            "QUOTA_ACTIVE_JOBS": "0",
-            "QUOTA_CPU_SECONDS_PER_HOUR": "1000000000",
-            "QUOTA_BYTES_PER_HOUR": "1000000000000",
+            **ONE_CLIENT_LIMITS,
             # An operator account, for what only signed-in users may submit (the newsletter): log_in().
             "OPERATOR_USERNAME": OPERATOR,
             "OPERATOR_PASSWORD_HASH": generate_password_hash(self.operator_password),

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 
 import dev
+from bench.stack import ONE_CLIENT_LIMITS
 
 BODY = {"task": "crunch_numbers", "params": {"limit": 1000}}
 REQUESTS = 1500
@@ -38,8 +39,8 @@ def main() -> None:
             REDIS_URL=f"redis://127.0.0.1:{port}/0",
             OFFLOAD_ENV="production",
             SECRET_KEY=secrets.token_hex(32),
-            SUBMIT_RATE_LIMIT="1000000000 per minute",
             UNREGISTERED_JOB_MODULES="bench.jobs",
+            **ONE_CLIENT_LIMITS,
         )
         from bench.webapp import create_bench_app
         from offload import jobs

@@ -27,6 +27,8 @@ from rq import Queue
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
+from offload import settings
+
 WAKE_CHANNEL = "offload:scheduler:wake"
 """Pub/sub channel a queue publishes on when it schedules a job (scheduler.py listens)."""
 
@@ -70,6 +72,8 @@ class OffloadQueue(Queue):
 
 def make_queues(redis: Redis, config: Mapping[str, Any]) -> dict[str, Queue]:
     """Return the configured queues, all with RQ's JSON serializer."""
-    names = dict.fromkeys(config["OFFLOAD_QUEUES"] + config["OFFLOAD_ONDEMAND_QUEUES"])  # on-demand: ondemand.py
     # OffloadQueue: one round trip per enqueue, and it wakes the scheduler (queues.py).
-    return {name: OffloadQueue(name, connection=redis, serializer=JSONSerializer) for name in names}
+    return {
+        name: OffloadQueue(name, connection=redis, serializer=JSONSerializer)
+        for name in settings.all_queue_names(config)  # the on-demand ones too: ondemand.py
+    }

@@ -213,7 +213,10 @@ def test_an_alarm_while_a_report_is_read_neither_splits_nor_loses_it(redis, sign
             os.write(child_end.fileno(), struct.pack("!i", len(payload)))
             # The worker's end is readable here too: once its queue is empty, the worker has read
             # the header and is waiting for the rest of the report.
+            deadline = time.monotonic() + 10
             while fcntl.ioctl(parent_end.fileno(), termios.FIONREAD, b"\0" * 4) != b"\0" * 4:
+                if time.monotonic() > deadline:
+                    os._exit(8)  # the worker never read the header: the test fails, it does not hang
                 time.sleep(0.01)
             os.kill(os.getppid(), signal.SIGALRM)
             os.write(child_end.fileno(), payload)

@@ -55,9 +55,10 @@ def all_jobs():
         jobs=[jobs.job_view(job, with_log=False) for job in found.jobs],
         filters=wanted,
         query=wanted.query(),
-        states=listing.STATES,
-        tasks=get_tasks().values(),
-        queues=listing.queue_names(),
+        # Each filter's options as (value, text).
+        states=[(state, state.replace("_", " ")) for state in listing.STATES],
+        tasks=[(task.name, task.title) for task in get_tasks().values()],
+        queues=[(name, name) for name in listing.queue_names()],
         since=listing.SINCE,
     )
 

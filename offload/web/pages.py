@@ -229,7 +229,7 @@ def job_list():
         "offload/jobs.html",
         jobs=[jobs.job_view(job, with_log=False) for job in found],
         filters={"state": state},
-        states=jobs.LISTED_STATES,
+        states=[(name, name) for name in jobs.LISTED_STATES],  # the filter's options as (value, text)
         batches=[] if state else my_batches(),
     )
 
