@@ -6,6 +6,7 @@ import re
 
 import httpx
 import pytest
+from redis.client import Pipeline
 from rq import Queue, SimpleWorker
 from rq.serializers import JSONSerializer
 
@@ -142,6 +143,29 @@ def test_all_jobs_pages_through_every_job_with_an_exact_count(app, redis):
     assert "Page 3 of 3" in pages[2] and 'rel="prev"' in pages[2] and 'rel="next"' not in pages[2]
     assert operator.get("/operator/jobs?page=0").status_code == 400
     assert operator.get("/operator/jobs?page=x").status_code == 400
+
+
+def test_all_jobs_reads_jobs_a_thousand_a_round_trip_however_many_redis_holds(app, redis, monkeypatch):
+    # A day at 10 jobs/s keeps 864,000 jobs: a listing must not hold them all at once (issue 14).
+    operator = app.test_client()
+    log_in(operator)
+    queue = Queue("low", connection=redis, serializer=JSONSerializer)
+    jobs = queue.enqueue_many([Queue.prepare_data("tests.fixtures.echo", (n,)) for n in range(2300)])
+    pipelines: list[int] = []
+    execute = Pipeline.execute
+
+    def counted(self, *args, **kwargs):
+        pipelines.append(len(self.command_stack))
+        return execute(self, *args, **kwargs)
+
+    monkeypatch.setattr(Pipeline, "execute", counted)
+    first, last = (operator.get(f"/operator/jobs?page={n}").get_data(as_text=True) for n in (1, 46))
+
+    assert 'id="job-count">2300 jobs<' in first and "Page 46 of 46" in last
+    created = sorted(jobs, key=lambda job: (job.created_at, job.id), reverse=True)
+    assert _listed_ids(first) == [job.id for job in created[:50]]
+    assert _listed_ids(last) == [job.id for job in created[-50:]]
+    assert max(pipelines) <= 1000 and sum(pipelines) >= 2 * 2300  # every job read, a chunk at a time
 
 
 def test_all_jobs_finds_a_job_by_its_id_or_a_word_in_its_arguments(app, redis):
