@@ -76,7 +76,9 @@ class FaultProxy:
                 elif state["drop"]:
                     self.dropped += 1
                     break  # Redis ran it and answered; the client never hears
-                else:
+                elif _transaction_closed(state["pending"]):
+                    # Redis answered what came before. Within a MULTI it answers each command as it
+                    # arrives (+QUEUED), and the EXEC may come in a later read: keep what came since.
                     state["pending"] = b""
                 sink.sendall(data)
         except OSError:
@@ -88,3 +90,9 @@ class FaultProxy:
                 sock.close()
             with self._lock:
                 self._sockets -= {source, sink}
+
+
+def _transaction_closed(sent: bytes) -> bool:
+    """True unless ``sent`` (RESP) opens a MULTI that no EXEC has closed yet."""
+    upper = sent.upper()
+    return upper.rfind(b"\r\nMULTI\r\n") <= upper.rfind(b"\r\nEXEC\r\n")

@@ -13,6 +13,7 @@ import struct
 import subprocess
 import termios
 import time
+import uuid
 from multiprocessing import Pipe
 from urllib.parse import urlsplit
 
@@ -156,10 +157,16 @@ def test_a_job_hung_past_its_timeout_is_killed_and_fails_timed_out_without_a_rer
 # --------------------------------------------------------------------------- retried writes
 
 
+def own_queue_name() -> str:
+    """A queue no other test's worker listens on: a worker of an earlier test that is still
+    shutting down (a loaded CI machine) must not take this test's job past the proxy."""
+    return f"edges-{uuid.uuid4().hex[:8]}"
+
+
 def test_a_start_retried_after_redis_dropped_its_reply_records_one_attempt(proxy, redis, signals):
     # redis-py's own retries resend the same bytes; with them off (or used up) Offload's retry rebuilds them.
     through_proxy = Redis.from_url(proxy.url, retry=Retry(NoBackoff(), 0))
-    queue = OffloadQueue("default", connection=through_proxy, serializer=JSONSerializer)
+    queue = OffloadQueue(own_queue_name(), connection=through_proxy, serializer=JSONSerializer)
     job = queue.enqueue("tests.fixtures.report_pid")
     proxy.drop_reply_of_transaction_with(b"PERSIST")  # the job process's "started" write
 
@@ -172,7 +179,7 @@ def test_a_start_retried_after_redis_dropped_its_reply_records_one_attempt(proxy
 
 
 def test_a_success_retried_after_redis_dropped_its_reply_is_written_once(proxy, redis, signals):
-    queue = OffloadQueue("default", connection=Redis.from_url(proxy.url), serializer=JSONSerializer)
+    queue = OffloadQueue(own_queue_name(), connection=Redis.from_url(proxy.url), serializer=JSONSerializer)
     job = queue.enqueue("tests.fixtures.report_pid")
     proxy.drop_reply_of_transaction_with(b"XADD")  # RQ's success write stores the result
 
