@@ -33,6 +33,7 @@ if TYPE_CHECKING:
         _started_job_id: str | None  # roundtrips, set by jobprocess
         _end_in_one: bool  # roundtrips, set by jobprocess
         _idle_written: bool  # roundtrips, read by jobprocess
+        job_came_while_waiting: bool  # roundtrips, read by holds
 
         @property
         def offload(self) -> State: ...  # appcontext

@@ -102,6 +102,10 @@ class QueueHolds(WorkerBase):
                     return None
                 continue
             job, queue = result
+            if self.job_came_while_waiting:
+                # It came while the worker waited, perhaps after a hold began: the change's message
+                # may not have reached the pub/sub thread yet, so read the holds as they are now.
+                self._holds_stale = True
             if self._current_holds().takes_from(queue.name):
                 return result
             self._put_back(job, queue)

@@ -4,18 +4,16 @@
    ``dequeue_any`` would and reads its hash. Only when every queue is empty does the worker fall
    back to RQ's blocking wait (``BLPOP``), which costs nothing while there is work.
 2. Start: the execution RQ's parent writes and the "started" write RQ's work horse sends next
-   (status, heartbeat, attempt record, metrics) go in one transaction from the worker; the job
-   process gets the job over its pipe instead of reading it again.
-   (Both batches leave out what they write twice: batches.py.)
+   (status, heartbeat, metrics) go in one transaction from the worker; the job process gets the
+   job over its pipe instead of reading it again (both batches write nothing twice: batches.py).
 3. End: the job process builds RQ's own end-of-execution transaction (status, result stream,
-   finished registry, TTLs, execution cleanup), adds the attempt's end, the metrics and the
-   worker's idle state and heartbeat, and sends it as one script (scripts.COMMIT_IF_NO_DEPENDENTS),
-   which stands in for RQ's ``WATCH`` of the job's dependents: a job with dependents, a repeat or
-   a ``Retry`` result takes RQ's own path.
+   finished registry, TTLs, execution cleanup), adds the metrics and the worker's idle state and
+   heartbeat, and sends it as one script (scripts.COMMIT_IF_NO_DEPENDENTS), which stands in for
+   RQ's ``WATCH`` of the job's dependents: a job with dependents, a repeat or a ``Retry`` result
+   takes RQ's own path.
 
-Between jobs, a heartbeat that would move the expiry by less than a quarter of the TTL (at most a
-minute) is skipped, the three commands of one go in one round trip, and a state already written
-is not written again. All of it waits out Redis (outages.py).
+Between jobs, a heartbeat moving the expiry by under a quarter of the TTL (a minute at most) is
+skipped, one costs one round trip, a state is not written twice; all wait out Redis (outages.py).
 """
 
 from __future__ import annotations
@@ -78,6 +76,7 @@ class RoundTrips(WorkerBase):
     _pending_end: tuple[str, dict[Any, str]] | None = None
     """The attempt's end (job key, fields), held for the end-of-execution script."""
     _idle_written: bool = False
+    job_came_while_waiting: bool = False  # the last job taken came through RQ's blocking wait (holds.py)
     """In the job process: the end script also wrote the worker's idle state and heartbeat."""
     _suspension_noticed: bool = False
 
@@ -121,7 +120,9 @@ class RoundTrips(WorkerBase):
         except REDIS_ERRORS:
             taken = None  # RQ's loop below waits Redis out
         if taken is not None:
+            self.job_came_while_waiting = False
             return taken
+        self.job_came_while_waiting = True  # queues empty: what RQ's blocking wait returns came after it began
         return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
 
     def _take_job(self, burst: bool) -> tuple[Job, Queue] | None:
