@@ -87,6 +87,19 @@ def redis_answers(url: str, timeout: float = 1.0) -> bool:
         return False
 
 
+def wait_for(predicate: Callable[[], object], timeout: float = 20.0, interval: float = 0.05, what: str = "condition"):
+    """Poll ``predicate`` until it returns something truthy; return that, or raise TimeoutError
+    after ``timeout`` seconds (for the tests and benchmarks, which wait on real processes)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
 def find_redis_server(kind: str | None = None) -> str:
     """Return the path of a server binary: ``redis``, ``valkey``, or the first found."""
     candidates = {"redis": ["redis-server"], "valkey": ["valkey-server"]}
@@ -133,11 +146,13 @@ def redis_server(
         process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             url = f"redis://127.0.0.1:{port}/0"
-            deadline = time.monotonic() + 15
-            while not redis_answers(url, timeout=0.2):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"{binary} did not start on port {port}")
-                time.sleep(0.05)
+
+            def up() -> bool:
+                if process.poll() is not None:
+                    raise RuntimeError(f"{binary} exited instead of serving port {port}")
+                return redis_answers(url, timeout=0.2)
+
+            wait_for(up, timeout=15, what=f"{binary} to answer on port {port}")
             yield process
         finally:
             if process.poll() is None:

@@ -19,6 +19,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+import dev
 from bench import stack
 from bench.options import progress
 
@@ -55,7 +56,7 @@ def start_stop_cost() -> stack.RedisCost:
         ready = processes.logs / "celery-ready"
         before = stack.redis_cost(processes.redis)
         worker = _start(processes, ready)
-        stack.wait_for(lambda: worker.poll() is not None or ready.exists(), timeout=60, what="Celery to start")
+        dev.wait_for(lambda: worker.poll() is not None or ready.exists(), timeout=60, what="Celery to start")
         processes.check_alive(worker, "celery")
         stack.stop(worker)
         return stack.redis_cost(processes.redis) - before
@@ -87,7 +88,7 @@ def drain(count: int, timeout: float = 300):  # type: ignore[no-untyped-def]
             return worker.poll() is not None or bool(processes.redis.exists(last_key))
 
         try:
-            stack.wait_for(last_done, timeout=timeout, what=f"Celery to run {count} tasks")
+            dev.wait_for(last_done, timeout=timeout, what=f"Celery to run {count} tasks")
         except TimeoutError:
             progress(f"drain: {NAME} did not finish {count} tasks in {timeout} s; stopped")
         processes.check_alive(worker, "celery")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import httpx
 import psutil
 
+import dev
 from bench import stack
 from bench.options import Options, progress
 from bench.report import Row
@@ -42,7 +43,7 @@ def _run_jobs(processes: stack.Stack, count: int) -> None:
     queue = stack.queue(processes.redis)
     for _ in range(count):
         queue.enqueue(stack.NOOP, result_ttl=600)
-    stack.wait_for(lambda: queue.finished_job_registry.count >= count, what="jobs to finish")
+    dev.wait_for(lambda: queue.finished_job_registry.count >= count, timeout=30, what="jobs to finish")
 
 
 def run(options: Options) -> list[Row]:

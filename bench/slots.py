@@ -18,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import psutil
 from rq import Worker
 
+import dev
 from bench import stack
 from bench.options import Options, progress
 from bench.report import Row, at_least, median
@@ -87,10 +88,10 @@ def pss_per_extra_slot(url: str) -> tuple[float, float]:
     """PSS (MB) of slot 1 (worker + job process) and the mean PSS of each other slot, after some jobs."""
     with stack.stack() as processes:
         worker = processes.spawn("worker", stack.PRODUCTION_WORKER, WORKER_SLOTS=str(SLOTS))
-        stack.wait_for(lambda: len(Worker.all(connection=processes.redis)) == SLOTS, what=f"{SLOTS} slots")
+        dev.wait_for(lambda: len(Worker.all(connection=processes.redis)) == SLOTS, timeout=30, what=f"{SLOTS} slots")
         ids = _enqueue(processes, url, SLOTS * 4)
         queue = stack.queue(processes.redis)
-        stack.wait_for(lambda: queue.finished_job_registry.count >= len(ids), timeout=120, what="the jobs to finish")
+        dev.wait_for(lambda: queue.finished_job_registry.count >= len(ids), timeout=120, what="the jobs to finish")
         pids = {w.pid for w in Worker.all(connection=processes.redis)}
         redis = processes.redis
         schedulers = {int(redis.hget(key, "pid") or 0) for key in redis.scan_iter("rq:scheduler:*")}

@@ -118,7 +118,7 @@ def _browse(
                     tally.record(path, http.get(path).status_code, 200)
                 elif roll < 0.4:
                     answer = http.post("/api/jobs", json=_submission(rng))
-                    stack_cookies(http, answer)
+                    stack.carry_cookies(http, answer)
                     tally.record("POST /api/jobs", answer.status_code, 202)
                     if answer.status_code == 202:
                         job_id = answer.json()["id"]
@@ -139,12 +139,6 @@ def _browse(
                     tally.record("GET /healthz", http.get("/healthz").status_code, 200)
             except httpx.HTTPError as exc:
                 tally.record(f"error {type(exc).__name__}", 0, 200)
-
-
-def stack_cookies(http: httpx.Client, response: httpx.Response) -> None:
-    # Production cookies are Secure; the soak talks plain HTTP to 127.0.0.1 (as stack.log_in does).
-    for name, value in response.cookies.items():
-        http.cookies.set(name, value)
 
 
 def _pacer(rate: float) -> Callable[[], None]:

@@ -14,9 +14,8 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,18 +59,6 @@ ONE_CLIENT_LIMITS = {
     "QUOTA_BYTES_PER_HOUR": "1000000000000",
 }
 """The web's per-client limits, raised for a benchmark's single client (every check still runs)."""
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 30.0, what: str = "condition") -> object:
-    """Poll ``predicate`` until it returns something truthy; return that, or raise after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def command_counts(redis: Redis) -> Counter[str]:
@@ -178,7 +165,9 @@ class Stack:
         port = dev.free_port()
         self.web = self.spawn(name, f"gunicorn {shlex.quote(app)}", GUNICORN_BIND=f"127.0.0.1:{port}")
         base_url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: self.web.poll() is not None or _answers(base_url + "/healthz"), what="gunicorn")
+        dev.wait_for(
+            lambda: self.web.poll() is not None or _answers(base_url + "/healthz"), timeout=30, what="gunicorn"
+        )
         self.check_alive(self.web, name)
         return base_url
 
@@ -186,11 +175,12 @@ class Stack:
         """Start an ``rq worker`` command; with ``wait``, return once it has registered."""
         process = self.spawn(name, command)
         if wait:
-            wait_for(
+            dev.wait_for(
                 lambda: (
                     process.poll() is not None
                     or any(worker.pid == process.pid for worker in Worker.all(connection=self.redis))
                 ),
+                timeout=30,
                 what=f"{name} to register",
             )
             self.check_alive(process, name)
@@ -199,7 +189,7 @@ class Stack:
     def log_in(self, http: httpx.Client) -> None:
         """Sign ``http`` (based on the web's URL) in as the operator, as a browser would (login form, CSRF)."""
         page = http.get("/login")
-        _carry_cookies(http, page)
+        carry_cookies(http, page)
         token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
         if token is None:
             raise RuntimeError(f"no CSRF token on the login page ({page.status_code})")
@@ -207,7 +197,7 @@ class Stack:
         answer = http.post("/login", data=form)
         if answer.status_code >= 400 or not answer.cookies:
             raise RuntimeError(f"the bench operator could not log in ({answer.status_code})")
-        _carry_cookies(http, answer)
+        carry_cookies(http, answer)
 
     def check_alive(self, process: subprocess.Popen, name: str) -> None:
         if process.poll() is not None:
@@ -240,7 +230,8 @@ def stack() -> Iterator[Stack]:
         yield Stack(exits, f"redis://127.0.0.1:{port}/0", logs)
 
 
-def _carry_cookies(http: httpx.Client, response: httpx.Response) -> None:
+def carry_cookies(http: httpx.Client, response: httpx.Response) -> None:
+    """Keep ``response``'s cookies in ``http``."""
     # Production cookies are Secure, and the bench talks plain HTTP to 127.0.0.1: carried by hand.
     for name, value in response.cookies.items():
         http.cookies.set(name, value)

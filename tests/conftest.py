@@ -8,7 +8,6 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from rq.serializers import JSONSerializer
 from werkzeug.security import generate_password_hash
 
 import dev
+from dev import wait_for
 from offload.connection import redact
 
 if TYPE_CHECKING:
@@ -50,18 +50,6 @@ OPERATOR_ACCOUNT = {
     "OFFLOAD_OPERATOR_PASSWORD_HASH": generate_password_hash(OPERATOR_PASSWORD, method="pbkdf2:sha256:1000"),
 }
 """The operator account every test app and test stack is configured with."""
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 20.0, interval: float = 0.05, what: str = "condition"):
-    """Poll ``predicate`` until it returns something truthy; return that, or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
 
 
 def refreshed(job: Job) -> Job:
