@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from flask import abort, current_app, redirect, request, url_for
 from rq.job import Job
 
+from offload.jobs import fetch_job
 from offload.registry import Access, Task
 from offload.state import get_task
 from offload.web.auth import is_operator
@@ -69,3 +70,12 @@ def may_read(job: Job) -> bool:
     modules = current_app.config["OFFLOAD_UNREGISTERED_JOB_MODULES"]
     function = job.func_name or ""
     return level is Access.OPERATOR or any(function.startswith(module + ".") for module in modules)
+
+
+def readable_job(job_id: str) -> Job:
+    """Return the job ``job_id`` if this request's visitor may read it, else answer 404: a job
+    they may not read looks exactly like one that does not exist."""
+    job = fetch_job(job_id)
+    if job is None or not may_read(job):
+        abort(404, "No such job: it never existed or its result has expired.")
+    return job

@@ -254,9 +254,7 @@ def cancel_job(job_id: str):
     session cookie alone cannot be abused (this blueprint is exempt from the forms' CSRF token).
     """
     operator = is_operator()
-    job = jobs.fetch_job(job_id)
-    if job is None or not access.may_read(job):
-        abort(404, "No such job: it never existed or its result has expired.")
+    access.readable_job(job_id)  # 404 unless this visitor may see it
     if not operator and not mine.submitted(job_id):
         abort(403, "Only the client that started this job (its session cookie), or an operator, can cancel it.")
     canceled = control.cancel(job_id)
@@ -266,8 +264,6 @@ def cancel_job(job_id: str):
 @bp.get("/jobs/<job_id>")
 def get_job(job_id: str):
     """The job's state, progress, timings, its log and result or error (and traceback, for operators)."""
-    job = jobs.fetch_job(job_id)
-    if job is None or not access.may_read(job):
-        abort(404, "No such job: it never existed or its result has expired.")
+    job = access.readable_job(job_id)
     view = jobs.job_view(job, with_traceback=is_operator())
     return jsonify(view)

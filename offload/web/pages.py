@@ -157,9 +157,7 @@ def batch_page(batch_id: str):
 @bp.get("/jobs/<job_id>")
 def job_page(job_id: str):
     """One job: state, progress, timings, attempts, result or error; it updates itself."""
-    job = jobs.fetch_job(job_id)
-    if job is None or not access.may_read(job):
-        abort(404, "No such job: it never existed or its result has expired.")
+    job = access.readable_job(job_id)
     view = jobs.job_view(job, with_traceback=is_operator())
     return render_template("offload/job.html", job=view, mine=mine.submitted(job.id))
 
