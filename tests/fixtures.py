@@ -32,15 +32,12 @@ def burn_cpu(seconds: float) -> str:
 
 
 def run_until_released(key: str, limit: float = 120) -> str:
-    """Keep working until the test sets Redis ``key`` (a job whose end the test decides)."""
-    import time
+    """Keep working until the test sets Redis ``key`` (a job whose end the test decides); a
+    ``key`` no test sets makes a job that runs until it is stopped, timed out or ``limit``."""
+    import dev
 
     job = get_current_job()
-    deadline = time.monotonic() + limit
-    while not job.connection.exists(key):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{key} was never set")
-        time.sleep(0.05)
+    dev.wait_for(lambda: job.connection.exists(key), timeout=limit, what=f"{key} to be set")
     return "released"
 
 
@@ -105,14 +102,6 @@ def log_and_fail(message: str) -> None:
     raise RuntimeError(message)
 
 
-def sleep_for(seconds: float) -> str:
-    """Sleep ``seconds`` (a job that outlives a short timeout), then return "woke up"."""
-    import time
-
-    time.sleep(seconds)
-    return "woke up"
-
-
 def record_run(ledger: str, seconds: float = 0.0) -> str:
     """Count this run in ``<ledger>:runs``, note who runs it since when, work ``seconds``, then
     count a completion in ``<ledger>:done`` (see tests.faults.Ledger)."""
@@ -175,13 +164,13 @@ def hold_memory(megabytes: int) -> int:
     return os.getpid()
 
 
-def ignore_timeout(seconds: float) -> str:
-    """Hang past the job's timeout: SIGALRM (RQ's timeout) is blocked, as in a long C call."""
+def ignore_timeout(key: str, limit: float) -> str:
+    """Hang past the job's timeout until the test sets ``key`` (or ``limit``): SIGALRM (RQ's
+    timeout) is blocked, as in a long C call."""
     import signal
-    import time
 
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
-    time.sleep(seconds)
+    run_until_released(key, limit)
     return "never timed out"
 
 

@@ -24,7 +24,7 @@ def test_every_registered_task_is_enqueued_with_its_timeout(client, name):
 
 def run_past_timeout(http, redis, retry: Retry | None) -> dict:
     queue = Queue("default", connection=redis, serializer=JSONSerializer)
-    job = queue.enqueue_call("tests.fixtures.sleep_for", args=(30,), timeout=1, retry=retry)
+    job = queue.enqueue_call("tests.fixtures.run_until_released", args=("release:never", 30), timeout=1, retry=retry)
     return wait_for(lambda: (view := http.get(f"/api/jobs/{job.id}").json())["ended"] and view, timeout=60)
 
 

@@ -12,7 +12,6 @@ import signal
 import struct
 import subprocess
 import termios
-import time
 import uuid
 from multiprocessing import Pipe
 from urllib.parse import urlsplit
@@ -146,7 +145,7 @@ def test_a_kill_horse_command_fails_the_job_and_it_is_not_rerun_as_a_crash(worke
 @pytest.mark.e2e
 def test_a_job_hung_past_its_timeout_is_killed_and_fails_timed_out_without_a_rerun(workers, json_queue):
     workers.start_worker(env=FAST)
-    job = json_queue.enqueue("tests.fixtures.ignore_timeout", 300, job_timeout=1)
+    job = json_queue.enqueue("tests.fixtures.ignore_timeout", "release:never", 300, job_timeout=1)
 
     # RQ kills a work horse that outlived its timeout by 60 s (SIGALRM never reached this one).
     assert ended(job, timeout=120).get_status() == JobStatus.FAILED
@@ -220,11 +219,15 @@ def test_an_alarm_while_a_report_is_read_neither_splits_nor_loses_it(redis, sign
             os.write(child_end.fileno(), struct.pack("!i", len(payload)))
             # The worker's end is readable here too: once its queue is empty, the worker has read
             # the header and is waiting for the rest of the report.
-            deadline = time.monotonic() + 10
-            while fcntl.ioctl(parent_end.fileno(), termios.FIONREAD, b"\0" * 4) != b"\0" * 4:
-                if time.monotonic() > deadline:
-                    os._exit(8)  # the worker never read the header: the test fails, it does not hang
-                time.sleep(0.01)
+            try:
+                wait_for(
+                    lambda: fcntl.ioctl(parent_end.fileno(), termios.FIONREAD, b"\0" * 4) == b"\0" * 4,
+                    timeout=10,
+                    interval=0.01,
+                    what="the worker to read the report's header",
+                )
+            except TimeoutError:
+                os._exit(8)  # the worker never read the header: the test fails, it does not hang
             os.kill(os.getppid(), signal.SIGALRM)
             os.write(child_end.fileno(), payload)
             child_end.poll(10)  # alive (not retiring) until the test kills it; a split report fails in 10 s

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections import Counter
 from http.server import ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -27,7 +26,8 @@ class ThirdParty:
         self.active = 0
         self.most_active = 0
         self.lock = threading.Lock()
-        self.stop_hanging = threading.Event()
+        self.closing = threading.Event()
+        """Set when the server closes: a call still waiting (``/hang``, ``/slow``) answers at once."""
         handler = type("Handler", (_Handler,), {"api": self})
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.server.daemon_threads = True
@@ -39,7 +39,7 @@ class ThirdParty:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.stop_hanging.set()
+        self.closing.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -69,13 +69,13 @@ class _Handler(JSONHandler):
         if url.path == "/bad":
             return self.answer(400, {"error": "missing field"})
         if url.path == "/hang":
-            self.api.stop_hanging.wait(30)
+            self.api.closing.wait(30)
             return self.answer(200, {"late": True})
         if url.path == "/slow":
             with self.api.lock:
                 self.api.active += 1
                 self.api.most_active = max(self.api.most_active, self.api.active)
-            time.sleep(float(query["seconds"]))
+            self.api.closing.wait(float(query["seconds"]))  # the latency, cut short when the server closes
             with self.api.lock:
                 self.api.active -= 1
             return self.answer(200, {"slow": True})
