@@ -100,6 +100,18 @@ def wait_for(predicate: Callable[[], object], timeout: float = 20.0, interval: f
         time.sleep(interval)
 
 
+def wait_until_serving(process: subprocess.Popen, url: str, timeout: float = 15) -> None:
+    """Wait until the Redis/Valkey server ``process`` just started answers at ``url``; raise
+    RuntimeError at once if it exits instead (a port taken, a bad option)."""
+
+    def up() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args!r} exited ({process.returncode}) instead of serving {url}")
+        return redis_answers(url, timeout=0.2)
+
+    wait_for(up, timeout=timeout, what=f"a server to answer at {url}")
+
+
 def find_redis_server(kind: str | None = None) -> str:
     """Return the path of a server binary: ``redis``, ``valkey``, or the first found."""
     candidates = {"redis": ["redis-server"], "valkey": ["valkey-server"]}
@@ -145,14 +157,7 @@ def redis_server(
         # while they shut down; the server is stopped last, when the block ends.
         process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            url = f"redis://127.0.0.1:{port}/0"
-
-            def up() -> bool:
-                if process.poll() is not None:
-                    raise RuntimeError(f"{binary} exited instead of serving port {port}")
-                return redis_answers(url, timeout=0.2)
-
-            wait_for(up, timeout=15, what=f"{binary} to answer on port {port}")
+            wait_until_serving(process, f"redis://127.0.0.1:{port}/0")
             yield process
         finally:
             if process.poll() is None:

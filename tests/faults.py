@@ -169,14 +169,7 @@ class RedisProcess:
         args = [dev.find_redis_server("redis"), "--port", str(self.port), "--bind", "127.0.0.1"]
         args += ["--dir", str(self.data_dir), "--save", "", "--appendonly", "no", "--loglevel", "warning"]
         self.process = subprocess.Popen([*args, *self.options], stdout=subprocess.DEVNULL, start_new_session=True)
-        process = self.process
-
-        def up() -> bool:
-            if process.poll() is not None:
-                raise RuntimeError(f"redis-server {self.options} exited on port {self.port}")
-            return dev.redis_answers(self.url, timeout=0.2)
-
-        dev.wait_for(up, timeout=15, what=f"redis-server {self.options} to answer on port {self.port}")
+        dev.wait_until_serving(self.process, self.url)
 
     def freeze(self) -> None:
         """SIGSTOP: connections are still accepted (the kernel's backlog), nothing is answered."""

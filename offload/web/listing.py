@@ -86,10 +86,6 @@ def queue_names() -> list[str]:
     return list(get_state().queues)
 
 
-def _rate_limited_ids(redis: Redis) -> list[str]:
-    return [job_id for registry in RateLimitRegistry.all(redis) for job_id in registry.get_rate_limited_job_ids()]
-
-
 CHUNK = 1000
 """Ids read, and jobs looked at, per round trip: a listing holds this many at once, not all of them."""
 
@@ -112,7 +108,10 @@ def _registry_ids(registry: BaseRegistry) -> Reader:
 
 
 def _rate_limited(start: int) -> list[str]:
-    return [] if start else _rate_limited_ids(get_redis())  # a few: read at once
+    if start:
+        return []  # a few: all read at once
+    registries = RateLimitRegistry.all(get_redis())
+    return [job_id for registry in registries for job_id in registry.get_rate_limited_job_ids()]
 
 
 def _places(state: str | None, queue: str | None) -> Iterator[tuple[tuple[str, ...], Reader]]:
@@ -175,14 +174,7 @@ def _matches(wanted: JobFilter, now: datetime | None = None) -> Iterator[tuple[d
     fields = ("status", "origin", "created_at", "meta") + (("data",) if text else ())
     oldest = (now or datetime.now(UTC)) - SINCE[wanted.since] if wanted.since else None
     for holds, read in _places(wanted.state, wanted.queue):
-        start = 0
-        while chunk := read(start):
-            start += len(chunk)
-            ids = list(dict.fromkeys(chunk))  # the started registry lists a job once per execution
-            with redis.pipeline(transaction=False) as pipe:
-                for job_id in ids:
-                    pipe.hmget(Job.key_for(job_id), *fields)
-                rows = pipe.execute()
+        for ids, rows in _read_in_chunks(redis, read, fields):
             for job_id, (raw_status, origin, created_at, meta, *data) in zip(ids, rows, strict=True):
                 if raw_status is None:  # expired between the two reads
                     continue
@@ -201,25 +193,37 @@ def _matches(wanted: JobFilter, now: datetime | None = None) -> Iterator[tuple[d
                 yield created, job_id, status
 
 
+def _read_in_chunks(redis: Redis, read: Reader, fields: tuple[str, ...]) -> Iterator[tuple[list[str], list[Any]]]:
+    """The ids ``read`` gives and their jobs' ``fields``, ``CHUNK`` jobs a round trip."""
+    start = 0
+    while chunk := read(start):
+        start += len(chunk)
+        ids = list(dict.fromkeys(chunk))  # the started registry lists a job once per execution
+        with redis.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hmget(Job.key_for(job_id), *fields)
+            rows = pipe.execute()
+        yield ids, rows
+
+
 def list_jobs(wanted: JobFilter, page: int = 1, per_page: int = PAGE_SIZE) -> Listing:
     """Return page ``page`` (from 1) of the jobs matching ``wanted``, with their exact count.
 
     Only the newest ``page * per_page`` matches are kept while counting the rest: the first pages,
     which operators read, cost little memory however many jobs Redis holds."""
     page = max(1, page)
-    newest: list[tuple[datetime, str]] = []  # a heap of the newest page * per_page matches
     states: Counter[str] = Counter()
-    for created, job_id, status in _matches(wanted):
-        states[status] += 1
-        if len(newest) < page * per_page:
-            heapq.heappush(newest, (created, job_id))
-        elif (created, job_id) > newest[0]:
-            heapq.heapreplace(newest, (created, job_id))
+
+    def counted() -> Iterator[tuple[datetime, str]]:
+        for created, job_id, status in _matches(wanted):
+            states[status] += 1
+            yield created, job_id
+
+    newest = heapq.nlargest(page * per_page, counted())  # newest first, page * per_page held at most
     total = sum(states.values())
     pages = max(1, -(-total // per_page))
     page = min(page, pages)
-    ordered = sorted(newest, reverse=True)
-    shown = [job_id for _, job_id in ordered[(page - 1) * per_page : page * per_page]]
+    shown = [job_id for _, job_id in newest[(page - 1) * per_page : page * per_page]]
     return Listing(total=total, page=page, pages=pages, jobs=jobs.fetch_jobs(shown), states=states)
 
 

@@ -76,8 +76,8 @@ class RoundTrips(WorkerBase):
     _pending_end: tuple[str, dict[Any, str]] | None = None
     """The attempt's end (job key, fields), held for the end-of-execution script."""
     _idle_written: bool = False
-    job_came_while_waiting: bool = False  # the last job taken came through RQ's blocking wait (holds.py)
     """In the job process: the end script also wrote the worker's idle state and heartbeat."""
+    job_came_while_waiting: bool = False  # the last job taken came through RQ's blocking wait (holds.py)
     _suspension_noticed: bool = False
 
     def heartbeat(self, timeout: int | None = None, pipeline=None) -> None:
