@@ -152,9 +152,14 @@ def attempts(job: Job) -> list[dict[str, Any]]:
         return recorded
     if recorded and recorded[-1].get("outcome") in (None, "finished"):
         return recorded  # recorded by an earlier release, the current run included
+    start = attempt_time(job.started_at)
+    if recorded and recorded[-1].get("started_at") == start:
+        # The run under way has just ended without finishing: its record is written as the task
+        # raises, its status (failed, or queued again for a retry) a moment later.
+        return recorded
     finished = status == JobStatus.FINISHED
     current = {
-        "started_at": attempt_time(job.started_at),
+        "started_at": start,
         "ended_at": attempt_time(job.ended_at) if finished else None,
         "outcome": "finished" if finished else None,
         "worker": job.worker_name,

@@ -12,6 +12,7 @@ from rq.job import Job, JobStatus
 from rq.results import Result
 from rq.serializers import JSONSerializer
 
+from offload.jobs import attempt_time
 from offload.jobs import attempts as job_attempts
 from offload.queues import OffloadQueue
 
@@ -103,3 +104,16 @@ def test_runs_recorded_by_an_earlier_release_read_as_they_were(redis):
     job.meta = {"attempts": [failed]}
     assert [run["outcome"] for run in job_attempts(job)] == ["failed", None]
     assert job_attempts(job)[-1]["worker"] == "w1"
+
+
+def test_a_run_that_has_just_failed_reads_as_one_ended_run_until_its_retry_is_written(redis):
+    # The failed run's record is written as the task raises; the job stays "started" until the
+    # worker writes the retry (or the failure) a moment later. One run, not a phantom second one.
+    job = Job.create("tests.fixtures.echo", args=[1], connection=redis, serializer=JSONSerializer)
+    job.started_at = job.created_at
+    job.worker_name = "w1"
+    failed = {"started_at": attempt_time(job.started_at), "ended_at": attempt_time(job.created_at), "outcome": "failed"}
+    job.set_status(JobStatus.STARTED, pipeline=redis.pipeline())  # sets the cached status only
+    job.meta = {"attempts": [failed]}
+
+    assert job_attempts(job) == [failed]
