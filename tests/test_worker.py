@@ -84,6 +84,21 @@ def test_sigterm_lets_the_running_job_finish_then_the_worker_exits_with_its_chil
     assert not [child for child in children if _running(child)], "a child of the worker outlived it"
 
 
+def test_a_killed_worker_leaves_no_scheduler_behind_holding_its_locks(workers, redis):
+    # SIGKILL: the OOM killer, or a stop signal before the worker could handle one. A scheduler
+    # left running would keep its queues' locks, and the next worker's scheduler none.
+    worker = workers.start_worker()
+    wait_for(lambda: list(redis.scan_iter("rq:scheduler:*")), what="the scheduler to register")
+    [key] = redis.scan_iter("rq:scheduler:*")
+    scheduler = psutil.Process(int(redis.hget(key, "pid")))
+    assert scheduler.ppid() == worker.pid
+
+    worker.kill()
+    worker.wait()
+
+    scheduler.wait(timeout=10)  # psutil.TimeoutExpired if it outlived its worker
+
+
 def test_the_job_process_is_replaced_after_its_job_limit(workers, queue):
     worker = workers.start_worker(env={"JOB_PROCESS_MAX_JOBS": "2"})
 

@@ -19,11 +19,15 @@ refuses. Where the server refuses tracking too, the scheduler says so once and r
 earliest scheduled time every ``POLL_WITHOUT_TRACKING`` seconds while it sleeps (one round
 trip), so such jobs still start on time.
 
-Locks stay RQ's: one scheduler per queue however many workers run one.
+Locks stay RQ's: one scheduler per queue however many workers run one. The scheduler process
+dies with its worker (``PR_SET_PDEATHSIG``), as the job process does: a worker killed (the OOM
+killer, a stop signal before it could handle one) leaves no scheduler holding its queues' locks
+on its own, which the next worker's scheduler would wait out.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from multiprocessing import Process
@@ -39,6 +43,7 @@ from rq.registry import ScheduledJobRegistry
 
 from offload import ondemand, periodic
 from offload.queues import WAKE_CHANNEL
+from offload.worker.parenting import die_with_parent
 
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
@@ -71,6 +76,7 @@ class SleepingScheduler(periodic.OffloadScheduler):
         self._last_round = 0.0
         self._tracker: Redis | None = None
         self._tracking: bool | None = None  # None: not set up (again) yet; False: the server refuses it
+        self._worker_pid: int | None = None  # the worker that started the scheduler process
 
     def request_stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
         self._stop_requested = True
@@ -121,6 +127,7 @@ class SleepingScheduler(periodic.OffloadScheduler):
         # Until the new process has its handlers (work()), a stop signal would kill it without
         # stop(): its locks held until they expire. Held back until then; the fork inherits the mask.
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        self._worker_pid = os.getpid()
         try:
             return super().start()
         finally:
@@ -128,6 +135,8 @@ class SleepingScheduler(periodic.OffloadScheduler):
 
     def work(self) -> None:
         try:
+            if self._worker_pid is not None:  # in the process start() forked
+                die_with_parent(self._worker_pid)
             self._install_signal_handlers()
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # one that came meanwhile lands now
             self._work()
