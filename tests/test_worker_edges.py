@@ -11,6 +11,7 @@ import shlex
 import signal
 import struct
 import subprocess
+import sys
 import termios
 import uuid
 from multiprocessing import Pipe
@@ -20,6 +21,7 @@ import pytest
 from redis import Redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from rq import Worker
 from rq.command import send_kill_horse_command
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
@@ -304,3 +306,38 @@ def test_a_stop_signal_as_the_scheduler_process_starts_still_releases_its_locks(
 
     assert process.exitcode == 0
     assert not redis.exists("rq:scheduler-lock:default"), "the scheduler died holding its lock"
+
+
+_SIGNALLED_AS_IT_STARTS = """
+import os, signal, sys
+from redis import Redis
+from offload.worker import OffloadWorker
+
+worker = OffloadWorker(["default"], connection=Redis.from_url(sys.argv[1]))
+start_scheduler = worker._start_scheduler
+
+def signalled_meanwhile(*args, **kwargs):  # registered; RQ's loop has not installed its handlers
+    os.kill(os.getpid(), signal.SIGTERM)
+    start_scheduler(*args, **kwargs)
+
+worker._start_scheduler = signalled_meanwhile
+worker.work(with_scheduler=True, logging_level="INFO")  # what `rq worker --with-scheduler` runs
+"""
+
+
+def test_a_stop_signal_between_registering_and_rqs_loop_is_a_warm_stop(redis_url, redis):
+    # Killed outright there, the worker left its registration (and its scheduler's locks) to expire.
+    run = subprocess.run(
+        [sys.executable, "-c", _SIGNALLED_AS_IT_STARTS, redis_url],
+        env=process_env(redis_url),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=60,
+    )
+
+    assert run.returncode == 0, run.stdout
+    assert "warm shut down requested" in run.stdout
+    assert not Worker.all(connection=redis), "the worker is still registered"
+    assert not list(redis.scan_iter("rq:scheduler*")), "its scheduler left its locks or registration"

@@ -57,6 +57,7 @@ RQ_OVERRIDES: tuple[Override, ...] = (
     _o(W, "dequeue_timeout", "offload.worker.maintenance", "wakes in time for maintenance"),
     _o(W, "run_maintenance_tasks", "offload.worker.maintenance", "abandoned jobs often, the rest less often"),
     _o(W, "run_maintenance_tasks", "offload.worker.registration", "registers again when Redis lost it"),
+    _o(W, "bootstrap", "offload.worker.registration", "a stop signal once registered is a warm stop"),
     _o(W, "clean_registries", "offload.worker.maintenance", "crash re-runs granted before RQ's cleanup"),
     _o(W, "execute_job", "offload.worker.jobprocess", "refuses non-JSON jobs; one job process, one round trip"),
     _o(W, "fork_work_horse", "offload.worker.jobprocess", "hands the job to the long-lived job process"),

@@ -8,11 +8,19 @@ worker runs; anything that scales on ``offload_workers_alive`` starts more). Eac
 one round trip, and writes both again when either is gone, saying so as an error. The same pass
 runs the host app's Redis hygiene check on its schedule (redis_hygiene.py), at once after a
 loss, which notices that Redis lost its data and counts it for the operators and /metrics.
+
+A stop signal that comes once the worker has registered but before RQ's loop installs its
+handlers (RQ starts the scheduler in between) would kill the worker outright, its registration
+and its scheduler's locks left to expire. From registration on, such a signal is the warm stop
+it is later: the loop's first round ends the worker, which stops its scheduler and deregisters.
 """
 
 from __future__ import annotations
 
+import signal
+
 from rq import worker_registration
+from rq.exceptions import StopRequested
 from rq.utils import now
 
 from offload import redis_hygiene
@@ -20,7 +28,20 @@ from offload.worker.base import WorkerBase
 
 
 class RegistrationUpkeep(WorkerBase):
-    """Worker mixin: registers the worker again when Redis lost its registration."""
+    """Worker mixin: registers the worker again when Redis lost its registration; a stop signal
+    right after registering is a warm stop."""
+
+    def bootstrap(self, *args, **kwargs) -> None:
+        super().bootstrap(*args, **kwargs)  # RQ's: registers the worker
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._stop_before_loop)  # until RQ's loop installs its own
+
+    def _stop_before_loop(self, signum, frame) -> None:
+        try:
+            self.request_stop(signum, frame)  # RQ's warm stop, passed on to the other slots
+        except StopRequested:
+            # Raised to end RQ's loop, which has not begun: its first round ends it instead.
+            self._stop_requested = True
 
     def run_maintenance_tasks(self) -> None:
         super().run_maintenance_tasks()
