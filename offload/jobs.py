@@ -150,12 +150,11 @@ def attempts(job: Job) -> list[dict[str, Any]]:
     status = job.get_status(refresh=False)
     if status not in (JobStatus.STARTED, JobStatus.FINISHED) or job.started_at is None:
         return recorded
-    if recorded and recorded[-1].get("outcome") in (None, "finished"):
-        return recorded  # recorded by an earlier release, the current run included
     start = attempt_time(job.started_at)
-    if recorded and recorded[-1].get("started_at") == start:
-        # The run under way has just ended without finishing: its record is written as the task
-        # raises, its status (failed, or queued again for a retry) a moment later.
+    if recorded and (recorded[-1].get("outcome") in (None, "finished") or recorded[-1].get("started_at") == start):
+        # The current run is recorded already: by an earlier release (which recorded every run),
+        # or it has just ended without finishing (its record is written as the task raises, its
+        # status, failed or queued again for a retry, a moment later).
         return recorded
     finished = status == JobStatus.FINISHED
     current = {

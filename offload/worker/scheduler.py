@@ -27,7 +27,7 @@ on its own, which the next worker's scheduler would wait out.
 
 from __future__ import annotations
 
-import os
+import multiprocessing
 import signal
 import time
 from multiprocessing import Process
@@ -76,7 +76,6 @@ class SleepingScheduler(periodic.OffloadScheduler):
         self._last_round = 0.0
         self._tracker: Redis | None = None
         self._tracking: bool | None = None  # None: not set up (again) yet; False: the server refuses it
-        self._worker_pid: int | None = None  # the worker that started the scheduler process
 
     def request_stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
         self._stop_requested = True
@@ -127,7 +126,6 @@ class SleepingScheduler(periodic.OffloadScheduler):
         # Until the new process has its handlers (work()), a stop signal would kill it without
         # stop(): its locks held until they expire. Held back until then; the fork inherits the mask.
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-        self._worker_pid = os.getpid()
         try:
             return super().start()
         finally:
@@ -135,8 +133,9 @@ class SleepingScheduler(periodic.OffloadScheduler):
 
     def work(self) -> None:
         try:
-            if self._worker_pid is not None:  # in the process start() forked
-                die_with_parent(self._worker_pid)
+            worker = multiprocessing.parent_process()  # the worker whose start() forked this process
+            if worker is not None and worker.pid is not None:
+                die_with_parent(worker.pid)
             self._install_signal_handlers()
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # one that came meanwhile lands now
             self._work()
