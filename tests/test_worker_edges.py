@@ -33,6 +33,7 @@ from offload.queues import OffloadQueue
 from offload.worker import OffloadWorker
 from offload.worker.jobprocess import JobProcess
 from offload.worker.scheduler import SleepingScheduler
+from offload.worker.scripts import TAKE_JOB, taken_key
 from tests.conftest import ROOT, process_env, wait_for
 from tests.faultproxy import FaultProxy
 from tests.faults import Ledger, alive
@@ -177,6 +178,49 @@ def test_a_start_retried_after_redis_dropped_its_reply_records_one_attempt(proxy
     assert proxy.dropped == 1
     assert job.get_status() == JobStatus.FINISHED
     assert [outcome for outcome, _ in attempts(job)] == ["finished"]
+
+
+@pytest.mark.parametrize("queues", [1, 2], ids=["one queue", "several queues"])
+@pytest.mark.parametrize("resend", ["redis-py resends", "Offload retries"])
+def test_a_take_whose_reply_redis_dropped_is_taken_again_not_lost(proxy, redis, signals, queues, resend):
+    # Redis popped the job and the connection went before its reply (a restart, a network cut):
+    # the job is in no queue, and no worker knows it has it.
+    retry = Retry(NoBackoff(), 1 if resend == "redis-py resends" else 0)
+    through_proxy = Redis.from_url(proxy.url, retry=retry)
+    names = [own_queue_name() for _ in range(queues)]
+    first, *others = (OffloadQueue(name, connection=through_proxy, serializer=JSONSerializer) for name in names)
+    job, later = (first.enqueue("tests.fixtures.record_run", first.name) for _ in range(2))
+    redis.script_load(TAKE_JOB)  # the reply dropped is the script's, not a NOSCRIPT before it ran
+    proxy.drop_reply_of_transaction_with(b"RQ:SUSPENDED")  # the take script checks the suspension flag
+
+    OffloadWorker([first, *others]).work(burst=True)
+
+    assert proxy.dropped == 1
+    for taken in (job, later):
+        taken = Job.fetch(taken.id, connection=redis, serializer=JSONSerializer)
+        assert taken.get_status() == JobStatus.FINISHED
+        assert [outcome for outcome, _ in attempts(taken)] == ["finished"]
+    assert redis.hlen(f"{first.name}:runs") == 2  # each ran once
+    assert redis.llen(first.intermediate_queue_key) == 0
+
+
+@pytest.mark.parametrize("where", ["popped, in no queue", "back in its queue"])
+def test_a_job_an_earlier_worker_of_the_same_name_took_runs_once(redis, signals, where):
+    # An earlier worker of this name took the job; it was killed before the job started, or it
+    # put the job back (a paused queue, a task it did not know).
+    queue = OffloadQueue(own_queue_name(), connection=redis, serializer=JSONSerializer)
+    job = queue.enqueue("tests.fixtures.record_run", queue.name)
+    if where == "popped, in no queue":
+        assert redis.lpop(queue.key) == job.id.encode()
+    name = f"edges-{uuid.uuid4().hex[:8]}"
+    redis.set(taken_key(name), f"{job.id} {queue.key}", ex=60)
+
+    OffloadWorker([queue], name=name).work(burst=True)
+
+    job = Job.fetch(job.id, connection=redis, serializer=JSONSerializer)
+    assert job.get_status() == JobStatus.FINISHED
+    assert redis.hlen(f"{queue.name}:runs") == 1  # run once (a finished run reads as one attempt however often)
+    assert redis.llen(queue.key) == 0
 
 
 def test_a_success_retried_after_redis_dropped_its_reply_is_written_once(proxy, redis, signals):

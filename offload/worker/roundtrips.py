@@ -1,8 +1,9 @@
 """A job's life in three Redis round trips (RQ's worker takes 13 over 59 commands).
 
 1. Take: one script (scripts.TAKE_JOB) checks the suspension flag, pops the job as RQ's
-   ``dequeue_any`` would and reads its hash. Only when every queue is empty does the worker fall
-   back to RQ's blocking wait (``BLPOP``), which costs nothing while there is work.
+   ``dequeue_any`` would, notes it under the worker's name (a take whose reply is lost hands it
+   over again) and reads its hash. Only when every queue is empty does the worker fall back to
+   RQ's blocking wait (``BLPOP``), which costs nothing while there is work.
 2. Start: the execution RQ's parent writes and the "started" write RQ's work horse sends next
    (status, heartbeat, metrics) go in one transaction from the worker; the job process gets the
    job over its pipe instead of reading it again (both batches write nothing twice: batches.py).
@@ -37,7 +38,7 @@ from rq.worker import WorkerStatus
 from offload.metrics import job_duration, queue_job_record
 from offload.worker.base import WorkerBase
 from offload.worker.batches import coalesce
-from offload.worker.outages import REDIS_ERRORS, ExecutionAlreadyEnded
+from offload.worker.outages import ExecutionAlreadyEnded
 from offload.worker.scripts import commit_if_no_dependents, take_job
 
 
@@ -71,6 +72,7 @@ class RoundTrips(WorkerBase):
     """Set by the job process runner around ``prepare_execution``: write the job's start with it."""
     _started_job_id: str | None = None
     """In the job process: the job whose start the worker already wrote."""
+    _last_received: str | None = None  # the last job taken: TAKE_JOB hands over one taken since again
     _end_in_one: bool = False
     """In the job process: end the current job in one script (its start came with the job)."""
     _pending_end: tuple[str, dict[Any, str]] | None = None
@@ -115,15 +117,9 @@ class RoundTrips(WorkerBase):
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None):
         self.set_state(WorkerStatus.IDLE)
         self.heartbeat()
-        try:
-            taken = self._take_job(burst=timeout is None)
-        except REDIS_ERRORS:
-            taken = None  # RQ's loop below waits Redis out
-        if taken is not None:
-            self.job_came_while_waiting = False
-            return taken
-        self.job_came_while_waiting = True  # queues empty: what RQ's blocking wait returns came after it began
-        return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+        taken = self._until_redis_answers("taking a job", self._take_job, timeout is None)
+        self.job_came_while_waiting = taken is None  # queues empty: what RQ's blocking wait returns came after it began
+        return taken if taken is not None else super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
 
     def _take_job(self, burst: bool) -> tuple[Job, Queue] | None:
         """Pop and read the next job (None when every queue is empty), as RQ's ``dequeue_any`` does."""
@@ -133,9 +129,11 @@ class RoundTrips(WorkerBase):
             reply = take_job(
                 self.connection,
                 WORKERS_SUSPENDED,
+                self.name,
                 [queue.key for queue in queues],
                 queues[0].intermediate_queue_key if single else None,
                 self.job_class.redis_job_namespace_prefix,
+                self._last_received,
             )
             if reply is None:
                 return None
@@ -147,6 +145,7 @@ class RoundTrips(WorkerBase):
                     self._suspension_noticed = False
                 continue
             queue_key, job_id, flat = as_text(reply[0]), as_text(reply[1]), list(reply[2:])
+            self._last_received = job_id
             if not flat:
                 continue  # the job's hash is gone: RQ skips it too
             queue = next(queue for queue in queues if queue.key == queue_key)
