@@ -33,7 +33,7 @@ from offload.queues import OffloadQueue
 from offload.worker import OffloadWorker
 from offload.worker.jobprocess import JobProcess
 from offload.worker.scheduler import SleepingScheduler
-from offload.worker.scripts import TAKE_JOB, taken_key
+from offload.worker.scripts import TAKE_JOB, TAKERS_KEY, taken_key
 from tests.conftest import ROOT, process_env, wait_for
 from tests.faultproxy import FaultProxy
 from tests.faults import Ledger, alive
@@ -221,6 +221,40 @@ def test_a_job_an_earlier_worker_of_the_same_name_took_runs_once(redis, signals,
     assert job.get_status() == JobStatus.FINISHED
     assert redis.hlen(f"{queue.name}:runs") == 1  # run once (a finished run reads as one attempt however often)
     assert redis.llen(queue.key) == 0
+
+
+@pytest.mark.parametrize("queues", [1, 2], ids=["one queue", "several queues"])
+def test_a_job_a_dead_worker_took_but_never_started_is_put_back_and_runs_once(redis, signals, queues):
+    names = [own_queue_name() for _ in range(queues)]
+    first, *others = (OffloadQueue(name, connection=redis, serializer=JSONSerializer) for name in names)
+    job = first.enqueue("tests.fixtures.record_run", first.name)
+    # A worker killed between its take and the job's start: the job is popped (into the
+    # intermediate queue when it had one queue, as RQ's dequeue does), noted under its name.
+    dead = f"edges-dead-{uuid.uuid4().hex[:8]}"
+    if queues == 1:
+        redis.lmove(first.key, first.intermediate_queue_key)
+    else:
+        redis.lpop(first.key)
+    redis.set(taken_key(dead), f"{job.id} {first.key}", ex=60)
+    redis.sadd(TAKERS_KEY, dead)
+    # A live worker's take is left alone: it hands the job over itself.
+    live = f"edges-live-{uuid.uuid4().hex[:8]}"
+    kept = first.enqueue("tests.fixtures.record_run", first.name)
+    redis.lpop(first.key)
+    redis.set(taken_key(live), f"{kept.id} {first.key}", ex=60)
+    redis.sadd(TAKERS_KEY, live)
+    redis.hset(f"rq:worker:{live}", "state", "busy")
+
+    OffloadWorker([first, *others]).work(burst=True)  # its first maintenance pass puts the job back
+
+    assert Job.fetch(job.id, connection=redis, serializer=JSONSerializer).get_status() == JobStatus.FINISHED
+    assert redis.hlen(f"{first.name}:runs") == 1
+    assert redis.llen(first.intermediate_queue_key) == 0
+    assert not redis.exists(taken_key(dead)) and not redis.sismember(TAKERS_KEY, dead)
+    assert Job.fetch(kept.id, connection=redis, serializer=JSONSerializer).get_status() == JobStatus.QUEUED
+    assert redis.get(taken_key(live)) == f"{kept.id} {first.key}".encode() and redis.sismember(TAKERS_KEY, live)
+    redis.delete(f"rq:worker:{live}", taken_key(live))
+    redis.srem(TAKERS_KEY, live)
 
 
 def test_a_success_retried_after_redis_dropped_its_reply_is_written_once(proxy, redis, signals):

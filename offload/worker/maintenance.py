@@ -16,10 +16,11 @@ import time
 
 from rq import worker_registration
 from rq.registry import clean_registries
-from rq.utils import current_timestamp, now
+from rq.utils import as_text, current_timestamp, now
 
 from offload.queues import WAKE_CHANNEL
 from offload.worker.base import WorkerBase
+from offload.worker.scripts import TAKERS_KEY, put_back_orphans
 
 
 class Maintenance(WorkerBase):
@@ -48,8 +49,30 @@ class Maintenance(WorkerBase):
             self.clean_abandoned_jobs()
             self.last_cleaned_at = now()
 
+    def register_birth(self) -> None:
+        super().register_birth()
+        self.connection.sadd(TAKERS_KEY, self.name)
+
+    def register_death(self) -> None:
+        super().register_death()
+        self._put_back_orphans([self.name])  # a take whose reply was lost as the worker stopped
+
+    def _put_back_orphans(self, names: list[str]) -> None:
+        """Put back the jobs that workers of ``names`` that are gone took but never started."""
+        worker_prefix, job_prefix = self.redis_worker_namespace_prefix, self.job_class.redis_job_namespace_prefix
+        put_back = put_back_orphans(self.connection, names, worker_prefix, job_prefix)
+        if put_back:
+            self.log.warning(
+                "Worker %s: put back job(s) %s, taken by workers that are gone before the jobs started",
+                self.name,
+                ", ".join(put_back),
+            )
+
     def clean_registries(self) -> None:
-        # RQ's, with the crash re-runs granted first, under the same per-queue lock.
+        # Jobs that dead workers took but never started, back in their queues (before RQ's
+        # intermediate-queue check fails them); then RQ's, with the crash re-runs granted first,
+        # under the same per-queue lock.
+        self._put_back_orphans([as_text(name) for name in self.connection.smembers(TAKERS_KEY)])
         for queue in self.queues:
             if queue.acquire_maintenance_lock():
                 try:

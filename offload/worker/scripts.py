@@ -1,16 +1,23 @@
-"""The worker's two Lua scripts: take the next job, and commit a job's end if nothing depends on it.
+"""The worker's Lua scripts: take the next job, commit a job's end if nothing depends on it, and
+put back a job a gone worker took but never started.
 
 Registered once per connection (redis-py's ``Script``: ``EVALSHA``, loaded on the first
-``NOSCRIPT``); Redis, Valkey and managed Redis such as Upstash run them. Both keep RQ's data
-exactly as RQ writes it: the first does what RQ's ``dequeue_any`` does (``LPOP`` in queue order,
-or ``LMOVE`` into the intermediate queue for a single queue) plus the ``HGETALL`` of the job, and
-notes the job under the worker's name, so that a take whose reply is lost (a job popped that no
-worker knows it has: RQ loses it) is handed over again by the next take, and
-the second runs the very commands RQ's end-of-execution transaction would send, which the worker
-builds with RQ's own methods (roundtrips.py). Why scripts rather than pipelines: a pipeline
-cannot pop a job and read its hash in one round trip, and RQ's end transaction needs a ``WATCH``
-and an ``SMEMBERS`` of the job's dependents before its ``MULTI`` (three round trips) that a
-script replaces with one ``EXISTS`` inside the same atomic step.
+``NOSCRIPT``); Redis, Valkey and managed Redis such as Upstash run them. They keep RQ's data
+exactly as RQ writes it:
+
+- TAKE_JOB does what RQ's ``dequeue_any`` does (``LPOP`` in queue order, or ``LMOVE`` into the
+  intermediate queue for a single queue) plus the ``HGETALL`` of the job, and notes the job under
+  the worker's name: a take whose reply is lost leaves a job popped that no worker knows it has
+  (RQ loses it); the worker's next take hands it over again.
+- COMMIT_IF_NO_DEPENDENTS runs the very commands RQ's end-of-execution transaction would send,
+  which the worker builds with RQ's own methods (roundtrips.py).
+- PUT_BACK_ORPHAN: a worker killed between a take and the job's start leaves such a job too;
+  maintenance puts it back at the front of its queue once the worker's key is gone.
+
+Why scripts rather than pipelines: a pipeline cannot pop a job and read its hash in one round
+trip, and RQ's end transaction needs a ``WATCH`` and an ``SMEMBERS`` of the job's dependents
+before its ``MULTI`` (three round trips) that a script replaces with one ``EXISTS`` inside the
+same atomic step.
 """
 
 from __future__ import annotations
@@ -20,52 +27,87 @@ from typing import Any
 
 from redis import Redis
 from redis.commands.core import Script
+from rq.utils import as_text
 
-TAKE_JOB = """
+_ORPHAN = """
+-- The job noted in a worker's "taken" key (KEYS[n]: "<id> <queue key>") if it is an orphan:
+-- popped from its queue by a take whose reply never reached the worker (Redis restarted, the
+-- connection broke, the worker was killed), not started since and not back in its queue (put
+-- back, requeued). Returns its id and queue key, or nil. ``skip``: the id the worker received.
+local function orphan(taken_key, job_prefix, skip)
+  local held = redis.call('GET', taken_key)
+  if not held then
+    return nil
+  end
+  local space = string.find(held, ' ', 1, true)
+  local id, queue_key = string.sub(held, 1, space - 1), string.sub(held, space + 1)
+  if id ~= skip and redis.call('HGET', job_prefix .. id, 'status') == 'queued'
+      and redis.pcall('LPOS', queue_key, id) == false then
+    return id, queue_key
+  end
+  return nil
+end
+"""
+
+TAKE_JOB = (
+    _ORPHAN
+    + """
 -- KEYS: the suspension flag, the worker's "taken" key, then the queues in order. ARGV[1]: the
 -- intermediate queue's key ("" for none), ARGV[2]: the job keys' prefix, ARGV[3]: the id of the
 -- job the worker last received ("" for none), ARGV[4]: the "taken" key's TTL in seconds.
 -- Returns {"suspended"}, nil (all empty), or {queue key, job id, job hash...} (the hash empty
--- when the job is gone).
+-- when the job is gone). An orphan of this worker (or of an earlier one of its name) comes first.
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return {'suspended'}
 end
--- A job this worker (or an earlier one of its name) took whose reply never reached it (Redis
--- restarted, the connection broke, the worker was killed): popped from its queue, it is handed
--- over again while it has not started and is not back in its queue (put back, or requeued).
-local held = redis.call('GET', KEYS[2])
-if held then
-  local space = string.find(held, ' ', 1, true)
-  local id, queue_key = string.sub(held, 1, space - 1), string.sub(held, space + 1)
-  if id ~= ARGV[3] and redis.call('HGET', ARGV[2] .. id, 'status') == 'queued'
-      and redis.pcall('LPOS', queue_key, id) == false then
-    local reply = {queue_key, id}
-    local hash = redis.call('HGETALL', ARGV[2] .. id)
-    for j = 1, #hash do
-      reply[j + 2] = hash[j]
-    end
-    return reply
-  end
-end
+local found, found_queue = orphan(KEYS[2], ARGV[2], ARGV[3])
 for i = 3, #KEYS do
-  local id
-  if ARGV[1] ~= '' then
-    id = redis.call('LMOVE', KEYS[i], ARGV[1], 'LEFT', 'RIGHT')
-  else
-    id = redis.call('LPOP', KEYS[i])
+  if found then
+    break
   end
-  if id then
-    redis.call('SET', KEYS[2], id .. ' ' .. KEYS[i], 'EX', ARGV[4])
-    local reply = {KEYS[i], id}
-    local hash = redis.call('HGETALL', ARGV[2] .. id)
-    for j = 1, #hash do
-      reply[j + 2] = hash[j]
-    end
-    return reply
+  if ARGV[1] ~= '' then
+    found = redis.call('LMOVE', KEYS[i], ARGV[1], 'LEFT', 'RIGHT')
+  else
+    found = redis.call('LPOP', KEYS[i])
+  end
+  if found then
+    found_queue = KEYS[i]
+    redis.call('SET', KEYS[2], found .. ' ' .. found_queue, 'EX', ARGV[4])
   end
 end
-return nil
+if not found then
+  return nil
+end
+local reply = {found_queue, found}
+local hash = redis.call('HGETALL', ARGV[2] .. found)
+for j = 1, #hash do
+  reply[j + 2] = hash[j]
+end
+return reply
 """
+)
+
+PUT_BACK_ORPHAN = (
+    _ORPHAN
+    + """
+-- KEYS[1]: a worker's "taken" key, KEYS[2]: its key (rq:worker:<name>), KEYS[3]: the set of
+-- workers that take (TAKERS_KEY). ARGV[1]: the job keys' prefix, ARGV[2]: the worker's name.
+-- Once the worker is gone (its key expired or deleted), its orphan goes back to the front of its
+-- queue (out of the intermediate queue, where RQ would fail it) and the worker is forgotten.
+-- Returns the orphan's id, or nil; 0 while the worker is alive.
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  return 0
+end
+local id, queue_key = orphan(KEYS[1], ARGV[1], '')
+redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[3], ARGV[2])
+if id then
+  redis.call('LREM', queue_key .. ':intermediate', 1, id)
+  redis.call('LPUSH', queue_key, id)
+end
+return id
+"""
+)
 
 COMMIT_IF_NO_DEPENDENTS = """
 -- KEYS[1]: the job's dependents set; KEYS[2]: the execution's key, which the commands delete;
@@ -117,6 +159,10 @@ def taken_key(worker_name: str) -> str:
     return f"offload:worker:{worker_name}:taken"
 
 
+TAKERS_KEY = "offload:taking-workers"
+"""The names of the workers that have a "taken" key: maintenance puts a gone worker's orphan back."""
+
+
 def take_job(
     redis: Redis,
     suspended_key: str,
@@ -153,3 +199,15 @@ def commit_if_no_dependents(
         args.append(len(command))
         args.extend(command)
     return int(_script(redis, COMMIT_IF_NO_DEPENDENTS)(keys=keys, args=args))
+
+
+def put_back_orphans(redis: Redis, worker_names: Iterable[str], worker_prefix: str, job_prefix: str) -> list[str]:
+    """For each of ``worker_names`` that is gone, put back the job it took and never started (an
+    orphan: PUT_BACK_ORPHAN) and forget it; return the ids put back. One round trip."""
+    script = _script(redis, PUT_BACK_ORPHAN)
+    with redis.pipeline(transaction=False) as pipeline:
+        for name in worker_names:
+            keys = [taken_key(name), worker_prefix + name, TAKERS_KEY]
+            script(keys=keys, args=[job_prefix, name], client=pipeline)
+        replies = pipeline.execute()
+    return [as_text(reply) for reply in replies if reply not in (None, 0)]
