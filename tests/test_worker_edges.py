@@ -193,9 +193,12 @@ def test_a_take_whose_reply_redis_dropped_is_taken_again_not_lost(proxy, redis, 
     redis.script_load(TAKE_JOB)  # the reply dropped is the script's, not a NOSCRIPT before it ran
     proxy.drop_reply_of_transaction_with(b"RQ:SUSPENDED")  # the take script checks the suspension flag
 
-    OffloadWorker([first, *others]).work(burst=True)
+    worker = OffloadWorker([first, *others])
+    worker.work(burst=True)
 
     assert proxy.dropped == 1
+    # The worker's note of its takes goes with it.
+    assert not redis.exists(taken_key(worker.name)) and not redis.sismember(TAKERS_KEY, worker.name)
     for taken in (job, later):
         taken = Job.fetch(taken.id, connection=redis, serializer=JSONSerializer)
         assert taken.get_status() == JobStatus.FINISHED

@@ -92,10 +92,10 @@ PUT_BACK_ORPHAN = (
     + """
 -- KEYS[1]: a worker's "taken" key, KEYS[2]: its key (rq:worker:<name>), KEYS[3]: the set of
 -- workers that take (TAKERS_KEY). ARGV[1]: the job keys' prefix, ARGV[2]: the worker's name.
--- Once the worker is gone (its key expired or deleted), its orphan goes back to the front of its
--- queue (out of the intermediate queue, where RQ would fail it) and the worker is forgotten.
--- Returns the orphan's id, or nil; 0 while the worker is alive.
-if redis.call('EXISTS', KEYS[2]) == 1 then
+-- Once the worker is gone (its key expired, or marked with its death: RQ keeps it 60 s more),
+-- its orphan goes back to the front of its queue (out of the intermediate queue, where RQ would
+-- fail it) and the worker is forgotten. Returns the orphan's id, or nil; 0 while the worker lives.
+if redis.call('EXISTS', KEYS[2]) == 1 and redis.call('HEXISTS', KEYS[2], 'death') == 0 then
   return 0
 end
 local id, queue_key = orphan(KEYS[1], ARGV[1], '')
