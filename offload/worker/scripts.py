@@ -27,6 +27,7 @@ from typing import Any
 
 from redis import Redis
 from redis.commands.core import Script
+from rq.intermediate_queue import IntermediateQueue
 from rq.utils import as_text
 
 _ORPHAN = """
@@ -91,7 +92,8 @@ PUT_BACK_ORPHAN = (
     _ORPHAN
     + """
 -- KEYS[1]: a worker's "taken" key, KEYS[2]: its key (rq:worker:<name>), KEYS[3]: the set of
--- workers that take (TAKERS_KEY). ARGV[1]: the job keys' prefix, ARGV[2]: the worker's name.
+-- workers that take (TAKERS_KEY). ARGV[1]: the job keys' prefix, ARGV[2]: the worker's name,
+-- ARGV[3]: what RQ appends to a queue's key for its intermediate queue.
 -- Once the worker is gone (its key expired, or marked with its death: RQ keeps it 60 s more),
 -- its orphan goes back to the front of its queue (out of the intermediate queue, where RQ would
 -- fail it) and the worker is forgotten. Returns the orphan's id, or nil; 0 while the worker lives.
@@ -102,7 +104,7 @@ local id, queue_key = orphan(KEYS[1], ARGV[1], '')
 redis.call('DEL', KEYS[1])
 redis.call('SREM', KEYS[3], ARGV[2])
 if id then
-  redis.call('LREM', queue_key .. ':intermediate', 1, id)
+  redis.call('LREM', queue_key .. ARGV[3], 1, id)
   redis.call('LPUSH', queue_key, id)
 end
 return id
@@ -205,9 +207,10 @@ def put_back_orphans(redis: Redis, worker_names: Iterable[str], worker_prefix: s
     """For each of ``worker_names`` that is gone, put back the job it took and never started (an
     orphan: PUT_BACK_ORPHAN) and forget it; return the ids put back. One round trip."""
     script = _script(redis, PUT_BACK_ORPHAN)
+    intermediate_suffix = IntermediateQueue.get_intermediate_queue_key("")  # RQ's naming, not a copy of it
     with redis.pipeline(transaction=False) as pipeline:
         for name in worker_names:
             keys = [taken_key(name), worker_prefix + name, TAKERS_KEY]
-            script(keys=keys, args=[job_prefix, name], client=pipeline)
+            script(keys=keys, args=[job_prefix, name, intermediate_suffix], client=pipeline)
         replies = pipeline.execute()
     return [as_text(reply) for reply in replies if reply not in (None, 0)]
