@@ -154,7 +154,7 @@ def test_a_job_submitted_over_http_runs_on_the_example_s_worker(example_env, exa
         worker = subprocess.run(
             [example_env.bin("flask"), "--app", "hello", "offload", "worker", "--burst"],
             cwd=example_env.app_dir, env=example_env.env(redis_url, GREETING="Bonjour"),
-            capture_output=True, text=True, timeout=120,
+            capture_output=True, text=True, timeout=45,  # redis-py 8.2 made a worker's exit hang 60 s at times
         )  # fmt: skip
         assert worker.returncode == 0, worker.stdout + worker.stderr
 

@@ -61,8 +61,10 @@ class QueueHolds(WorkerBase):
         self.log.info("Worker %s: subscribing to channels %s, %s", self.name, self.pubsub_channel_name, CHANGED_CHANNEL)
         self.pubsub = self.connection.pubsub()
         self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload, CHANGED_CHANNEL: self._holds_changed})
+        # RQ reads with a 60 s timeout; redis-py 8.2's stop() waits for the thread, so a worker's exit
+        # (RQ's unsubscribe) could hang that long: the thread reads in 1 s slices (no Redis command).
         self.pubsub_thread = self.pubsub.run_in_thread(  # type: ignore[assignment]  # RQ declares it None, then sets a thread
-            sleep_time=60, daemon=True, exception_handler=self._pubsub_exception_handler
+            sleep_time=1, daemon=True, exception_handler=self._pubsub_exception_handler
         )
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None):
