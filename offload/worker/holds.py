@@ -61,11 +61,20 @@ class QueueHolds(WorkerBase):
         self.log.info("Worker %s: subscribing to channels %s, %s", self.name, self.pubsub_channel_name, CHANGED_CHANNEL)
         self.pubsub = self.connection.pubsub()
         self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload, CHANGED_CHANNEL: self._holds_changed})
-        # RQ reads with a 60 s timeout; redis-py 8.2's stop() waits for the thread, so a worker's exit
-        # (RQ's unsubscribe) could hang that long: the thread reads in 1 s slices (no Redis command).
+        # Reads in 1 s slices (RQ's are 60 s; a read sends no Redis command), so unsubscribe ends it soon.
         self.pubsub_thread = self.pubsub.run_in_thread(  # type: ignore[assignment]  # RQ declares it None, then sets a thread
             sleep_time=1, daemon=True, exception_handler=self._pubsub_exception_handler
         )
+
+    def unsubscribe(self) -> None:
+        # RQ's stops the thread, waits 1 s, then closes the pubsub itself: under redis-py 8.2, whose
+        # stop() waits for the thread, that hung up to a 60 s read; under 8.1 its close raced the
+        # thread's own. The thread closes the pubsub when its loop ends: stop it, wait for that.
+        if self.pubsub_thread:
+            self.log.info("Worker %s: unsubscribing from channel %s", self.name, self.pubsub_channel_name)
+            self.pubsub.unsubscribe()
+            self.pubsub_thread.stop()
+            self.pubsub_thread.join(timeout=5)
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None):
         listened = list(self._ordered_queues)

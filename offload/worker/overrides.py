@@ -90,6 +90,7 @@ RQ_OVERRIDES: tuple[Override, ...] = (
     _o(W, "dequeue_job_and_maintain_ttl", "offload.worker.holds", "skips paused queues; a quiet worker takes none"),
     _o(W, "register_death", "offload.worker.holds", "forgets the worker's quiet mark"),
     _o(W, "subscribe", "offload.worker.holds", "also listens for changes of the holds"),
+    _o(W, "unsubscribe", "offload.worker.holds", "waits for the thread to close the pubsub, never closes it too"),
     # rq.job.Job
     _o(J, "restore", "offload.legacy", "callback paths stored by earlier releases, read as they are now"),
     # rq.Queue (offload.queues: shared by the web and the workers)
