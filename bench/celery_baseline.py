@@ -12,6 +12,7 @@ queue, minus the bench's own polling.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import subprocess
@@ -95,7 +96,7 @@ def drain(count: int, timeout: float = 300):  # type: ignore[no-untyped-def]
         stack.stop(worker)
         # The polls (one EXISTS round trip each) were the bench's, not the worker's.
         cost = stack.redis_cost(processes.redis) - before
-        cost = stack.RedisCost(cost.commands - polls, cost.round_trips - polls, cost.cpu_seconds)
+        cost = dataclasses.replace(cost, commands=cost.commands - polls, round_trips=cost.round_trips - polls)
         done = _finish_times(processes)
         span = (max(done) - min(done)).total_seconds() if len(done) > 1 else 0.0
         return Drained(
