@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 import subprocess
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 
 from rq import Queue
 
@@ -110,14 +110,9 @@ def run(options: Options) -> list[Row]:
         return median([run.jobs_per_second for run in runs[kind]])
 
     def per_job(kind: str) -> stack.RedisCost:
-        """Median commands, round trips and Redis CPU per job (each median on its own)."""
+        """Each of RedisCost's figures per job, the median of the runs (each median on its own)."""
         costs = [run.cost.per(count, overhead[kind]) for run in runs[kind]]
-        return stack.RedisCost(
-            median([cost.commands for cost in costs]),  # type: ignore[arg-type]
-            median([cost.round_trips for cost in costs]),  # type: ignore[arg-type]
-            median([cost.cpu_seconds for cost in costs]),
-            median([cost.command_seconds for cost in costs]),
-        )
+        return stack.RedisCost(*(median(list(values)) for values in zip(*map(astuple, costs), strict=True)))  # type: ignore[arg-type]
 
     crashes: dict[str, Drained] = {}
     for kind in WORKERS:

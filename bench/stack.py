@@ -17,7 +17,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 
 import httpx
@@ -63,8 +63,16 @@ ONE_CLIENT_LIMITS = {
 
 def command_counts(redis: Redis) -> Counter[str]:
     """Return how many times each command ran on the server (INFO commandstats), by name."""
-    stats = redis.info("commandstats")
-    return Counter({name.removeprefix("cmdstat_"): values["calls"] for name, values in stats.items()})
+    return Counter({name: values["calls"] for name, values in _command_stats(redis.info("commandstats")).items()})
+
+
+def _command_stats(info: dict) -> dict[str, dict]:
+    """The ``cmdstat_*`` entries of an INFO reply (its calls, usec...), by command name."""
+    return {
+        name.removeprefix("cmdstat_"): values
+        for name, values in info.items()
+        if name.startswith("cmdstat_") and isinstance(values, dict)
+    }
 
 
 WRAPPERS = frozenset({"exec", "eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro"})
@@ -86,32 +94,25 @@ class RedisCost:
     the data written costs, before reading requests, writing replies and running scripts."""
 
     def __add__(self, other: RedisCost) -> RedisCost:
-        return RedisCost(*(mine + theirs for mine, theirs in zip(self._fields(), other._fields(), strict=True)))
+        return RedisCost(*(mine + theirs for mine, theirs in zip(astuple(self), astuple(other), strict=True)))
 
     def __sub__(self, other: RedisCost) -> RedisCost:
-        return RedisCost(*(mine - theirs for mine, theirs in zip(self._fields(), other._fields(), strict=True)))
+        return RedisCost(*(mine - theirs for mine, theirs in zip(astuple(self), astuple(other), strict=True)))
 
     def scaled(self, factor: float) -> RedisCost:
         """This cost times ``factor`` (a cost per second times a run's length, say)."""
-        return RedisCost(*(value * factor for value in self._fields()))  # type: ignore[arg-type]
+        return RedisCost(*(value * factor for value in astuple(self)))  # type: ignore[arg-type]
 
     def per(self, count: int, less: RedisCost | None = None) -> RedisCost:
         """This cost, minus ``less`` (a fixed overhead), spread over ``count`` jobs."""
         cost = self - less if less is not None else self
-        return RedisCost(*(value / count for value in cost._fields()))  # type: ignore[arg-type]
-
-    def _fields(self) -> tuple[float, ...]:
-        return self.commands, self.round_trips, self.cpu_seconds, self.command_seconds
+        return RedisCost(*(value / count for value in astuple(cost)))  # type: ignore[arg-type]
 
 
 def redis_cost(redis: Redis) -> RedisCost:
     """Return the server's :class:`RedisCost` so far (one INFO round trip, counted in it too)."""
     info = redis.info("all")
-    stats = {
-        name.removeprefix("cmdstat_"): values
-        for name, values in info.items()
-        if name.startswith("cmdstat_") and isinstance(values, dict)
-    }
+    stats = _command_stats(info)
     return RedisCost(
         sum(values["calls"] for values in stats.values()),
         info["total_reads_processed"],
