@@ -8,18 +8,20 @@ serve several apps, and the worker and the pages find everything from ``current_
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar, Unpack, cast, overload
 
-from flask import Flask
+from flask import Flask, current_app
 from rq.job import Job
 
 from offload import cli, jobs, redis_hygiene, settings
 from offload.connection import connect
-from offload.exceptions import UnknownTask
+from offload.exceptions import InvalidParams, UnknownTask
 from offload.queues import make_queues
-from offload.registry import Task, TaskOptions, TaskRegistry, with_result_cap
+from offload.registry import Task, TaskOptions, TaskRegistry, job_function
+from offload.scheduling import ScheduleError, parse_when
 from offload.state import EXTENSION_KEY, State, get_state
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -41,6 +43,7 @@ class Offload:
             raise RuntimeError("Offload is already set up on this app (init_app was called twice)")
         settings.apply_defaults(app.config)
         check_tasks(self.tasks.values(), app.config)
+        self.tasks.add_check(tasks_checker(app))  # and the tasks registered after this
         redis = connect(app.config)
         redis_hygiene.init_app(app, redis)  # refuses an evicting Redis when OFFLOAD_REQUIRE_SAFE_REDIS is on
         app.extensions[EXTENSION_KEY] = State(
@@ -67,13 +70,16 @@ class Offload:
         ``access`` ("public", "user", "operator") says who may submit it and read its jobs;
         ``cpu_cost`` (seconds, or a function of the validated params) and ``stored_bytes`` are
         what a job is charged against its client's quotas; a result larger than ``stored_bytes``
-        fails its job (``ResultTooLarge``). The function stays callable as it was.
+        fails its job (``ResultTooLarge``). In a job the function gets its arguments as its signature
+        types them (a ``datetime``, an ``Enum`` member), and a result that is not JSON fails the job
+        (``ResultNotJSON``); called directly, it runs on what it is given. Misspelled or mistyped
+        options are refused (TypeError).
         """
 
         def register(function: F) -> F:
             task = self.tasks.register(function, **options)
-            # The module's name for the function is what RQ imports and runs: the capped one.
-            return cast(F, with_result_cap(task))
+            # The module's name for the function is what RQ imports and runs: the job's version of it.
+            return cast(F, job_function(task))
 
         return register(func) if func is not None else register
 
@@ -90,11 +96,45 @@ class Offload:
         task = get_state().tasks.get(name)
         if task is None:
             raise UnknownTask(name)
-        return jobs.submit_job(task, task.validate(params or {}), run_at=run_at)
+        validated = task.validate(params or {})
+        return jobs.submit_job(task, validated, run_at=scheduled_time(name, run_at))
 
     def fetch(self, job_id: str) -> Job | None:
         """Return the job ``job_id`` of the current app, or None if there is none (or it is not JSON)."""
         return jobs.fetch_job(job_id)
+
+
+def scheduled_time(name: str, run_at: Any) -> datetime | None:
+    """Return when a job of task ``name`` submitted with ``run_at`` runs (None: now), by the rules the
+    forms and the API follow (``SCHEDULE_PAST_TOLERANCE``, ``SCHEDULE_MAX_AHEAD``); raise
+    :class:`~offload.InvalidParams` naming ``run_at`` otherwise."""
+    if run_at is None:
+        return None
+    if not isinstance(run_at, datetime) or run_at.utcoffset() is None:
+        example = "datetime.now(UTC) + timedelta(minutes=5)"
+        raise InvalidParams(name, {"run_at": f"must be an aware datetime (with its tzinfo), e.g. {example}"})
+    config = current_app.config
+    try:
+        return parse_when(
+            run_at.isoformat(),
+            max_ahead=config["OFFLOAD_SCHEDULE_MAX_AHEAD"],
+            tolerance=config["OFFLOAD_SCHEDULE_PAST_TOLERANCE"],
+        )
+    except ScheduleError as exc:
+        raise InvalidParams(name, {"run_at": exc.message}) from None
+
+
+def tasks_checker(app: Flask) -> Callable[[Task], None]:
+    """Return a check of one task against ``app``'s settings, for tasks registered after ``init_app``
+    (without keeping the app alive: a test suite makes many)."""
+    ref = weakref.ref(app)
+
+    def check(task: Task) -> None:
+        live = ref()
+        if live is not None:
+            check_tasks([task], live.config)
+
+    return check
 
 
 def check_tasks(tasks: Iterable[Task], config: Mapping[str, Any]) -> None:

@@ -12,15 +12,29 @@ from rq import get_current_job
 log = logging.getLogger(__name__)
 
 
-def report_progress(fraction: float, **details: Any) -> None:
-    """Record how far the running job is (0.0 to 1.0) in its meta, for the job page.
+RESERVED_META = frozenset({"task", "progress", "attempts", "batch", "crash_reruns", "periodic"})
+"""Keys of a job's meta that Offload itself reads: which task the job is (the pages and the API
+find it by this), its progress, its runs, its newsletter, its crash re-runs, its period."""
 
-    Does nothing outside a worker, so task functions can also be called directly.
+
+def report_progress(fraction: float, **details: Any) -> None:
+    """Record how far the running job is (0.0 to 1.0) and any ``details`` in its meta, for the job page.
+
+    Does nothing outside a worker, so task functions can also be called directly. Raises
+    ValueError for a fraction outside 0.0-1.0 (``50`` is not 50 %) or a detail named like one
+    of Offload's own keys (:data:`RESERVED_META`), which would hide the job from its pages.
     """
+    if not 0.0 <= fraction <= 1.0 + 1e-9:
+        raise ValueError(f"report_progress takes a fraction from 0.0 to 1.0, not {fraction!r}")
+    taken = sorted(RESERVED_META.intersection(details))
+    if taken:
+        raise ValueError(
+            f"report_progress: {', '.join(taken)} is Offload's own key in the job's meta; name it otherwise"
+        )
     job = get_current_job()
     if job is None:
         return
-    job.meta["progress"] = round(max(0.0, min(1.0, fraction)) * 100, 1)
+    job.meta["progress"] = round(min(1.0, fraction) * 100, 1)
     job.meta.update(details)
     try:
         job.save_meta()

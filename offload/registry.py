@@ -21,7 +21,7 @@ from enum import StrEnum
 from typing import Any, TypedDict, Unpack
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
-from rq import RateLimit, Retry
+from rq import RateLimit, Retry, get_current_job
 
 from offload.exceptions import InvalidParams
 from offload.retries import PermanentError
@@ -140,15 +140,55 @@ class TaskOptions(TypedDict, total=False):
     name: str  # default: the function's name
 
 
+def check_options(func: Callable[..., Any], options: Mapping[str, Any]) -> None:
+    """Raise TypeError for a registration option that does not exist or has the wrong type or value:
+    ``@offload.task(timout=30)`` would otherwise run with the default timeout unnoticed."""
+    where = f"@offload.task on {func.__name__}"
+    unknown = sorted(set(options) - set(TaskOptions.__annotations__))
+    if unknown:
+        raise TypeError(
+            f"{where}: unknown option(s) {', '.join(unknown)}; known: {', '.join(TaskOptions.__annotations__)}"
+        )
+
+    def whole(name: str, least: int, optional: bool = False) -> None:
+        value = options.get(name)
+        if name not in options or (optional and value is None):
+            return
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise TypeError(f"{where}: {name} must be a whole number of at least {least}, not {value!r}")
+
+    whole("timeout", 1)
+    whole("stored_bytes", 1)
+    whole("result_ttl", -1, optional=True)  # RQ's: -1 keeps the result for ever, 0 not at all
+    for name in ("title", "description", "queue", "name"):
+        if name in options and not isinstance(options[name], str):
+            raise TypeError(f"{where}: {name} must be text, not {options[name]!r}")
+    if not options.get("queue", "default"):
+        raise TypeError(f"{where}: queue must name a queue")
+    retry = options.get("retry")
+    if retry is not None and not isinstance(retry, Retry):
+        raise TypeError(f"{where}: retry must be rq.Retry(max=..., interval=...) or None, not {retry!r}")
+    if "access" in options and options["access"] not in set(Access):
+        raise TypeError(f"{where}: access must be one of {', '.join(Access)}, not {options['access']!r}")
+
+
 class TaskRegistry(MutableMapping[str, Task]):
     """The tasks of one :class:`offload.Offload`, by name (a mapping) and by the import path RQ stores."""
 
     def __init__(self) -> None:
         self._by_name: dict[str, Task] = {}
         self._by_path: dict[str, Task] = {}
+        self._checks: list[Callable[[Task], None]] = []
+
+    def add_check(self, check: Callable[[Task], None]) -> None:
+        """Run ``check`` on every task registered from now on (it raises to refuse one): an app set
+        up before its tasks are imported still refuses a task its settings cannot run."""
+        self._checks.append(check)
 
     def register(self, func: Callable[..., Any], **options: Unpack[TaskOptions]) -> Task:
-        """Register ``func`` as a task and return it; a second task of the same name is refused."""
+        """Register ``func`` as a task and return it; a second task of the same name, or an option
+        misspelled or of the wrong type, is refused."""
+        check_options(func, options)
         task_name = options.get("name") or func.__name__
         if task_name in self._by_name:
             raise ValueError(f"task {task_name!r} is registered twice")
@@ -171,6 +211,8 @@ class TaskRegistry(MutableMapping[str, Task]):
             cpu_cost=options.get("cpu_cost"),
             stored_bytes=options.get("stored_bytes", DEFAULT_STORED_BYTES),
         )
+        for check in self._checks:
+            check(task)
         self[task_name] = task
         return task
 
@@ -205,18 +247,49 @@ class TaskRegistry(MutableMapping[str, Task]):
         return len(self._by_name)
 
 
-def with_result_cap(task: Task) -> Callable[..., Any]:
-    """Return ``task``'s function, wrapped so a result larger than its ``stored_bytes`` fails the job
-    (:class:`ResultTooLarge`, not retried) instead of being stored: the bytes quota charges what a
-    task declares, and this keeps the declaration true. Files a job stores are capped apart
-    (``ARTIFACT_MAX_BYTES``)."""
+class ParamsRefused(PermanentError):
+    """A job's arguments do not fit its task's signature (a job enqueued by another client, or by an
+    older release); it fails at once, naming each bad field, instead of running on wrong types."""
+
+
+class ResultNotJSON(PermanentError):
+    """A job returned a value JSON cannot hold; it fails instead of RQ storing a placeholder."""
+
+
+def job_function(task: Task) -> Callable[..., Any]:
+    """Return ``task``'s function as its jobs run it (what the module's name is bound to, so what
+    RQ imports):
+
+    - inside a job, its arguments go through the task's params model first, so the function gets
+      the types its signature declares (a ``datetime``, an ``Enum`` member, a nested model), not
+      the JSON values the job stores; arguments that do not fit fail the job (:class:`ParamsRefused`);
+    - its result must be JSON (:class:`ResultNotJSON`) and at most its ``stored_bytes``
+      (:class:`ResultTooLarge`), both failures that retrying cannot fix: the bytes quota charges
+      what a task declares, and this keeps the declaration true. Files a job stores are capped
+      apart (``ARTIFACT_MAX_BYTES``).
+
+    Called outside a job, the function runs on what it is given; its result is checked the same.
+    """
     func = task.func
+    signature = inspect.signature(func)
+
+    def typed(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        try:
+            params = task.params.model_validate(signature.bind(*args, **kwargs).arguments)
+        except TypeError as exc:  # positional arguments that do not bind
+            raise ParamsRefused(f"invalid arguments for task {task.name!r}: {exc}") from None
+        except ValidationError as exc:
+            raise ParamsRefused(str(InvalidParams(task.name, field_errors(exc)))) from None
+        return {name: getattr(params, name) for name in task.params.model_fields}
 
     @functools.wraps(func)
-    def capped(*args: Any, **kwargs: Any) -> Any:
-        result = func(*args, **kwargs)
-        # Measured as RQ's JSON serializer stores it (non-ASCII text escaped).
-        size = len(json.dumps(result, default=str).encode())
+    def as_job(*args: Any, **kwargs: Any) -> Any:
+        result = func(**typed(args, kwargs)) if get_current_job() is not None else func(*args, **kwargs)
+        try:
+            # Measured as RQ's JSON serializer stores it (non-ASCII text escaped).
+            size = len(json.dumps(result).encode())
+        except (TypeError, ValueError) as exc:
+            raise ResultNotJSON(f"task {task.name} returned a value that is not JSON ({exc})") from None
         if size > task.stored_bytes:
             raise ResultTooLarge(
                 f"the result is {size} bytes, over the {task.stored_bytes} "
@@ -224,7 +297,7 @@ def with_result_cap(task: Task) -> Callable[..., Any]:
             )
         return result
 
-    return capped
+    return as_job
 
 
 def params_model(func: Callable[..., Any]) -> type[BaseModel]:

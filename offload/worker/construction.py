@@ -10,14 +10,22 @@
 - No ``connection=``: RQ takes the queues' own connection (``OffloadWorker([queue])``).
 - Connecting to a vanished host gives up after ``OFFLOAD_REDIS_CONNECT_TIMEOUT`` instead of the
   kernel's TCP timeout (minutes).
+- The stock ``rq worker`` takes its Redis from ``--url`` / ``REDIS_URL`` and listens on
+  ``default`` unless given queue names, whatever the app says: with the app named in
+  ``OFFLOAD_APP``, a worker whose Redis is not the app's (another server, or another database)
+  refuses to start, since the app's jobs would never reach it, and one that leaves some of the
+  app's queues out says which in its log. (``flask offload worker`` takes both from the app.)
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any, cast
 
 from flask import Flask
+from redis import Redis
+from redis.exceptions import RedisError
 from rq import Queue
 from rq.defaults import DEFAULT_JOB_MONITORING_INTERVAL, DEFAULT_MAINTENANCE_TASK_INTERVAL
 from rq.job import Job
@@ -25,10 +33,13 @@ from rq.serializers import JSONSerializer
 from rq.utils import import_attribute
 
 from offload.queues import OffloadQueue
+from offload.state import get_state
 from offload.worker.attempts import OffloadJob
 from offload.worker.base import WorkerBase
-from offload.worker.host import load_host_app
+from offload.worker.host import load_host_app, named_in_environment
 from offload.worker.slots import slot_count
+
+log = logging.getLogger("offload.worker")
 
 PUBLIC_NAMES = {OffloadJob: "offload.worker.OffloadJob", OffloadQueue: "offload.queues.OffloadQueue"}
 
@@ -47,6 +58,32 @@ def own_class(given: type | str | None, ours: type, rqs: type, option: str) -> t
         f"{option} {name} is not a subclass of {PUBLIC_NAMES.get(ours, ours.__qualname__)}, "
         "which Offload's worker needs (JSON jobs, attempt records)"
     )
+
+
+def check_same_redis(worker_redis: Redis, app: Flask) -> None:
+    """Refuse a worker whose Redis (``rq worker --url`` / ``REDIS_URL``) is not ``app``'s
+    (``OFFLOAD_REDIS_URL``): another server, told by its run id, or another database. A server
+    that does not answer yet is left to the worker's own wait for Redis."""
+    app_redis = get_state(app).redis
+    databases = [client.connection_pool.connection_kwargs.get("db", 0) for client in (worker_redis, app_redis)]
+    try:
+        servers = [client.info("server").get("run_id") for client in (worker_redis, app_redis)]
+    except RedisError:
+        return
+    if servers[0] == servers[1] and int(databases[0]) == int(databases[1]):
+        return
+    raise RuntimeError(
+        f"this worker's Redis ({describe(worker_redis)}, from rq worker's --url or REDIS_URL) is not the "
+        f"app's ({describe(app_redis)}, OFFLOAD_REDIS_URL): the app's jobs would never reach it. Give rq "
+        "worker the app's URL with --url, or start it with `flask --app ... offload worker`"
+    )
+
+
+def describe(redis: Redis) -> str:
+    """A Redis client's server and database, without its password."""
+    kwargs = redis.connection_pool.connection_kwargs
+    where = kwargs.get("path") or f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
+    return f"{where}, database {kwargs.get('db', 0)}"
 
 
 def json_queue(queue: str | Queue, queue_class: type[Queue], job_class: type[Job]) -> str | Queue:
@@ -104,6 +141,15 @@ class Construction(WorkerBase):
         pool_kwargs = self.connection.connection_pool.connection_kwargs
         if pool_kwargs.get("socket_connect_timeout") is None:
             pool_kwargs["socket_connect_timeout"] = config["OFFLOAD_REDIS_CONNECT_TIMEOUT"]
+        if named_in_environment():
+            check_same_redis(self.connection, self.flask_app)
+            left_out = [name for name in config["OFFLOAD_QUEUES"] if name not in self.queue_names()]
+            if left_out:
+                log.warning(
+                    "This worker leaves out the app's queue(s) %s (OFFLOAD_QUEUES): name them after "
+                    "`rq worker`, or start it with `flask offload worker`, which listens on all of them",
+                    ", ".join(left_out),
+                )
         self.full_maintenance_interval: int = config["OFFLOAD_WORKER_FULL_MAINTENANCE_INTERVAL"]
         self.crash_reruns: int = config["OFFLOAD_CRASH_RERUNS"]
         self.slots = slot_count(config["OFFLOAD_WORKER_SLOTS"])

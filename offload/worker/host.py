@@ -16,12 +16,20 @@ from flask.cli import NoAppException, ScriptInfo
 from offload.settings import APP_ENV
 
 _bound: Flask | None = None
+_named_in_environment = False
 
 
 def bind(app: Flask) -> None:
     """Make ``app`` the host app of workers started in this process."""
-    global _bound
+    global _bound, _named_in_environment
     _bound = app
+    _named_in_environment = False
+
+
+def named_in_environment() -> bool:
+    """True if the host app was loaded from ``OFFLOAD_APP`` (the stock ``rq worker``), whose Redis
+    and queues come from ``rq worker``'s own options rather than from the app."""
+    return _named_in_environment
 
 
 def load_host_app() -> Flask:
@@ -39,4 +47,6 @@ def load_host_app() -> Flask:
     except NoAppException as exc:
         raise RuntimeError(f"{APP_ENV}={path!r}: {exc}") from exc
     bind(app)
+    global _named_in_environment
+    _named_in_environment = True
     return app
