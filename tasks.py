@@ -144,13 +144,41 @@ def _api_path(path: str) -> str:
     return path
 
 
+MAX_PAYLOAD_DEPTH = 32
+"""Most levels of arrays and objects a call_api payload may nest: the API's echo of it is decoded
+and searched for the token level by level (``thirdparty.redact``)."""
+
+
 def _json_text(text: str) -> str:
-    if text.strip():
-        try:
-            json.loads(text)
-        except ValueError as exc:
-            raise ValueError(f"not valid JSON ({exc})") from None
+    """``text`` if it is JSON the API call can send: no NaN or Infinity (which JSON does not have,
+    and which httpx refuses to send), nested at most ``MAX_PAYLOAD_DEPTH`` levels."""
+    if not text.strip():
+        return text
+    try:
+        value = json.loads(text, parse_constant=_not_json)
+    except RecursionError:
+        raise ValueError(f"nested too deeply (at most {MAX_PAYLOAD_DEPTH} levels)") from None
+    except ValueError as exc:
+        raise ValueError(f"not valid JSON ({exc})") from None
+    if _depth(value) > MAX_PAYLOAD_DEPTH:
+        raise ValueError(f"nested too deeply (at most {MAX_PAYLOAD_DEPTH} levels)")
     return text
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _depth(value: Any) -> int:
+    """How many levels of arrays and objects ``value`` nests (without recursing: it may be deep)."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        item, level = pending.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is not None:
+            deepest = max(deepest, level)
+            pending.extend((child, level + 1) for child in children)
+    return deepest
 
 
 CALL_API_RETRY = Retry(max=4, interval=backoff_intervals(4, base=5, cap=120))

@@ -313,10 +313,17 @@ def params_model(func: Callable[..., Any]) -> type[BaseModel]:
     return create_model(model_name, __config__=ConfigDict(extra="forbid"), **fields)
 
 
+MAX_FIELD_ERRORS = 20
+"""Most invalid fields an answer names: a body with thousands of bad keys gets a short answer."""
+
+
 def field_errors(exc: ValidationError, prefix: str = "") -> dict[str, str]:
-    """Map each invalid field (``params.limit``) of ``exc`` to a readable message."""
+    """Map each invalid field (``params.limit``) of ``exc`` to a readable message (the first
+    ``MAX_FIELD_ERRORS`` of them)."""
     errors: dict[str, str] = {}
     for error in exc.errors(include_url=False, include_input=False):
+        if len(errors) >= MAX_FIELD_ERRORS:
+            break
         # An empty key is named "" (not dropped), so every message points at something.
         name = ".".join(str(part) or '""' for part in error["loc"])
         errors.setdefault(f"{prefix}{name}" if name else prefix.rstrip(".") or "params", error["msg"])

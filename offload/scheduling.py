@@ -67,9 +67,13 @@ def _moment(value: Any) -> datetime:
         raise ScheduleError("run_at", "A time is an ISO 8601 string, e.g. 2026-05-01T09:30:00Z.")
     try:
         moment = datetime.fromisoformat(value.strip())
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
     except ValueError:
         raise ScheduleError("run_at", "Not a time: use ISO 8601, e.g. 2026-05-01T09:30:00Z.") from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+23:59 has no UTC time
+        raise ScheduleError(
+            "run_at", "This time is out of range (its UTC time is before year 1 or after 9999)."
+        ) from None
 
 
 def _days(seconds: int) -> str:

@@ -353,3 +353,29 @@ def test_the_token_is_in_no_stored_result_when_the_api_echoes_headers(http, thir
         stored = redis.xrange(f"rq:results:{job['id']}")  # the result as Redis holds it
         assert stored and TOKEN.encode() not in repr(stored).encode()
         assert TOKEN not in http.get(job["url"]).text
+
+
+def test_a_payload_the_call_could_not_send_is_refused_at_submit(client, redis):
+    """NaN and Infinity (not JSON; httpx refuses to send them, and the job burned every retry) and a
+    payload nested past what the echo's redaction walks are 400s naming the field; nothing is queued."""
+    refused = {
+        '{"a": NaN}': "NaN is not a JSON value",
+        '{"b": -Infinity}': "-Infinity is not a JSON value",
+        "[" * 33 + "]" * 33: "nested too deeply (at most 32 levels)",
+        '{"a": ' * 5000 + "1" + "}" * 5000: "nested too deeply",
+    }
+    for payload, message in refused.items():
+        answer = client.post(
+            "/api/jobs", json={"task": "call_api", "params": {"path": "/anything", "payload": payload}}
+        )
+        assert answer.status_code == 400, payload[:40]
+        assert message in answer.get_json()["fields"]["params.payload"]
+    assert queued_job_count(redis) == 0
+
+    deepest = "[" * 32 + "]" * 32
+    assert (
+        client.post(
+            "/api/jobs", json={"task": "call_api", "params": {"path": "/anything", "payload": deepest}}
+        ).status_code
+        == 202
+    )

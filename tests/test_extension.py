@@ -128,6 +128,40 @@ def test_the_pages_alone_render_with_their_own_templates_and_static_files(redis_
     assert "Operator login" not in index.get_data(as_text=True)  # no console registered
 
 
+def test_the_blueprints_leave_the_host_apps_own_template_filters_alone(redis_url, offload):
+    app = make_app(redis_url, TESTING=True)
+    for name in ("pretty_json", "short_id", "utc_iso"):
+        app.add_template_filter(lambda value, name=name: f"host {name}", name)
+    offload.init_app(app)
+    for blueprint in (pages_blueprint, api_blueprint, console_blueprint):
+        app.register_blueprint(blueprint)
+
+    with app.app_context():
+        rendered = app.jinja_env.from_string("{{ 1|pretty_json }}, {{ 1|short_id }}, {{ 1|utc_iso }}").render()
+    assert rendered == "host pretty_json, host short_id, host utc_iso"
+
+
+def test_the_apis_errors_are_json_in_a_host_app_that_keeps_its_own_handlers(redis_url, offload):
+    from redis import Redis
+    from werkzeug.exceptions import HTTPException
+
+    import dev
+
+    app = make_app(redis_url, TESTING=True)
+    app.register_error_handler(HTTPException, lambda exc: (f"host page: {exc.code}", exc.code))
+    offload.init_app(app)
+    app.register_blueprint(api_blueprint)
+    client = app.test_client()
+
+    missing = client.get("/api/jobs/no-such-job")
+    assert missing.status_code == 404 and missing.is_json and "error" in missing.get_json()
+    assert client.get("/nowhere").get_data(as_text=True) == "host page: 404"  # the host's own
+
+    get_state(app).redis = Redis(port=dev.free_port(), socket_connect_timeout=1)  # Redis gone
+    away = client.get("/api/jobs/some-job")
+    assert away.status_code == 503 and away.is_json and away.headers["Retry-After"] == "5"
+
+
 def test_a_blueprint_registered_before_offload_says_so(redis_url):
     app = make_app(redis_url)
     with pytest.raises(RuntimeError, match="after Offload"):

@@ -159,6 +159,13 @@ def _check_error(response, enqueued_before: int, redis, what: str) -> dict:
 @example(body={"task": "crunch_numbers", "params": {"\x00": 1}})
 @example(body={"task": "crunch_numbers", "params": {"": None}})
 @example(body={"params": [{"\ud800": None}], "run_in": 0, "": None})
+# The outside tester's 500s: a time with no UTC equivalent, a bare CR in a CSV cell, a payload
+# nested past the parser's recursion, and 3,000 unknown params (every one named in the answer before).
+@example(body={"task": "run_model", "params": {"text": "hi"}, "run_at": "0001-01-01T00:00:00+23:59"})
+@example(body={"task": "run_model", "params": {"text": "hi"}, "run_at": "9999-12-31T23:59:59-23:59"})
+@example(body={"task": "generate_report", "params": {"title": "t", "table": "a\rb"}})
+@example(body={"task": "call_api", "params": {"path": "/get", "payload": "[" * 5000}})
+@example(body={"task": "run_model", "params": {"text": "hi", **{f"k{i}": [1] for i in range(3_000)}}})
 def test_api_answers_any_json_with_2xx_or_a_4xx_naming_the_field(fuzz_app, redis, figures, body):
     figures.add("fuzz POST /api/jobs (JSON)", "cases")
     before = queued_job_count(redis)
@@ -207,6 +214,10 @@ def test_api_answers_any_json_with_2xx_or_a_4xx_naming_the_field(fuzz_app, redis
 )
 @example(data=b'{"task": "crunch_numbers", "params": {"limit": NaN}}', content_type="application/json")
 @example(data=b"\xff\xfe{}", content_type="application/json")
+@example(
+    data=b'{"task": "run_model", "params": {"text": "hi", "x": ' + b"[" * 30_000 + b"]" * 30_000 + b"}}",
+    content_type="application/json",
+)
 def test_api_answers_malformed_bodies_with_a_4xx_and_enqueues_nothing(fuzz_app, redis, figures, data, content_type):
     figures.add("fuzz POST /api/jobs (raw bytes)", "cases")
     before = queued_job_count(redis)

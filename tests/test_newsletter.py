@@ -239,3 +239,12 @@ def test_callbacks_stored_by_a_release_before_the_package_still_resolve(redis):
 
     assert stored.failure_callback is on_mail_failed
     assert stored.stopped_callback is on_mail_stopped
+
+
+def test_an_internationalized_domain_is_kept_in_its_ascii_form_for_the_smtp_envelope():
+    """``a@exämple.com`` was accepted as typed, then every attempt to mail it failed on smtplib's
+    ASCII envelope (UnicodeEncodeError), retried for 1.7 h."""
+    recipients = newsletter.read_recipients("a@exämple.com, b@example.org")
+
+    assert recipients.valid == ["a@xn--exmple-cua.com", "b@example.org"]
+    assert all(address.isascii() for address in recipients.valid)

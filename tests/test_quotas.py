@@ -202,3 +202,26 @@ def test_a_result_over_its_tasks_declared_stored_bytes_fails_the_job_instead_of_
         echo("x" * 200)
     assert isinstance(raised.value, PermanentError)  # not retried
     assert offload.tasks["echo"].path == f"{echo.__module__}.{echo.__qualname__}"  # RQ imports the capped one
+
+
+def test_jobs_waiting_for_a_concurrency_slot_count_against_the_quota_and_their_submitter_cancels_them(
+    redis_url, redis: Redis
+):
+    """The outside tester's call_api flood: jobs past the task's concurrency cap wait in RQ's
+    ``rate_limited`` state, which the quota did not count (81 accepted where 10 were allowed),
+    and which nobody could cancel."""
+    client = make_app(redis_url, OFFLOAD_QUOTA_ACTIVE_JOBS=2, OFFLOAD_THIRD_PARTY_CONCURRENCY=1).test_client()
+    call = {"task": "call_api", "params": {"path": "/get"}}
+
+    holding, waiting = post(client, call), post(client, call)
+    over = post(client, call)
+
+    assert (holding.status_code, waiting.status_code) == (202, 202)
+    waiting_job = Job.fetch(waiting.get_json()["id"], connection=redis, serializer=JSONSerializer)
+    assert waiting_job.get_status() == "rate_limited"
+    assert over.status_code == 429 and over.get_json()["limit"] == "OFFLOAD_QUOTA_ACTIVE_JOBS"
+
+    canceled = client.delete(f"/api/jobs/{waiting_job.id}", environ_base={"REMOTE_ADDR": "203.0.113.10"})
+    assert canceled.status_code == 200 and canceled.get_json()["status"] == "canceled"
+    assert not redis.zscore("rq:rl:OFFLOAD_THIRD_PARTY_CONCURRENCY:rate_limited", waiting_job.id)
+    assert post(client, call).status_code == 202  # its place is free again

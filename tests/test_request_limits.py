@@ -104,3 +104,17 @@ def test_a_chunked_form_upload_under_the_limit_still_reaches_the_view(http, redi
 
     assert response.request.headers["Transfer-Encoding"] == "chunked"
     assert response.status_code == 303 and "/jobs/" in response.headers["Location"], response.text[-500:]
+
+
+def test_a_malformed_chunked_body_is_a_400_not_a_500(stack, redis):
+    """A chunk size that is not hex: gunicorn's reader raises while Offload reads the body for its size check."""
+    address = urlsplit(stack.base_url)
+    with socket.create_connection((address.hostname, address.port), timeout=10) as connection:
+        connection.sendall(
+            b"POST /api/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n"
+        )
+        status_line = connection.recv(200).split(b"\r\n", 1)[0]
+
+    assert status_line.startswith(b"HTTP/1.1 400"), status_line
+    assert queued_job_count(redis) == 0

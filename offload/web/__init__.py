@@ -6,9 +6,11 @@
     app.register_blueprint(api_blueprint)          # the JSON API under /api
     app.register_blueprint(console_blueprint)      # operator login, /operator/..., /rq
 
-Each sets up what it needs on first registration (CSRF, rate limits, templates: ``setup.py``).
-``offload.web.errors.init_app(app)`` and ``offload.web.security.init_app(app)`` add the error
-pages and security headers app-wide; the reference app (``app.py``) uses both.
+Each sets up what it needs on first registration (CSRF, rate limits, templates: ``setup.py``),
+and answers its own views' errors as Offload does (JSON for the API, 503 while Redis is away),
+leaving the host's handlers for its other views. ``offload.web.errors.init_app(app)`` and
+``offload.web.security.init_app(app)`` add the error pages and security headers app-wide; the
+reference app (``app.py``) uses both.
 """
 
 from offload.web.api import bp as api_blueprint

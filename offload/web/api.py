@@ -10,7 +10,7 @@ from flask.sansio.blueprints import BlueprintSetupState
 from pydantic import ValidationError
 
 from offload import jobs
-from offload.registry import field_errors
+from offload.registry import MAX_FIELD_ERRORS, field_errors
 from offload.scheduling import ScheduleError, parse_when
 from offload.state import get_task, get_tasks
 from offload.web import access, control, mine, openapi, quotas
@@ -80,9 +80,7 @@ def list_tasks():
 @limit_submissions
 def create_job():
     """Validate ``{"task": ..., "params": {...}}``, enqueue it and answer 202 Accepted."""
-    if not request.is_json:
-        abort(415, "Send a JSON body with Content-Type: application/json.")
-    body: Any = request.get_json(silent=True)
+    body = json_body()
     if body is None:
         return _bad_request("The body is not valid JSON.", {"body": "not valid JSON"})
     if not isinstance(body, dict):
@@ -105,6 +103,10 @@ def create_job():
     params = body.get("params", {})
     if not isinstance(params, dict):
         return _bad_request("params must be a JSON object.", {"params": "must be an object"})
+    unknown_params = [key for key in params if key not in task.params.model_fields]
+    if len(unknown_params) > MAX_FIELD_ERRORS:  # named before validating: each costs pydantic an error
+        listed = {f"params.{key[:100]}": "unknown parameter" for key in unknown_params[:MAX_FIELD_ERRORS]}
+        return _bad_request(f"{len(unknown_params)} unknown parameters (the first {MAX_FIELD_ERRORS} named).", listed)
     try:
         validated = task.params.model_validate(params)
     except ValidationError as exc:
@@ -120,6 +122,17 @@ def create_job():
     response.status_code = 202
     response.headers["Location"] = url_for("api.get_job", job_id=job.id)
     return response
+
+
+def json_body() -> Any:
+    """The request's JSON body, or None if it is not JSON; 415 if it is not sent as JSON, 400 if it
+    nests too deeply for the parser (about a thousand levels: Python's recursion limit)."""
+    if not request.is_json:
+        abort(415, "Send a JSON body with Content-Type: application/json.")
+    try:
+        return request.get_json(silent=True)
+    except RecursionError:
+        abort(400, "The body nests arrays or objects too deeply.")
 
 
 def body_schedule(body: dict[str, Any]):
@@ -138,9 +151,7 @@ def body_schedule(body: dict[str, Any]):
 def create_newsletter():
     """Validate ``{"subject", "body", "recipients": [...]}``, enqueue one job per recipient, answer 202."""
     access.require_submit(newsletter.TASK)
-    if not request.is_json:
-        abort(415, "Send a JSON body with Content-Type: application/json.")
-    body: Any = request.get_json(silent=True)
+    body = json_body()
     if not isinstance(body, dict):
         return _bad_request("The body must be a JSON object.", {"body": "must be an object"})
     unknown = sorted(set(body) - {"subject", "body", "recipients", "skip_invalid", "run_at", "run_in"})

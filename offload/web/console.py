@@ -10,12 +10,14 @@ import logging
 from flask import Blueprint
 from flask.sansio.blueprints import BlueprintSetupState
 
-from offload.web import auth, bulk, control, dashboard, operators
+from offload.web import auth, bulk, control, dashboard, errors, operators
 from offload.web.setup import on_register
 
 log = logging.getLogger("offload")
 
 bp = on_register(Blueprint("console", __name__))
+for part in (auth.bp, operators.bp, control.bp, bulk.bp):  # registered through this one, on the app itself
+    errors.init_blueprint(part)
 
 
 @bp.record_once

@@ -25,6 +25,7 @@ from rq.command import send_shutdown_command, send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.group import Group
 from rq.job import Job, JobStatus
+from rq.rate_limit import RateLimitRegistry
 from rq.serializers import JSONSerializer
 from rq.worker.base import BaseWorker
 
@@ -35,7 +36,8 @@ from offload.workloads import newsletter
 
 bp = Blueprint("control", __name__)
 
-CANCELABLE = ("queued", "scheduled", "deferred")
+CANCELABLE = ("queued", "scheduled", "deferred", "rate_limited")
+"""States a job can be canceled in: not started (``rate_limited``: waiting for a concurrency slot)."""
 STOPPABLE = ("started",)
 REQUEUEABLE = ("failed", "stopped")
 
@@ -87,6 +89,10 @@ def cancel(job_id: str) -> Job:
         job.cancel()
     except InvalidJobOperation as exc:
         abort(409, str(exc))
+    if job.has_rate_limit:
+        # RQ's cancel leaves the job in its cap's waiting set, and a queued one's slot held: free
+        # both, and let the next waiting job take the slot.
+        RateLimitRegistry.from_job(job).cancel(job.id)
     return job
 
 

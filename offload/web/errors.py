@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import redis.exceptions
-from flask import Flask, Response, current_app, jsonify, make_response, render_template, request
+from flask import Blueprint, Flask, Response, current_app, jsonify, make_response, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -73,11 +74,25 @@ def unexpected(exc: Exception) -> Response:
     return error_response(500, "Something went wrong on our side. It has been logged.")
 
 
+HANDLERS: list[tuple[type[Exception], Callable[[Any], Response]]] = [
+    (redis.exceptions.ConnectionError, redis_unavailable),
+    (redis.exceptions.TimeoutError, redis_unavailable),
+    (CSRFError, csrf_failed),
+    (RequestEntityTooLarge, too_large),
+    (HTTPException, http_error),
+    (Exception, unexpected),
+]
+
+
 def init_app(app: Flask) -> None:
     """Answer every error of ``app`` this way (the reference app does; a host app may not want to)."""
-    app.register_error_handler(redis.exceptions.ConnectionError, redis_unavailable)
-    app.register_error_handler(redis.exceptions.TimeoutError, redis_unavailable)
-    app.register_error_handler(CSRFError, csrf_failed)
-    app.register_error_handler(RequestEntityTooLarge, too_large)
-    app.register_error_handler(HTTPException, http_error)
-    app.register_error_handler(Exception, unexpected)
+    for kind, handler in HANDLERS:
+        app.register_error_handler(kind, handler)
+
+
+def init_blueprint(blueprint: Blueprint) -> None:
+    """Answer the errors of ``blueprint``'s own views this way, whatever the host app does with the
+    errors of its other views: a JSON client of the API gets JSON errors and a 503 while Redis is
+    away, without the host's handlers being replaced."""
+    for kind, handler in HANDLERS:
+        blueprint.register_error_handler(kind, handler)

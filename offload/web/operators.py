@@ -29,7 +29,7 @@ bp = Blueprint("operators", __name__, url_prefix=URL_PREFIX)
 REGISTRIES = ("scheduled", "started", "deferred", "finished", "failed", "canceled")
 
 
-@bp.app_template_filter("short_id")
+@bp.app_template_filter("offload_short_id")
 def _short_id(job_id: str) -> str:
     return listing.short_id(job_id)
 
@@ -159,7 +159,7 @@ def operator_log():
     return render_template("offload/operator_log.html", entries=audit.entries())
 
 
-@bp.app_template_filter("utc_iso")
+@bp.app_template_filter("offload_utc_iso")
 def _utc_iso(timestamp: float) -> str:
     """A UNIX time as ISO 8601 in UTC, to the second."""
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

@@ -35,7 +35,7 @@ from offload.workloads import newsletter
 bp = on_register(Blueprint("web", __name__))
 
 
-@bp.app_template_filter("pretty_json")
+@bp.app_template_filter("offload_pretty_json")
 def pretty_json(value: Any) -> str:
     """Indent a JSON value for a <pre>; Jinja escapes the text when it is printed."""
     return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True)

@@ -1,7 +1,7 @@
 """Per-client quotas on submitting jobs, sized for a public form: what one client (client_identity.py)
 may have queued at once, and spend per hour in CPU and in bytes stored.
 
-- ``QUOTA_ACTIVE_JOBS``: jobs queued, scheduled or running at once;
+- ``QUOTA_ACTIVE_JOBS``: jobs queued, scheduled, waiting for a concurrency slot or running at once;
 - ``QUOTA_CPU_SECONDS_PER_HOUR``: the declared CPU cost of its jobs (a task's ``cpu_cost``), over
   the last hour;
 - ``QUOTA_BYTES_PER_HOUR``: what its jobs store in Redis (their arguments, plus the task's declared
@@ -57,14 +57,16 @@ local now, job_id = tonumber(ARGV[1]), ARGV[2]
 local cpu, bytes = tonumber(ARGV[3]), tonumber(ARGV[4])
 local max_active, max_cpu, max_bytes = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local window, job_prefix, ttl, pending = tonumber(ARGV[8]), ARGV[9], tonumber(ARGV[10]), tonumber(ARGV[11])
-local live = {queued = true, started = true, scheduled = true, deferred = true}
+-- Every state a job can leave by itself counts (queued, scheduled, deferred, started, and RQ's
+-- rate_limited: waiting for a concurrency slot); only the ended ones free a place.
+local ended = {finished = true, failed = true, stopped = true, canceled = true}
 
 if max_active > 0 then
   local active = 0
   local members = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
   for i = 1, #members, 2 do
     local status = redis.call('HGET', job_prefix .. members[i], 'status')
-    if (status and live[status]) or (not status and now - tonumber(members[i + 1]) < pending) then
+    if (status and not ended[status]) or (not status and now - tonumber(members[i + 1]) < pending) then
       active = active + 1
     else
       redis.call('ZREM', KEYS[1], members[i])

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, abort, current_app, request
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from offload.web import client_identity
 from offload.web.rate_limits import limiter
@@ -120,7 +120,14 @@ def refuse_oversized_stream() -> None:
     limit = request.max_content_length
     if not limit or request.content_length is not None or "Transfer-Encoding" not in request.headers:
         return
-    if len(request.get_data(cache=True)) >= limit and request.environ["wsgi.input"].read(1):
+    try:
+        too_large = len(request.get_data(cache=True)) >= limit and request.environ["wsgi.input"].read(1)
+    except HTTPException:
+        raise
+    except Exception:
+        # InvalidChunkSize (a ParseException) or NoMoreData (an OSError); the package does not import gunicorn
+        abort(400, "The request body could not be read: its chunked encoding is malformed.")
+    if too_large:
         raise RequestEntityTooLarge()
 
 

@@ -10,7 +10,7 @@ from typing import cast
 from flask import Blueprint, Flask, current_app
 from flask_wtf.csrf import CSRFProtect
 
-from offload.web import auth, rate_limits
+from offload.web import auth, errors, rate_limits
 
 EXTENSION_KEY = "offload_web"
 
@@ -42,6 +42,8 @@ def registered_parts() -> dict[str, bool]:
 
 
 def on_register(blueprint: Blueprint) -> Blueprint:
-    """Make ``blueprint`` :func:`install` Offload's web parts on every app it is registered on."""
+    """Make ``blueprint`` :func:`install` Offload's web parts on every app it is registered on, and
+    answer its own views' errors as Offload does (``errors.init_blueprint``)."""
     blueprint.record_once(lambda state: install(cast(Flask, state.app)))  # a Flask app at run time
+    errors.init_blueprint(blueprint)
     return blueprint

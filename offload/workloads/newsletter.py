@@ -97,7 +97,9 @@ class Recipients:
             return
         try:
             # No DNS lookups: a form must answer fast, and the mail server judges deliverability.
-            address = validate_email(entry, check_deliverability=False, allow_smtputf8=False).normalized
+            checked = validate_email(entry, check_deliverability=False, allow_smtputf8=False)
+            # An internationalized domain in its ASCII form (IDNA): SMTP's envelope is ASCII.
+            address = checked.ascii_email or checked.normalized
         except EmailNotValidError as exc:
             self.invalid.append((entry[:320], str(exc)))
             return

@@ -19,7 +19,10 @@ MAX_CELL = 100
 
 def parse_table(text: str) -> list[list[str]]:
     """Return the rows of CSV ``text`` (first row: headings); raise ValueError naming the bad row."""
-    rows = [[cell.strip() for cell in row] for row in csv.reader(io.StringIO(text.strip())) if any(row)]
+    try:
+        rows = [[cell.strip() for cell in row] for row in csv.reader(io.StringIO(text.strip())) if any(row)]
+    except csv.Error as exc:  # a bare carriage return inside a cell, say
+        raise ValueError(f"not readable as CSV ({exc})") from None
     if len(rows) > MAX_ROWS:
         raise ValueError(f"at most {MAX_ROWS} rows, got {len(rows)}")
     for number, row in enumerate(rows, start=1):
