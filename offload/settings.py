@@ -15,6 +15,7 @@ import ipaddress
 import os
 from collections.abc import Mapping, MutableMapping
 from typing import Any
+from urllib.parse import urlsplit
 
 PREFIX = "OFFLOAD_"
 
@@ -314,6 +315,12 @@ def validate(config: Mapping[str, Any]) -> None:
         )
     if str(config[key("REQUIRE_SAFE_REDIS")]).strip().lower() not in ("", *_ON, *_OFF):
         raise SettingsError(f"REQUIRE_SAFE_REDIS must be on or off, got {config[key('REQUIRE_SAFE_REDIS')]!r}")
+    if "@" in urlsplit(str(config[key("THIRD_PARTY_URL")])).netloc:
+        # Not echoed: the part before "@" is a credential.
+        raise SettingsError(
+            "THIRD_PARTY_URL must not hold credentials (user:password@host): the URL is logged with every "
+            "request and shows in errors; give the API's token in THIRD_PARTY_TOKEN (sent as a Bearer token)"
+        )
     for entry in config[key("TRUSTED_PROXIES")]:
         try:
             ipaddress.ip_network(str(entry).strip(), strict=False)
