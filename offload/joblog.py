@@ -1,11 +1,19 @@
 """A job's own log: what its task logged while it ran, kept in Redis next to the job.
 
 The worker wraps each job in :func:`capture`, which adds a logging handler to the root
-logger of the work horse (one job per process) and appends every record the task and the
-libraries it calls log, except RQ's own, to a Redis list: the last ``MAX_LINES`` lines of
-at most ``MAX_LINE_CHARS`` characters each. When the job ends the list takes the job's own
-expiry, so it lives exactly as long as the job; the job page reads it with :func:`read`.
-Exceptions show as their last line only: full tracebacks are for operators.
+logger of the work horse (one job per process) and appends the records of the task's own
+code (:func:`own_loggers`) to a Redis list: the last ``MAX_LINES`` lines of at most
+``MAX_LINE_CHARS`` characters each. When the job ends the list takes the job's own expiry, so
+it lives exactly as long as the job; the job page reads it with :func:`read`. Exceptions show
+as their last line only: full tracebacks are for operators.
+
+The job's log is shown to whoever may read the job (anyone, for a public task), so it keeps
+only the loggers the task's code owns, never what the libraries under it say: httpx logs every
+request with its full URL (``HTTP Request: POST http://10.0.0.5:8091/anything?...``), which
+named ``call_api``'s internal THIRD_PARTY_URL to anonymous submitters. A list of libraries to
+drop (httpx, httpcore, urllib3, smtplib...) would leak again with the next library or a new
+logger name; keeping only the task's own loggers fails closed. Every record, the libraries'
+included, still goes to the worker's own log (the operator's).
 """
 
 from __future__ import annotations
@@ -31,6 +39,24 @@ RUNNING_TTL = 7 * 24 * 3600
 """Seconds the log lives while its job runs (then it takes the job's expiry)."""
 
 
+WORKLOAD_LOGGERS = "offload.workloads"
+"""Offload's workloads (``offload/workloads/``), which the reference app's tasks call: their
+records are the task's own work (``crunch_numbers``' sieve says what it found)."""
+
+
+def own_loggers(job: Job) -> tuple[str, ...]:
+    """The loggers whose records are ``job``'s task's own: the top-level package of its function
+    (``tasks`` for ``tasks.call_api``, ``myapp`` for ``myapp.jobs.send``) and Offload's workloads.
+
+    A task's helpers in its own package log there (``logging.getLogger(__name__)``); a library is
+    another top-level package, and RQ's own lines (``rq.worker``) are about the worker. The root
+    logger is not the task's: libraries log there too. A function of Offload's own gets its
+    workloads only, not the worker's lines (``offload.worker``) that share its package.
+    """
+    package = (job.func_name or "").partition(".")[0]
+    return (package, WORKLOAD_LOGGERS) if package not in ("", "offload") else (WORKLOAD_LOGGERS,)
+
+
 def log_key(job_id: str) -> str:
     """The Redis list holding the log of job ``job_id``."""
     return f"offload:job-log:{job_id}"
@@ -51,20 +77,22 @@ class _LineFormatter(logging.Formatter):
 
 
 class JobLogHandler(logging.Handler):
-    """Appends log records to a job's capped Redis list."""
+    """Appends the records of the loggers ``loggers`` (and their children) to a job's capped Redis list."""
 
-    def __init__(self, connection: Redis, job_id: str, ttl: int) -> None:
+    def __init__(self, connection: Redis, job_id: str, ttl: int, loggers: tuple[str, ...]) -> None:
         super().__init__(logging.INFO)
         self.connection = connection
         self.key = log_key(job_id)
         self.ttl = ttl
+        self.loggers = loggers
+        self._children = tuple(name + "." for name in loggers)
         self.setFormatter(_LineFormatter())
         self._local = threading.local()
         self.written = 0
 
     def filter(self, record: logging.LogRecord) -> bool:
-        # RQ's own lines repeat the job's arguments and are about the worker, not the task.
-        return not (record.name == "rq" or record.name.startswith("rq.")) and super().filter(record)
+        own = record.name in self.loggers or record.name.startswith(self._children)
+        return own and super().filter(record)
 
     def emit(self, record: logging.LogRecord) -> None:
         if getattr(self._local, "busy", False):  # a Redis error logged while writing: no recursion
@@ -87,7 +115,7 @@ class JobLogHandler(logging.Handler):
 @contextmanager
 def capture(job: Job, connection: Redis) -> Iterator[JobLogHandler]:
     """Record what is logged in this process while the block runs into ``job``'s log."""
-    handler = JobLogHandler(connection, job.id, max(RUNNING_TTL, job.failure_ttl or 0))
+    handler = JobLogHandler(connection, job.id, max(RUNNING_TTL, job.failure_ttl or 0), own_loggers(job))
     root = logging.getLogger()
     root.addHandler(handler)
     try:

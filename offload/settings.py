@@ -15,6 +15,7 @@ import ipaddress
 import os
 from collections.abc import Mapping, MutableMapping
 from typing import Any
+from urllib.parse import urlsplit
 
 PREFIX = "OFFLOAD_"
 
@@ -24,6 +25,19 @@ APP_ENV = "OFFLOAD_APP"
 
 DEVELOPMENT_SECRET_KEY = "offload-development-only-secret-key"  # noqa: S105 - refused outside development
 """Used when ``SECRET_KEY`` is unset and ``OFFLOAD_ENV=development``; refused elsewhere."""
+
+SECRET_KEY_MIN_LENGTH = 32
+"""Fewest characters of a ``SECRET_KEY`` outside development (``secrets.token_hex(16)``). Whoever
+knows the key signs their own session cookies (a submitter's job ids, CSRF tokens), so a short
+or guessable one is refused rather than trusted."""
+
+PUBLISHED_SECRET_KEYS = frozenset({DEVELOPMENT_SECRET_KEY, "change-me-compose-only-not-a-real-secret"})
+"""Keys this repository has printed (the development default; docker-compose.yml's old fallback,
+which shipped with ``OFFLOAD_ENV=production``): known to anyone who read it, so refused outside
+development whatever their length."""
+
+MAKE_SECRET_KEY = 'python -c "import secrets; print(secrets.token_hex(32))"'  # noqa: S105 - a command
+"""The command a refusal of ``SECRET_KEY`` names, to make a good one."""
 
 
 class SettingsError(RuntimeError):
@@ -241,11 +255,7 @@ def from_environ(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
             config[key(name)] = _parse(name, raw)
     offload_env = config.get(key("ENV"), DEFAULTS["ENV"])
     secret_key = env.get("SECRET_KEY", "")
-    if not secret_key:
-        if offload_env != "development":
-            raise SettingsError("SECRET_KEY must be set when OFFLOAD_ENV is not 'development'")
-        secret_key = DEVELOPMENT_SECRET_KEY
-    config["SECRET_KEY"] = secret_key
+    config["SECRET_KEY"] = secret_key or (DEVELOPMENT_SECRET_KEY if offload_env == "development" else "")
     # Largest request body the web accepts, in bytes (uploads included).
     max_length = env.get("MAX_CONTENT_LENGTH", "")
     try:
@@ -268,10 +278,24 @@ def apply_defaults(config: MutableMapping[str, Any]) -> None:
     validate(config)
 
 
+def _check_secret_key(secret_key: Any) -> None:
+    """Refuse a production ``SECRET_KEY`` that is unset, published or short, saying how to make one."""
+    how = f"make one with: {MAKE_SECRET_KEY}"
+    if not secret_key:
+        raise SettingsError(f"SECRET_KEY must be set when OFFLOAD_ENV is not 'development'; {how}")
+    if secret_key in PUBLISHED_SECRET_KEYS:
+        raise SettingsError(f"SECRET_KEY is a placeholder published with Offload, not a secret; {how}")
+    if len(secret_key) < SECRET_KEY_MIN_LENGTH:
+        raise SettingsError(
+            f"SECRET_KEY must be at least {SECRET_KEY_MIN_LENGTH} random characters when OFFLOAD_ENV is not "
+            f"'development'; {how}"
+        )
+
+
 def validate(config: Mapping[str, Any]) -> None:
     """Raise :class:`SettingsError` naming the first setting of ``config`` that is malformed."""
-    if config[key("ENV")] != "development" and config.get("SECRET_KEY") in (None, "", DEVELOPMENT_SECRET_KEY):
-        raise SettingsError("SECRET_KEY must be set when OFFLOAD_ENV is not 'development'")
+    if config[key("ENV")] != "development":
+        _check_secret_key(config.get("SECRET_KEY"))
     backend = config[key("ONDEMAND_BACKEND")]
     if backend not in ("local", "fly"):
         raise SettingsError(f"ONDEMAND_BACKEND must be 'local' or 'fly', got {backend!r}")
@@ -291,6 +315,12 @@ def validate(config: Mapping[str, Any]) -> None:
         )
     if str(config[key("REQUIRE_SAFE_REDIS")]).strip().lower() not in ("", *_ON, *_OFF):
         raise SettingsError(f"REQUIRE_SAFE_REDIS must be on or off, got {config[key('REQUIRE_SAFE_REDIS')]!r}")
+    if "@" in urlsplit(str(config[key("THIRD_PARTY_URL")])).netloc:
+        # Not echoed: the part before "@" is a credential.
+        raise SettingsError(
+            "THIRD_PARTY_URL must not hold credentials (user:password@host): the URL is logged with every "
+            "request and shows in errors; give the API's token in THIRD_PARTY_TOKEN (sent as a Bearer token)"
+        )
     for entry in config[key("TRUSTED_PROXIES")]:
         try:
             ipaddress.ip_network(str(entry).strip(), strict=False)

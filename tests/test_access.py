@@ -7,6 +7,8 @@ from __future__ import annotations
 import time
 
 from redis import Redis
+from rq.job import Job
+from rq.serializers import JSONSerializer
 
 from offload import periodic
 from tasks import offload
@@ -90,6 +92,24 @@ def test_periodic_results_at_predictable_ids_are_not_readable_anonymously(app, c
     assert log_in(client).status_code == 303
     assert client.get(f"/api/jobs/{digest}").get_json()["task"] == "hourly_digest"
     assert client.get(f"/jobs/{digest}").status_code == 200
+
+
+def test_a_forged_session_listing_an_operators_job_cannot_cancel_it_on_any_path(app, client, redis: Redis):
+    # The outside tester's attack: with SECRET_KEY known, a session cookie can claim any job as
+    # "mine". The test client's session is that cookie, signed with the app's key.
+    digest = next(i for i in periodic.enqueue_due(redis, app.config, offload.tasks, {"low"}) if "digest" in i)
+    with client.session_transaction() as session:
+        session["my_jobs"] = [digest]
+
+    page = client.post(f"/jobs/{digest}/withdraw")
+    api = client.delete(f"/api/jobs/{digest}")
+
+    assert page.status_code == 404 and api.status_code == 404
+    assert Job.fetch(digest, connection=redis, serializer=JSONSerializer).get_status() == "queued"
+    # The operator, who may read it, still cancels it from the same page.
+    assert log_in(client).status_code == 303
+    assert client.post(f"/jobs/{digest}/withdraw").status_code == 303
+    assert Job.fetch(digest, connection=redis, serializer=JSONSerializer).get_status() == "canceled"
 
 
 def test_a_job_of_no_registered_task_is_the_operators_alone(client, queue):

@@ -20,7 +20,7 @@ from rq import Queue, Retry
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from offload import retries
+from offload import retries, settings
 from offload.workloads import thirdparty
 from tests.conftest import queued_job_count, wait_for
 from tests.thirdparty_server import ThirdParty
@@ -141,6 +141,18 @@ def test_no_path_reaches_another_host_or_leaves_the_base_path(base, path):
     assert url.host == "api.test"
     assert url.path.startswith(base.removeprefix("http://api.test").rstrip("/") + "/")
     assert ".." not in unquote(url.raw_path.decode()).split("/")
+
+
+@pytest.mark.parametrize(
+    "url", ["https://ops:hunter2-pass@api.test/v1", "https://hunter2-pass@api.test", "http://@api.test"]
+)
+def test_a_third_party_url_with_credentials_is_refused_without_echoing_them(url):
+    with pytest.raises(settings.SettingsError, match="THIRD_PARTY_URL must not hold credentials") as refused:
+        settings.from_environ({"THIRD_PARTY_URL": url})
+    assert "hunter2" not in str(refused.value)
+    assert settings.from_environ(
+        {"THIRD_PARTY_URL": "https://api.test/v1?key=@"}
+    )  # an "@" past the host is no credential
 
 
 @pytest.mark.parametrize("base", ["http://api.test:8080/v1", "http://api.test:8080/v1/"])
@@ -379,3 +391,20 @@ def test_a_payload_the_call_could_not_send_is_refused_at_submit(client, redis):
         ).status_code
         == 202
     )
+
+
+@pytest.mark.e2e
+def test_the_job_log_shows_no_librarys_lines_nor_the_third_partys_url(http, stack, third_party):
+    # The tester's find: httpx's "HTTP Request: POST http://<THIRD_PARTY_URL>/anything..." line was
+    # in the log every submitter reads, on the API and on the job page.
+    job = follow(http, submit(http, "/anything?seen=1"))
+    assert job["status"] == "finished", job
+    host = third_party.url.removeprefix("http://")
+
+    shown = "\n".join(job["log"])
+    page_log = re.search(r'data-field="log"[^>]*>(.*?)</', http.get(job["url"]).text, re.DOTALL).group(1)
+
+    for text in (shown, page_log):
+        assert "httpx" not in text and "HTTP Request" not in text and host not in text
+    # The worker's own log (the operator's) still has it.
+    assert f"httpx: HTTP Request: GET {third_party.url}/anything?seen=1" in stack.log("worker")

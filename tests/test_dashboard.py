@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import re
 from http.cookies import SimpleCookie
+from pathlib import Path
 
 import httpx
 import pytest
 import rq_dashboard.web
+from markupsafe import escape
 from rq import Queue, SimpleWorker
 from rq.serializers import JSONSerializer
 
@@ -298,3 +300,68 @@ def test_empty_and_requeue_all_work_around_a_malformed_id_in_the_failed_registry
     assert (emptied.status_code, registry.get_job_ids(cleanup=False)) == (200, [])
     assert not redis.exists(failed_job.key)
     assert client.post("/rq/queue/default/nonsense/empty", headers=headers).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/rq/0/data/jobs/default/0/8/asc/1.json",  # not a registry: UnboundLocalError
+        "/rq/0/view/jobs/default/bogus/8/asc/1",  # its page, which fetched the above
+        "/rq/0/data/jobs/default/queued/nan/asc/1.json",  # ValueError
+        "/rq/0/data/jobs/default/queued/8/asc/1e5.json",  # ValueError
+        "/rq/0/data/jobs/default/queued/0/asc/1.json",  # ZeroDivisionError
+        "/rq/0/data/jobs/default/queued/-8/asc/1.json",
+        "/rq/0/data/jobs/default/queued/201/asc/1.json",
+        "/rq/0/view/jobs/default/queued/0/asc/1",
+        "/rq/0/data/jobs/default/failed/8/asc/99999999999999999999.json",  # Redis ResponseError
+        "/rq/0/data/jobs/default/failed/8/asc/0.json",
+        "/rq/0/view/jobs/default/failed/8/asc/1000001",
+        "/rq/0/data/jobs/default/failed/8/sideways/1.json",
+        "/rq/0/data/jobs/default/failed/%D9%A8/asc/1.json",  # an Arabic-Indic 8: int() takes it
+    ],
+)
+def test_a_jobs_list_path_its_views_fail_on_is_a_404(redis_url, failed_job, path):
+    client = operator_client(csrf_app(redis_url, **OPERATOR_ACCOUNT))
+
+    page = client.get(path)
+    data = client.get(path, headers={"Accept": "application/json, text/javascript, */*; q=0.01"})  # as its script asks
+
+    assert page.status_code == 404 and "<!doctype html>" in page.get_data(as_text=True).lower()
+    assert data.status_code == 404 and data.get_json()["error"]
+
+
+def test_the_jobs_lists_its_own_page_offers_still_answer(redis_url, failed_job):
+    client = operator_client(csrf_app(redis_url, **OPERATOR_ACCOUNT))
+
+    for registry in rq_dashboard_registries():
+        assert client.get(f"/rq/0/data/jobs/default/{registry}/200/dsc/1.json").status_code == 200, registry
+    listed = client.get("/rq/0/data/jobs/default/failed/1/asc/1.json").get_json()
+    assert [job["id"] for job in listed["jobs"]] == [failed_job.id]
+    assert client.get("/rq/0/view/jobs/default/failed/8/dsc/1000000").status_code == 200
+    assert client.get("/rq/0/view/jobs").status_code == 200
+
+
+def rq_dashboard_registries() -> list[str]:
+    """The lists rq-dashboard's own jobs page offers (its <select>), read from its template."""
+    template = (Path(rq_dashboard.__file__).parent / "templates/rq_dashboard/jobs.html").read_text()
+    return re.findall(r"%\}>(\w+)</option>", template)
+
+
+def test_a_job_result_nested_deeper_than_python_s_stack_is_escaped(redis_url, redis):
+    nested: object = XSS
+    for _ in range(300):  # 600 containers deep
+        nested = {"<k>": [nested]}
+    queue = Queue("default", connection=redis, serializer=JSONSerializer)
+    job = queue.enqueue("tests.fixtures.echo", nested)
+    SimpleWorker([queue], connection=redis, serializer=JSONSerializer).work(burst=True)
+    assert job.get_status(refresh=True) == "finished"
+    client = operator_client(csrf_app(redis_url, **OPERATOR_ACCOUNT))
+
+    answer = client.get(f"/rq/0/data/job/{job.id}.json")
+
+    assert answer.status_code == 200
+    result, depth = answer.get_json()["result"], 0
+    while isinstance(result, dict):
+        (result,) = result["&lt;k&gt;"]
+        depth += 1
+    assert (depth, result) == (300, str(escape(XSS)))

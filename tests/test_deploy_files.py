@@ -268,6 +268,16 @@ def test_docker_compose_runs_fly_toml_s_commands_on_a_redis_that_never_evicts():
     assert valkey[valkey.index("--maxmemory-policy") + 1] == "noeviction"
 
 
+def test_docker_compose_has_no_secret_key_of_its_own():
+    # Its old fallback ran OFFLOAD_ENV=production with a key printed in this file; the settings
+    # refuse that key now, and compose asks its user for one instead of starting with it.
+    import yaml
+
+    environment = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["x-offload"]["environment"]
+    assert environment["OFFLOAD_ENV"] == "production"
+    assert re.fullmatch(r"\$\{SECRET_KEY:\?[^$}]+\}", environment["SECRET_KEY"])
+
+
 def test_web_processes_collect_garbage_less_often_once_the_app_is_loaded():
     check = (
         "import gc, runpy; conf = runpy.run_path('gunicorn.conf.py'); conf['post_worker_init'](None); "

@@ -27,27 +27,48 @@ def job(redis):
 
 def test_capture_keeps_the_tasks_lines_not_rqs_and_exceptions_as_one_line(redis, job):
     with joblog.capture(job, redis):
-        logging.getLogger("tasks").info("hello %s", "<b>world</b>")
+        logging.getLogger("tests.fixtures").info("hello %s", "<b>world</b>")
         logging.getLogger("rq.worker").info("Job OK (%s)", job.id)
-        logging.getLogger("tasks").debug("too quiet to keep")
+        logging.getLogger("tests.fixtures").debug("too quiet to keep")
         try:
             raise ValueError("bad value")
         except ValueError:
-            logging.getLogger("tasks").exception("it broke")
-    logging.getLogger("tasks").info("after the job")
+            logging.getLogger("tests.fixtures").exception("it broke")
+    logging.getLogger("tests.fixtures").info("after the job")
 
     lines = joblog.read(redis, job.id)
 
     assert len(lines) == 2
-    assert lines[0].endswith(" INFO tasks: hello <b>world</b>")
-    assert lines[1].endswith(" ERROR tasks: it broke\nValueError: bad value")
+    assert lines[0].endswith(" INFO tests.fixtures: hello <b>world</b>")
+    assert lines[1].endswith(" ERROR tests.fixtures: it broke\nValueError: bad value")
     assert "Traceback" not in "\n".join(lines)
+
+
+def test_capture_keeps_only_the_tasks_own_loggers_not_the_libraries_under_it(redis, job):
+    # The job's function is tests.fixtures.log_lines: its package is "tests".
+    with joblog.capture(job, redis):
+        logging.getLogger("tests.fixtures").info("the task's own")
+        logging.getLogger("tests").info("its package's")
+        logging.getLogger("offload.workloads.primes").info("a workload's")
+        logging.getLogger("httpx").info('HTTP Request: GET http://user:pw@10.0.0.5:8091/get "HTTP/1.1 200 OK"')
+        logging.getLogger("urllib3.connectionpool").info("Starting new HTTP connection (1): 10.0.0.5:8091")
+        logging.getLogger("testsuite").info("another package that starts alike")
+        logging.getLogger("offload.worker").info("the worker's, not the task's")
+        logging.getLogger().warning("the root logger, where libraries log too")
+
+    messages = [line.split(" ", 2)[2] for line in joblog.read(redis, job.id)]
+
+    assert messages == [
+        "tests.fixtures: the task's own",
+        "tests: its package's",
+        "offload.workloads.primes: a workload's",
+    ]
 
 
 def test_capture_keeps_the_last_lines_each_cut_to_length(redis, job):
     with joblog.capture(job, redis):
         for number in range(joblog.MAX_LINES + 50):
-            logging.getLogger("tasks").warning("line %d %s", number, "x" * joblog.MAX_LINE_CHARS)
+            logging.getLogger("tests.fixtures").warning("line %d %s", number, "x" * joblog.MAX_LINE_CHARS)
 
     lines = joblog.read(redis, job.id)
 
@@ -59,7 +80,7 @@ def test_capture_keeps_the_last_lines_each_cut_to_length(redis, job):
 def test_the_log_takes_the_jobs_expiry_when_it_ends(redis, job):
     redis.expire(job.key, 500)
     with joblog.capture(job, redis):
-        logging.getLogger("tasks").info("one line")
+        logging.getLogger("tests.fixtures").info("one line")
         assert redis.ttl(joblog.log_key(job.id)) > 500  # while running: not before the job
 
     assert 490 < redis.ttl(joblog.log_key(job.id)) <= 500
@@ -69,7 +90,7 @@ def test_a_job_that_logs_nothing_sends_redis_nothing(redis, job):
     before = sum(stats["calls"] for stats in redis.info("commandstats").values())
 
     with joblog.capture(job, redis):
-        logging.getLogger("tasks").debug("too quiet to keep")
+        logging.getLogger("tests.fixtures").debug("too quiet to keep")
 
     after = sum(stats["calls"] for stats in redis.info("commandstats").values())
     assert after - before == 1  # the first INFO itself

@@ -124,7 +124,7 @@ def test_require_safe_redis_refuses_the_app_and_is_on_in_production():
         with pytest.raises(UnsafeRedis, match=r"refusing to start: Redis at .* maxmemory-policy allkeys-lru"):
             make_app(server.url, OFFLOAD_REQUIRE_SAFE_REDIS="on")
         with pytest.raises(UnsafeRedis):
-            make_app(server.url, OFFLOAD_ENV="production", SECRET_KEY="a-real-secret-for-the-test")
+            make_app(server.url, OFFLOAD_ENV="production", SECRET_KEY="a-real-secret-for-the-redis-hygiene-test")
         make_app(server.url, OFFLOAD_ENV="production", SECRET_KEY="s" * 32, OFFLOAD_REQUIRE_SAFE_REDIS="off")
 
 

@@ -318,6 +318,15 @@ def test_no_redis_password_or_secret_key_in_logs_or_pages(tmp_path: Path):
 def test_secret_key_is_required_outside_development():
     with pytest.raises(settings.SettingsError, match="SECRET_KEY"):
         settings.from_environ({"OFFLOAD_ENV": "production"})
+    # docker-compose.yml's old fallback (shipped with OFFLOAD_ENV=production), the development
+    # key, and a short one are refused too, by the environment and by an app's own config alike,
+    # each saying how to make a real one.
+    for weak in ("change-me-compose-only-not-a-real-secret", settings.DEVELOPMENT_SECRET_KEY, "k" * 31):
+        with pytest.raises(settings.SettingsError, match=r"SECRET_KEY .*secrets\.token_hex\(32\)"):
+            settings.from_environ({"OFFLOAD_ENV": "production", "SECRET_KEY": weak})
+        config = {settings.key("ENV"): "production", "SECRET_KEY": weak}
+        with pytest.raises(settings.SettingsError, match="SECRET_KEY"):
+            settings.apply_defaults(config)
     assert settings.from_environ({"OFFLOAD_ENV": "production", "SECRET_KEY": "k" * 32})["SECRET_KEY"] == "k" * 32
     assert settings.from_environ({})["SECRET_KEY"] == settings.DEVELOPMENT_SECRET_KEY
 

@@ -7,7 +7,9 @@ visitor (log in first), 403 to a signed-in one; JSON on the API, the error page 
 (opening such a form sends an anonymous visitor to the login, and back). A job
 of a task above the visitor's level reads as absent (404), as does a job of no registered task
 (unless its function is in ``UNREGISTERED_JOB_MODULES``) for anyone but the operator: its id may
-be predictable (periodic jobs), its data is not theirs to see.
+be predictable (periodic jobs), its data is not theirs to see. Canceling a job asks the same
+first: a job's submitter is known only by the ids in the session cookie (mine.py), which anyone
+holding ``SECRET_KEY`` can forge, so "I submitted it" never stands in for "I may read it".
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from rq.job import Job
 from offload.jobs import fetch_job
 from offload.registry import Access, Task
 from offload.state import get_task
+from offload.web import mine
 from offload.web.auth import is_operator
 
 
@@ -78,4 +81,18 @@ def readable_job(job_id: str) -> Job:
     job = fetch_job(job_id)
     if job is None or not may_read(job):
         abort(404, "No such job: it never existed or its result has expired.")
+    return job
+
+
+def cancelable_job(job_id: str) -> Job:
+    """Return the job ``job_id`` if this request's visitor may cancel it, else abort: 404 unless
+    they may read it (:func:`readable_job`), 403 unless they submitted it (its id is in their
+    session) or are the operator. The one check for every submitter's cancel (the job page's
+    button, ``DELETE /api/jobs/<id>``): the page's used to ask only the session, so a forged one
+    listing an operator's job canceled it."""
+    job = readable_job(job_id)
+    if not is_operator() and not mine.submitted(job.id):
+        abort(
+            403, "Only the browser or client that started this job (its session cookie), or an operator, can cancel it."
+        )
     return job

@@ -264,12 +264,9 @@ def cancel_job(job_id: str):
     DELETE, never a POST: a browser cannot send it cross-site without a CORS preflight, so the
     session cookie alone cannot be abused (this blueprint is exempt from the forms' CSRF token).
     """
-    operator = is_operator()
-    access.readable_job(job_id)  # 404 unless this visitor may see it
-    if not operator and not mine.submitted(job_id):
-        abort(403, "Only the client that started this job (its session cookie), or an operator, can cancel it.")
+    access.cancelable_job(job_id)
     canceled = control.cancel(job_id)
-    return jsonify(jobs.job_view(canceled, with_traceback=operator, with_log=False))
+    return jsonify(jobs.job_view(canceled, with_traceback=is_operator(), with_log=False))
 
 
 @bp.get("/jobs/<job_id>")

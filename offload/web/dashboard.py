@@ -19,6 +19,9 @@ forking it:
 - a job id that is not one (RQ refuses it) is a 404, and a registry holding one lists the
   other jobs (:class:`DashboardQueue`), is emptied and requeued around it; "compact" on a
   queue with nothing in it does nothing;
+- a jobs list's path parts (registry, jobs per page, order, page) that its views would fail on
+  (500s: an unknown registry, a page that is no whole number, 0 per page, a page past what
+  Redis's ranges take) are a 404 before they run (:func:`listing_refusal`);
 - its pages carry a Content-Security-Policy that allows only its own inline script (by
   hash) and same-origin files, so markup that slipped in still could not run.
 """
@@ -92,10 +95,52 @@ def guard_dashboard() -> ResponseReturnValue | None:
         abort(404, "The dashboard shows one Redis: instance 0.")
     if "job_id" in view_args and not is_job_id(view_args["job_id"]):
         abort(404, "No such job: that is not a job id.")
+    refusal = listing_refusal(view_args)
+    if refusal is not None:
+        abort(404, refusal)
     rule_methods = (request.url_rule.methods if request.url_rule else None) or set()
     if request.method in ("GET", "HEAD") and "POST" in rule_methods:
         raise MethodNotAllowed(valid_methods=["POST"], description="This action changes data: it takes POST only.")
     return None
+
+
+REGISTRY_NAMES = ("queued", "scheduled", "deferred", "started", "finished", "failed", "canceled")
+"""The lists rq-dashboard shows (its jobs page's choices); its views take any name and fail on
+another (``UnboundLocalError``, a 500)."""
+
+ORDERS = ("asc", "dsc")
+"""Its jobs page's orders: ``dsc`` is how it spells descending (it reads anything else as ascending)."""
+
+MAX_PER_PAGE = 200
+"""Most jobs per page: the bound of its own page's "Jobs per page" input."""
+
+MAX_PAGE = 10**6
+"""Highest page number: at 200 a page, 200 million jobs in, still far inside what Redis's ranges take."""
+
+
+def listing_refusal(view_args: dict[str, Any]) -> str | None:
+    """Return why a dashboard route's jobs-list path parts are not a page of it, or None if they are.
+
+    Its ``list_jobs`` parses ``per_page`` and ``page`` with ``int()`` after routing (``nan``,
+    ``1e5``: ValueError), divides by ``per_page`` (0: ZeroDivisionError) and hands the offset to
+    Redis (a page of 20 digits: ResponseError), and knows seven registries by name: each was a 500
+    for an operator (its own page fetched the list whatever the URL held). ``jobs_overview``
+    takes the same parts and makes its page fetch that list.
+    """
+    if "registry_name" in view_args and view_args["registry_name"] not in REGISTRY_NAMES:
+        return f"There is no such list of jobs; the lists are: {', '.join(REGISTRY_NAMES)}."
+    if "order" in view_args and view_args["order"] not in ORDERS:
+        return "The order is asc (ascending) or dsc (descending)."
+    for name, most in (("per_page", MAX_PER_PAGE), ("page", MAX_PAGE)):
+        if name in view_args and not _whole_number_up_to(view_args[name], most):
+            return f"{name} must be a whole number from 1 to {most}."
+    return None
+
+
+def _whole_number_up_to(value: object, most: int) -> bool:
+    """True if ``value`` (a path part, or the int a route's converter made of it) is 1 to ``most``."""
+    text = str(value)
+    return text.isascii() and text.isdigit() and len(text) <= len(str(most)) and 1 <= int(text) <= most
 
 
 def secure_dashboard_page(response: Response) -> Response:
@@ -144,17 +189,34 @@ are not shown escaped twice. Every other string of every JSON answer is escaped.
 def escape_strings(value: Any, keep: Collection[str] = ()) -> Any:
     """Return ``value`` (a JSON value) with every string HTML-escaped, dict keys included.
 
-    The values of the keys named in ``keep`` are left as they are, at any depth.
+    The values of the keys named in ``keep`` are left as they are, at any depth. It walks with a
+    list of its own, not recursion: a job's result is whatever JSON its task returned (a
+    ``call_api`` answer is the remote API's), and one nested about 480 deep overflowed Python's
+    stack here, a 500 on the job's data.
     """
-    if isinstance(value, Enum):  # e.g. RQ's JobStatus: its value, not "JobStatus.FAILED"
-        value = value.value
-    if isinstance(value, str):
-        return str(escape(value))
-    if isinstance(value, list):
-        return [escape_strings(item, keep) for item in value]
-    if isinstance(value, dict):
-        return {escape_strings(key): item if key in keep else escape_strings(item, keep) for key, item in value.items()}
-    return value
+    root: list[Any] = [None]
+    todo: list[tuple[Any, list[Any] | dict[str, Any], Any]] = [(value, root, 0)]  # (value, its copy's container, slot)
+    while todo:
+        item, container, slot = todo.pop()
+        if isinstance(item, Enum):  # e.g. RQ's JobStatus: its value, not "JobStatus.FAILED"
+            item = item.value
+        if isinstance(item, str):
+            container[slot] = str(escape(item))
+        elif isinstance(item, list):
+            copy: list[Any] = [None] * len(item)
+            container[slot] = copy
+            todo.extend((element, copy, index) for index, element in enumerate(item))
+        elif isinstance(item, dict):
+            escaped: dict[str, Any] = {}
+            container[slot] = escaped
+            for key, element in item.items():
+                name = str(escape(key)) if isinstance(key, str) else key
+                escaped[name] = element  # as it is if kept; otherwise replaced by its escaped copy
+                if key not in keep:
+                    todo.append((element, escaped, name))
+        else:
+            container[slot] = item
+    return root[0]
 
 
 def escape_dashboard_json(response: Response) -> Response:

@@ -165,8 +165,7 @@ def job_page(job_id: str):
 @bp.post("/jobs/<job_id>/withdraw")
 def cancel_my_job(job_id: str):
     """The submitter cancels their own job before it starts (CSRF-checked like every form); 303 back to it."""
-    if not mine.submitted(job_id):
-        abort(403, "Only the browser that started this job, or an operator, can cancel it.")
+    access.cancelable_job(job_id)
     control.cancel(job_id)
     return redirect(url_for("web.job_page", job_id=job_id), code=303)
 
