@@ -15,8 +15,14 @@ import ipaddress
 import os
 from collections.abc import Mapping, MutableMapping
 from typing import Any
+from urllib.parse import urlsplit
+
+import limits
 
 PREFIX = "OFFLOAD_"
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+"""What ``REDIS_URL`` may start with: the URLs redis-py's ``Redis.from_url`` reads."""
 
 APP_ENV = "OFFLOAD_APP"
 """Environment variable naming the Flask app a worker runs jobs for, in ``flask --app``'s notation
@@ -61,8 +67,6 @@ DEFAULTS: dict[str, Any] = {
     # Seconds between two checks of Redis's eviction policy and persistence (and whether it
     # lost its data) by each web process and worker.
     "REDIS_HYGIENE_INTERVAL": 300,
-    # How many jobs /jobs shows at most.
-    "JOB_LIST_LIMIT": 100,
     # --- faults: how soon a dead worker's job is noticed, and what happens to it
     # Seconds between a busy worker's heartbeats (RQ's job monitoring interval, 30 there).
     # A job whose worker misses two of them in a row counts as abandoned.
@@ -291,6 +295,22 @@ def validate(config: Mapping[str, Any]) -> None:
         )
     if str(config[key("REQUIRE_SAFE_REDIS")]).strip().lower() not in ("", *_ON, *_OFF):
         raise SettingsError(f"REQUIRE_SAFE_REDIS must be on or off, got {config[key('REQUIRE_SAFE_REDIS')]!r}")
+    for name in ("RESULT_TTL", "FAILURE_TTL", "JOB_TTL"):
+        value = config[key(name)]
+        if isinstance(value, int) and value <= 0:
+            raise SettingsError(f"{name} must be a number of seconds above 0, got {value!r}")
+    try:
+        limits.parse_many(str(config[key("SUBMIT_RATE_LIMIT")]))
+    except ValueError:
+        raise SettingsError(
+            f"SUBMIT_RATE_LIMIT must be a rate such as '60 per minute' or '10/second', "
+            f"got {config[key('SUBMIT_RATE_LIMIT')]!r}"
+        ) from None
+    redis_url = str(config[key("REDIS_URL")])
+    if urlsplit(redis_url).scheme not in REDIS_SCHEMES:
+        raise SettingsError(
+            f"REDIS_URL must start with {', '.join(scheme + '://' for scheme in REDIS_SCHEMES)}, got {redis_url[:40]!r}"
+        )
     for entry in config[key("TRUSTED_PROXIES")]:
         try:
             ipaddress.ip_network(str(entry).strip(), strict=False)
