@@ -43,6 +43,10 @@ DEFAULTS: dict[str, Any] = {
     "REDIS_URL": "redis://127.0.0.1:6379/0",
     # Workers listen to these in this order, so earlier queues always win.
     "QUEUES": ["high", "default", "low"],
+    # Tests of a host app only: a submitted job runs at once, inside the submit, on RQ's
+    # synchronous queues (no worker needed); its job and result are stored as usual. Refused in
+    # production.
+    "RUN_JOBS_INLINE": False,
     # Seconds a finished job and its result are kept (RQ's default is 500).
     "RESULT_TTL": 24 * 3600,
     # What a finished job keeps in Redis for RESULT_TTL: "compact" (~2.6 KB for a no-op job:
@@ -276,6 +280,8 @@ def validate(config: Mapping[str, Any]) -> None:
     """Raise :class:`SettingsError` naming the first setting of ``config`` that is malformed."""
     if config[key("ENV")] != "development" and config.get("SECRET_KEY") in (None, "", DEVELOPMENT_SECRET_KEY):
         raise SettingsError("SECRET_KEY must be set when OFFLOAD_ENV is not 'development'")
+    if config[key("RUN_JOBS_INLINE")] and config[key("ENV")] == "production":
+        raise SettingsError("RUN_JOBS_INLINE is for tests: it runs every job inside the request that submits it")
     backend = config[key("ONDEMAND_BACKEND")]
     if backend not in ("local", "fly"):
         raise SettingsError(f"ONDEMAND_BACKEND must be 'local' or 'fly', got {backend!r}")
