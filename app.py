@@ -9,6 +9,7 @@ from flask import Flask
 
 from offload import metrics, settings
 from offload.web import api_blueprint, console_blueprint, errors, pages_blueprint, security
+from offload.workloads import mailer
 from tasks import offload
 
 
@@ -20,6 +21,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.config.update(test_config)
 
     offload.init_app(app)
+    try:  # at start, not at the first mail: a newsletter would retry every mail for two hours
+        mailer.SmtpConfig.from_url(app.config["OFFLOAD_SMTP_URL"])
+    except ValueError as exc:
+        raise settings.SettingsError(str(exc)) from None
     security.init_app(app)  # proxy headers, security headers: before any blueprint's hooks
     app.register_blueprint(pages_blueprint)
     app.register_blueprint(api_blueprint)

@@ -197,8 +197,11 @@ def run_app() -> int:
     from honcho.printer import Printer
 
     port = int(os.environ.get("PORT", "5000"))
-    with redis_for_dev(os.environ.get("REDIS_URL", DEFAULT_REDIS_URL)) as url:
+    # The app reads OFFLOAD_REDIS_URL before REDIS_URL (offload/settings.py): so does this.
+    wanted = os.environ.get("OFFLOAD_REDIS_URL") or os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
+    with redis_for_dev(wanted) as url:
         env = {**os.environ, "REDIS_URL": url, "PYTHONUNBUFFERED": "1", "OFFLOAD_ENV": "development"}
+        env.pop("OFFLOAD_REDIS_URL", None)  # the Redis checked (or started) above, under one name
         env["PATH"] = f"{VENV / 'bin'}{os.pathsep}{env.get('PATH', '')}"
         say(f"web on http://127.0.0.1:{port}  (Ctrl-C stops everything)")
         manager = Manager(Printer(sys.stdout, colour=sys.stdout.isatty(), prefix=True))
@@ -378,7 +381,9 @@ def main(argv: list[str]) -> int:
     if command not in ("run", "test", "bench", "worker", "flaky-api"):
         print(__doc__)
         return 2
-    if command == "worker":  # started by run_app, already inside .venv
+    if command == "worker":  # run_app starts it inside .venv; run by hand, it gets there first
+        ensure_venv()
+        os.environ["PATH"] = f"{VENV / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
         return run_worker_reloading()
     if command == "flaky-api":  # started by run_app
         return run_flaky_api(int(argv[1]))

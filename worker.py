@@ -4,7 +4,8 @@
 
 RQ reads ``REDIS_URL``, ``QUEUES`` and ``DICT_CONFIG`` here; they come from the same
 environment as the web app (``offload.settings.from_environ``). The worker runs every job
-inside the reference app (``OFFLOAD_APP``, by default ``app:create_app``), whose tasks are
+inside the reference app (``OFFLOAD_APP``, by default ``app:app``: the app ``app.py`` builds
+when imported, so it is built once, not again by its factory), whose tasks are
 those of ``tasks.py``. ``flask --app app offload worker`` does the same in one command.
 """
 
@@ -16,7 +17,7 @@ from offload import settings
 from offload.settings import APP_ENV
 from offload.worker.logs import logging_config
 
-os.environ.setdefault(APP_ENV, "app:create_app")
+os.environ.setdefault(APP_ENV, "app:app")
 
 _config = settings.from_environ()
 settings.apply_defaults(_config)

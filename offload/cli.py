@@ -45,7 +45,12 @@ def worker_command(rq_args: tuple[str, ...]) -> None:
         if not slots.isdigit():
             raise click.UsageError(f"--slots must be a whole number (0: one per CPU on a Fly Machine), got {slots!r}")
         app.config["OFFLOAD_WORKER_SLOTS"] = int(slots)  # read by the worker (slots.py)
-    if "--help" not in args:
+    if "--help" in args:
+        click.echo(
+            "flask offload worker: rq worker's options (below), with this app's Redis and queues unless given,\n"
+            "and --slots N: jobs run at once (WORKER_SLOTS; 0: one per CPU on a Fly Machine).\n"
+        )
+    else:
         params = rq_worker.make_context("flask offload worker", list(args), resilient_parsing=True).params
         if not params.get("url") and not params.get("config"):
             args += ["--url", app.config["OFFLOAD_REDIS_URL"]]

@@ -48,7 +48,8 @@ def submit_job(task: Task, params: BaseModel, run_at: datetime | None = None, jo
         failure_ttl=config["OFFLOAD_FAILURE_TTL"],
         ttl=config["OFFLOAD_JOB_TTL"] + delay,  # a scheduled job's key must outlive its wait
         retry=task.retry,
-        rate_limit=task.rate_limit(config),
+        # Inline (RUN_JOBS_INLINE), a job runs alone in its submit: no cap to wait for, and RQ has none there.
+        rate_limit=task.rate_limit(config) if queue.is_async else None,
         # RQ's default description repeats the arguments; a fixed title keeps user text out of it.
         description=task.title,
         meta={"task": task.name, "progress": 0},
@@ -56,8 +57,9 @@ def submit_job(task: Task, params: BaseModel, run_at: datetime | None = None, jo
     )
     if run_at is not None:
         return queue.schedule_job(job, run_at)
-    job = queue.enqueue_job(job)
-    ondemand.job_enqueued(task.queue, job.id)  # on an on-demand queue: start a worker for it
+    job = queue.enqueue_job(job)  # with RUN_JOBS_INLINE, run here and now
+    if queue.is_async:
+        ondemand.job_enqueued(task.queue, job.id)  # on an on-demand queue: start a worker for it
     return job
 
 

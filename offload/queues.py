@@ -71,9 +71,10 @@ class OffloadQueue(Queue):
 
 
 def make_queues(redis: Redis, config: Mapping[str, Any]) -> dict[str, Queue]:
-    """Return the configured queues, all with RQ's JSON serializer."""
+    """Return the configured queues, all with RQ's JSON serializer (synchronous with ``RUN_JOBS_INLINE``)."""
     # OffloadQueue: one round trip per enqueue, and it wakes the scheduler (queues.py).
+    inline = config[settings.key("RUN_JOBS_INLINE")]
     return {
-        name: OffloadQueue(name, connection=redis, serializer=JSONSerializer)
+        name: OffloadQueue(name, connection=redis, serializer=JSONSerializer, is_async=not inline)
         for name in settings.all_queue_names(config)  # the on-demand ones too: ondemand.py
     }

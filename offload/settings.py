@@ -17,7 +17,12 @@ from collections.abc import Mapping, MutableMapping
 from typing import Any
 from urllib.parse import urlsplit
 
+import limits
+
 PREFIX = "OFFLOAD_"
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+"""What ``REDIS_URL`` may start with: the URLs redis-py's ``Redis.from_url`` reads."""
 
 APP_ENV = "OFFLOAD_APP"
 """Environment variable naming the Flask app a worker runs jobs for, in ``flask --app``'s notation
@@ -51,6 +56,10 @@ DEFAULTS: dict[str, Any] = {
     "REDIS_URL": "redis://127.0.0.1:6379/0",
     # Workers listen to these in this order, so earlier queues always win.
     "QUEUES": ["high", "default", "low"],
+    # Tests of a host app only: a submitted job runs at once, inside the submit, on RQ's
+    # synchronous queues (no worker needed); its job and result are stored as usual. Refused in
+    # production.
+    "RUN_JOBS_INLINE": False,
     # Seconds a finished job and its result are kept (RQ's default is 500).
     "RESULT_TTL": 24 * 3600,
     # What a finished job keeps in Redis for RESULT_TTL: "compact" (~2.6 KB for a no-op job:
@@ -75,8 +84,6 @@ DEFAULTS: dict[str, Any] = {
     # Seconds between two checks of Redis's eviction policy and persistence (and whether it
     # lost its data) by each web process and worker.
     "REDIS_HYGIENE_INTERVAL": 300,
-    # How many jobs /jobs shows at most.
-    "JOB_LIST_LIMIT": 100,
     # --- faults: how soon a dead worker's job is noticed, and what happens to it
     # Seconds between a busy worker's heartbeats (RQ's job monitoring interval, 30 there).
     # A job whose worker misses two of them in a row counts as abandoned.
@@ -296,6 +303,8 @@ def validate(config: Mapping[str, Any]) -> None:
     """Raise :class:`SettingsError` naming the first setting of ``config`` that is malformed."""
     if config[key("ENV")] != "development":
         _check_secret_key(config.get("SECRET_KEY"))
+    if config[key("RUN_JOBS_INLINE")] and config[key("ENV")] == "production":
+        raise SettingsError("RUN_JOBS_INLINE is for tests: it runs every job inside the request that submits it")
     backend = config[key("ONDEMAND_BACKEND")]
     if backend not in ("local", "fly"):
         raise SettingsError(f"ONDEMAND_BACKEND must be 'local' or 'fly', got {backend!r}")
@@ -320,6 +329,22 @@ def validate(config: Mapping[str, Any]) -> None:
         raise SettingsError(
             "THIRD_PARTY_URL must not hold credentials (user:password@host): the URL is logged with every "
             "request and shows in errors; give the API's token in THIRD_PARTY_TOKEN (sent as a Bearer token)"
+        )
+    for name in ("RESULT_TTL", "FAILURE_TTL", "JOB_TTL"):
+        value = config[key(name)]
+        if isinstance(value, int) and value <= 0:
+            raise SettingsError(f"{name} must be a number of seconds above 0, got {value!r}")
+    try:
+        limits.parse_many(str(config[key("SUBMIT_RATE_LIMIT")]))
+    except ValueError:
+        raise SettingsError(
+            f"SUBMIT_RATE_LIMIT must be a rate such as '60 per minute' or '10/second', "
+            f"got {config[key('SUBMIT_RATE_LIMIT')]!r}"
+        ) from None
+    redis_url = str(config[key("REDIS_URL")])
+    if urlsplit(redis_url).scheme not in REDIS_SCHEMES:
+        raise SettingsError(
+            f"REDIS_URL must start with {', '.join(scheme + '://' for scheme in REDIS_SCHEMES)}, got {redis_url[:40]!r}"
         )
     for entry in config[key("TRUSTED_PROXIES")]:
         try:

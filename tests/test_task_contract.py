@@ -236,3 +236,40 @@ def test_report_progress_refuses_a_percentage_and_offloads_own_keys():
     with pytest.raises(ValueError, match="task is Offload's own key"):
         report_progress(0.5, task="oops")
     report_progress(1.0, rows=10)  # outside a job: nothing to record, nothing refused
+
+
+def test_with_jobs_run_inline_a_host_apps_tests_need_no_worker(tmp_path, redis_url, redis, monkeypatch):
+    """README, "Test your own app": RUN_JOBS_INLINE runs a submitted job inside the submit, through
+    the same checks a worker's run has (typed arguments, a JSON result), and stores it as usual."""
+    (tmp_path / "inlineapp.py").write_text(
+        textwrap.dedent(TYPED_APP).replace(
+            '"OFFLOAD_QUEUES"', '"OFFLOAD_RUN_JOBS_INLINE"] = True\napp.config["OFFLOAD_QUEUES"'
+        )
+    )
+    monkeypatch.setenv("TYPED_REDIS_URL", redis_url)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import inlineapp  # type: ignore[import-not-found]
+
+    from offload.web import api_blueprint
+
+    app = inlineapp.app
+    app.config.update(TESTING=True, SECRET_KEY="host-secret")
+    app.register_blueprint(api_blueprint)
+    params = {"when": "2026-01-01T10:00:00Z", "color": "blue", "mode": "slow", "tags": [], "at": {"x": 1, "y": 1}}
+
+    answer = app.test_client().post("/api/jobs", json={"task": "typed", "params": params})
+    with app.app_context():
+        failing = inlineapp.offload.submit("unserializable")
+
+    assert answer.status_code == 202 and answer.get_json()["status"] == "finished"
+    assert answer.get_json()["result"]["when"] == "datetime" and answer.get_json()["result"]["sum"] == 2
+    assert failing.get_status() == JobStatus.FAILED and "not JSON" in failing.latest_result().exc_string
+    assert redis.llen("rq:queue:urgent") == redis.llen("rq:queue:default") == 0  # nothing left for a worker
+    sys.modules.pop("inlineapp", None)
+
+
+def test_jobs_run_inline_is_refused_in_production():
+    from offload import settings
+
+    with pytest.raises(settings.SettingsError, match="RUN_JOBS_INLINE is for tests"):
+        settings.from_environ({"OFFLOAD_ENV": "production", "SECRET_KEY": "k" * 64, "RUN_JOBS_INLINE": "on"})

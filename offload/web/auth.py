@@ -59,7 +59,8 @@ MIN_PASSWORD_LENGTH = 12
 
 OFF_MESSAGE = (
     "Operator pages, including the RQ dashboard, are off: no operator account is configured. "
-    "Set OPERATOR_USERNAME and OPERATOR_PASSWORD_HASH (make the hash with `python -m offload.web.auth`) and restart."
+    "Set OPERATOR_USERNAME and OPERATOR_PASSWORD_HASH in the environment (OFFLOAD_OPERATOR_USERNAME and "
+    "OFFLOAD_OPERATOR_PASSWORD_HASH in app.config; make the hash with `python -m offload.web.auth`) and restart."
 )
 
 

@@ -24,9 +24,14 @@ def install(app: Flask) -> None:
     """Set ``app`` up for Offload's blueprints; does nothing the second time."""
     if app.extensions.get(EXTENSION_KEY):
         return
-    app.extensions[EXTENSION_KEY] = True
     if "offload" not in app.extensions:
         raise RuntimeError("register Offload's blueprints after Offload(app) / offload.init_app(app)")
+    if not app.secret_key:  # else the first form or submit is a 500 (CSRF, the My jobs cookie)
+        raise RuntimeError(
+            "Offload's blueprints need app.secret_key (SECRET_KEY) for CSRF tokens and the My jobs "
+            'cookie: set it before registering them, e.g. from os.environ["SECRET_KEY"]'
+        )
+    app.extensions[EXTENSION_KEY] = True
     app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)  # tokens live as long as the session
     if "csrf" not in app.extensions:  # the host's own CSRFProtect, when it has one
         CSRFProtect(app)

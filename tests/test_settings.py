@@ -1,0 +1,64 @@
+"""Settings as a deployment gives them: a wrong value stops the app at start, naming the setting,
+instead of silently meaning something else (a rate limit switched off, a mail retried for hours)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from flask import Flask
+
+from offload import Offload, settings
+from offload.web import pages_blueprint
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"SUBMIT_RATE_LIMIT": "lots"}, "SUBMIT_RATE_LIMIT must be a rate such as '60 per minute'"),
+        ({"RESULT_TTL": "-5"}, "RESULT_TTL must be a number of seconds above 0, got -5"),
+        ({"FAILURE_TTL": "0"}, "FAILURE_TTL must be a number of seconds above 0"),
+        ({"REDIS_URL": "nope"}, "REDIS_URL must start with redis://, rediss://, unix://, got 'nope'"),
+        ({"OFFLOAD_REDIS_URL": "http://127.0.0.1:6379/0"}, "REDIS_URL must start with redis://"),
+    ],
+)
+def test_a_wrong_setting_is_refused_naming_it(environ, message):
+    with pytest.raises(settings.SettingsError, match=re.escape(message)):
+        settings.from_environ(environ)
+
+
+def test_the_forms_a_setting_may_take_are_accepted():
+    config = settings.from_environ(
+        {"SUBMIT_RATE_LIMIT": "10/second; 100 per hour", "REDIS_URL": "rediss://user:pw@redis.internal:6380/1"}
+    )
+    assert config["OFFLOAD_SUBMIT_RATE_LIMIT"] == "10/second; 100 per hour"
+    settings.from_environ({"REDIS_URL": "unix:///run/redis.sock?db=2"})
+
+
+def test_the_reference_app_refuses_an_smtp_url_it_could_never_mail_through(redis_url):
+    """Before, the app started and every mail of a newsletter failed, each retried for two hours."""
+    from app import create_app
+
+    with pytest.raises(settings.SettingsError, match="SMTP_URL must start with one of smtp://"):
+        create_app({"OFFLOAD_REDIS_URL": redis_url, "OFFLOAD_SMTP_URL": "http://mail.example.org"})
+
+
+def test_offloads_blueprints_refuse_an_app_without_a_secret_key(redis_url):
+    """Before, the app started and its first form, or a submit (after enqueuing), was a 500."""
+    app = Flask("host")
+    app.config["OFFLOAD_REDIS_URL"] = redis_url
+    Offload(app)
+
+    with pytest.raises(RuntimeError, match=r"need app\.secret_key"):
+        app.register_blueprint(pages_blueprint)
+
+
+def test_flask_offload_worker_help_names_its_own_option(redis_url):
+    app = Flask("host")
+    app.config["OFFLOAD_REDIS_URL"] = redis_url
+    Offload(app)
+
+    result = app.test_cli_runner().invoke(args=["offload", "worker", "--help"])
+
+    assert result.exit_code == 0, result.output
+    assert "--slots N" in result.output and "--burst" in result.output
