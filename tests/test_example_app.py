@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -218,3 +220,44 @@ def test_invalid_params_name_the_field_and_enqueue_nothing(example_env: ExampleE
     assert out == {"fields": ["name", "times"], "unknown": "shout", "http": [400, ["times"]]}
     assert queued_job_count(redis) == 0
     assert not redis.keys("rq:queue:*")
+
+
+def readme_section_blocks(heading: str) -> list[str]:
+    """The fenced code blocks of the README's section ``heading``, in order."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index(f"## {heading}\n") :]
+    section = section[: section.index("\n## ", 4)]
+    return re.findall(r"```[a-z]*\n(.*?)```", section, re.DOTALL)
+
+
+def test_the_readme_s_use_it_in_your_app_runs_as_written(example_env: ExampleEnv, redis_url: str, tmp_path: Path):
+    """The snippet and the worker command of "Use it in your app", copied as they are (only the Redis
+    URL is this test's): the README once showed an app whose every job failed (KeyError: 'GREETING')."""
+    _, snippet, commands = readme_section_blocks("Use it in your app")[:3]
+    app_dir = tmp_path / "readme-app"
+    app_dir.mkdir()
+    (app_dir / "hello.py").write_text(snippet.replace("redis://127.0.0.1:6379/0", redis_url))
+    worker_command = [*shlex.split(commands.splitlines()[0].split("#")[0]), "--burst"]
+    assert worker_command[:4] == ["flask", "--app", "hello", "offload"], worker_command
+    env = example_env.env(redis_url)
+
+    def in_app(code: str) -> dict:
+        done = subprocess.run(
+            [example_env.bin("python"), "-c", code], cwd=app_dir, env=env, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    submitted = in_app(
+        "import json, hello; r = hello.app.test_client().post('/greetings'); print(json.dumps(r.get_json()))"
+    )
+    worker = subprocess.run(
+        [example_env.bin(worker_command[0]), *worker_command[1:]],
+        cwd=app_dir, env=env, capture_output=True, text=True, timeout=45,
+    )  # fmt: skip
+    assert worker.returncode == 0, worker.stdout + worker.stderr
+
+    answer = in_app(
+        f"import json, hello; print(json.dumps(hello.app.test_client().get('/greetings/{submitted['id']}').get_json()))"
+    )
+    assert answer == {"status": "finished", "result": "Hello, Ada!"}, worker.stderr[-3000:]
