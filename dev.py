@@ -381,9 +381,11 @@ def main(argv: list[str]) -> int:
     if command not in ("run", "test", "bench", "worker", "flaky-api"):
         print(__doc__)
         return 2
-    if command == "worker":  # run_app starts it inside .venv; run by hand, it gets there first
-        ensure_venv()
-        os.environ["PATH"] = f"{VENV / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
+    if command == "worker":  # run_app starts it inside .venv; run by hand outside any, it gets there first
+        if sys.prefix == sys.base_prefix:
+            ensure_venv()
+        # The rq beside this Python: run_app's PATH has it, a hand-run one may not.
+        os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
         return run_worker_reloading()
     if command == "flaky-api":  # started by run_app
         return run_flaky_api(int(argv[1]))
