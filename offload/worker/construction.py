@@ -12,7 +12,7 @@
   kernel's TCP timeout (minutes).
 - The stock ``rq worker`` takes its Redis from ``--url`` / ``REDIS_URL`` and listens on
   ``default`` unless given queue names, whatever the app says: with the app named in
-  ``OFFLOAD_APP``, a worker whose Redis is not the app's (another server, or another database)
+  ``OFFLOAD_APP``, the command's worker whose Redis is not the app's (another server, or another database)
   refuses to start, since the app's jobs would never reach it, and one that leaves some of the
   app's queues out says which in its log. (``flask offload worker`` takes both from the app.)
 """
@@ -36,7 +36,7 @@ from offload.queues import OffloadQueue
 from offload.state import get_state
 from offload.worker.attempts import OffloadJob
 from offload.worker.base import WorkerBase
-from offload.worker.host import load_host_app, named_in_environment
+from offload.worker.host import from_rq_command_line, load_host_app
 from offload.worker.slots import slot_count
 
 log = logging.getLogger("offload.worker")
@@ -141,7 +141,7 @@ class Construction(WorkerBase):
         pool_kwargs = self.connection.connection_pool.connection_kwargs
         if pool_kwargs.get("socket_connect_timeout") is None:
             pool_kwargs["socket_connect_timeout"] = config["OFFLOAD_REDIS_CONNECT_TIMEOUT"]
-        if named_in_environment():
+        if from_rq_command_line():
             check_same_redis(self.connection, self.flask_app)
             left_out = [name for name in config["OFFLOAD_QUEUES"] if name not in self.queue_names()]
             if left_out:

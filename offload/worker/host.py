@@ -9,6 +9,8 @@ Flask's own notation: ``module``, ``module:app`` or ``module:create_app()``, loa
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 from flask import Flask
 from flask.cli import NoAppException, ScriptInfo
@@ -26,10 +28,11 @@ def bind(app: Flask) -> None:
     _named_in_environment = False
 
 
-def named_in_environment() -> bool:
-    """True if the host app was loaded from ``OFFLOAD_APP`` (the stock ``rq worker``), whose Redis
-    and queues come from ``rq worker``'s own options rather than from the app."""
-    return _named_in_environment
+def from_rq_command_line() -> bool:
+    """True in the stock ``rq worker`` command with the host app named in ``OFFLOAD_APP``: its Redis
+    and queues come from ``rq worker``'s own options, not from the app. (A worker built in
+    process is handed its connection on purpose; ``flask offload worker`` takes the app's.)"""
+    return _named_in_environment and Path(sys.argv[0]).name == "rq"
 
 
 def load_host_app() -> Flask:
