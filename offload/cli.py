@@ -34,30 +34,31 @@ def worker_command(rq_args: tuple[str, ...]) -> None:
 
     from offload.worker.host import bind
 
+    args = list(rq_args)
+    if "--help" in args:  # help only: nothing bound, nothing set for a worker that does not start
+        click.echo(
+            "flask offload worker: rq worker's options (below), with this app's Redis and queues unless given,\n"
+            "and --slots N: jobs run at once (WORKER_SLOTS; 0: one per CPU on a Fly Machine).\n"
+        )
+        rq_worker.main(["--help"], prog_name="flask offload worker", standalone_mode=True)
+        return
     app = current_app._get_current_object()  # type: ignore[attr-defined]  # the app itself, not the proxy
     bind(app)
     # Processes this worker starts (on-demand workers it hands work on to) load the same app.
     info = click.get_current_context().find_object(ScriptInfo)
     os.environ.setdefault(APP_ENV, (info.app_import_path if info else None) or app.import_name)
-    args = list(rq_args)
     slots = _take_option(args, "--slots")
     if slots is not None:
         if not slots.isdigit():
             raise click.UsageError(f"--slots must be a whole number (0: one per CPU on a Fly Machine), got {slots!r}")
         app.config["OFFLOAD_WORKER_SLOTS"] = int(slots)  # read by the worker (slots.py)
-    if "--help" in args:
-        click.echo(
-            "flask offload worker: rq worker's options (below), with this app's Redis and queues unless given,\n"
-            "and --slots N: jobs run at once (WORKER_SLOTS; 0: one per CPU on a Fly Machine).\n"
-        )
-    else:
-        params = rq_worker.make_context("flask offload worker", list(args), resilient_parsing=True).params
-        if not params.get("url") and not params.get("config"):
-            args += ["--url", app.config["OFFLOAD_REDIS_URL"]]
-        if params.get("worker_class") in (None, DEFAULT_WORKER_CLASS):
-            args += ["--worker-class", WORKER_CLASS]
-        if not params.get("queues") and not params.get("config"):
-            args += app.config["OFFLOAD_QUEUES"]
+    params = rq_worker.make_context("flask offload worker", list(args), resilient_parsing=True).params
+    if not params.get("url") and not params.get("config"):
+        args += ["--url", app.config["OFFLOAD_REDIS_URL"]]
+    if params.get("worker_class") in (None, DEFAULT_WORKER_CLASS):
+        args += ["--worker-class", WORKER_CLASS]
+    if not params.get("queues") and not params.get("config"):
+        args += app.config["OFFLOAD_QUEUES"]
     rq_worker.main(args, prog_name="flask offload worker", standalone_mode=True)
 
 

@@ -10,6 +10,7 @@ from flask import Flask
 
 from offload import Offload, settings
 from offload.web import pages_blueprint
+from offload.worker import host
 
 
 @pytest.mark.parametrize(
@@ -58,7 +59,12 @@ def test_flask_offload_worker_help_names_its_own_option(redis_url):
     app.config["OFFLOAD_REDIS_URL"] = redis_url
     Offload(app)
 
+    bound_before = host._bound
+
     result = app.test_cli_runner().invoke(args=["offload", "worker", "--help"])
 
     assert result.exit_code == 0, result.output
     assert "--slots N" in result.output and "--burst" in result.output
+    # Help starts no worker: it binds no host app for the workers of this process (it did, and
+    # the in-process workers of later tests then ran their jobs for this app).
+    assert host._bound is bound_before
