@@ -116,7 +116,7 @@ def scheduled_time(name: str, run_at: Any) -> datetime | None:
     config = current_app.config
     try:
         return parse_when(
-            run_at.isoformat(),
+            run_at,
             max_ahead=config["OFFLOAD_SCHEDULE_MAX_AHEAD"],
             tolerance=config["OFFLOAD_SCHEDULE_PAST_TOLERANCE"],
         )

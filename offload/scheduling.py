@@ -63,10 +63,11 @@ def _seconds(value: Any) -> int:
 
 
 def _moment(value: Any) -> datetime:
-    if not isinstance(value, str):
+    """``value`` (an ISO 8601 string, or a datetime from Python callers) in UTC; naive means UTC."""
+    if not isinstance(value, str | datetime):
         raise ScheduleError("run_at", "A time is an ISO 8601 string, e.g. 2026-05-01T09:30:00Z.")
     try:
-        moment = datetime.fromisoformat(value.strip())
+        moment = value if isinstance(value, datetime) else datetime.fromisoformat(value.strip())
         return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
     except ValueError:
         raise ScheduleError("run_at", "Not a time: use ISO 8601, e.g. 2026-05-01T09:30:00Z.") from None

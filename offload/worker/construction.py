@@ -36,7 +36,7 @@ from offload.queues import OffloadQueue
 from offload.state import get_state
 from offload.worker.attempts import OffloadJob
 from offload.worker.base import WorkerBase
-from offload.worker.host import from_rq_command_line, load_host_app
+from offload.worker.host import command_line_to_check, load_host_app
 from offload.worker.slots import slot_count
 
 log = logging.getLogger("offload.worker")
@@ -141,7 +141,7 @@ class Construction(WorkerBase):
         pool_kwargs = self.connection.connection_pool.connection_kwargs
         if pool_kwargs.get("socket_connect_timeout") is None:
             pool_kwargs["socket_connect_timeout"] = config["OFFLOAD_REDIS_CONNECT_TIMEOUT"]
-        if from_rq_command_line():
+        if command_line_to_check():
             check_same_redis(self.connection, self.flask_app)
             left_out = [name for name in config["OFFLOAD_QUEUES"] if name not in self.queue_names()]
             if left_out:

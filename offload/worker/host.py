@@ -18,21 +18,26 @@ from flask.cli import NoAppException, ScriptInfo
 from offload.settings import APP_ENV
 
 _bound: Flask | None = None
-_named_in_environment = False
+_command_line_unchecked = False
+"""Set when the stock ``rq worker`` command named the host app in ``OFFLOAD_APP``; cleared once
+its options are checked against the app (:func:`command_line_to_check`)."""
 
 
-def bind(app: Flask) -> None:
+def bind(app: Flask, named_in_environment: bool = False) -> None:
     """Make ``app`` the host app of workers started in this process."""
-    global _bound, _named_in_environment
+    global _bound, _command_line_unchecked
     _bound = app
-    _named_in_environment = False
+    _command_line_unchecked = named_in_environment and Path(sys.argv[0]).name == "rq"
 
 
-def from_rq_command_line() -> bool:
-    """True in the stock ``rq worker`` command with the host app named in ``OFFLOAD_APP``: its Redis
-    and queues come from ``rq worker``'s own options, not from the app. (A worker built in
-    process is handed its connection on purpose; ``flask offload worker`` takes the app's.)"""
-    return _named_in_environment and Path(sys.argv[0]).name == "rq"
+def command_line_to_check() -> bool:
+    """True once, for the first worker of the stock ``rq worker`` command with the host app named
+    in ``OFFLOAD_APP``: its Redis and queues come from ``rq worker``'s own options, not from the
+    app. The slots it forks inherit the answer (False), so the command is checked once. A worker
+    built in process is handed its connection on purpose; ``flask offload worker`` takes the app's."""
+    global _command_line_unchecked
+    unchecked, _command_line_unchecked = _command_line_unchecked, False
+    return unchecked
 
 
 def load_host_app() -> Flask:
@@ -49,7 +54,5 @@ def load_host_app() -> Flask:
         app = ScriptInfo(app_import_path=path, set_debug_flag=False).load_app()
     except NoAppException as exc:
         raise RuntimeError(f"{APP_ENV}={path!r}: {exc}") from exc
-    bind(app)
-    global _named_in_environment
-    _named_in_environment = True
+    bind(app, named_in_environment=True)
     return app
