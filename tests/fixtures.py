@@ -20,6 +20,13 @@ def count_attempts_then_fail(message: str) -> None:
     raise RuntimeError(f"{message} (attempt {len(job_attempts(job))})")
 
 
+def wait_in_failure_callback(job: Job, connection, *exc_info) -> None:
+    """An ``on_failure`` callback that holds the job between its failed run's record and RQ's
+    failure write: it says so on ``<job id>:failing`` and waits for ``<job id>:go-on``."""
+    connection.rpush(f"{job.id}:failing", 1)
+    connection.blpop([f"{job.id}:go-on"], timeout=30)
+
+
 def burn_cpu(seconds: float) -> str:
     """Busy-loop for ``seconds`` of wall time (real work, not sleep), then return "done"."""
     import time

@@ -10,8 +10,9 @@ from datetime import timedelta
 import psutil
 import pytest
 from redis import Redis
+from rq import Callback, Retry
 from rq.command import send_stop_job_command
-from rq.job import JobStatus
+from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from offload.jobs import attempts as job_attempts
@@ -57,6 +58,30 @@ def test_a_job_past_its_timeout_fails_timed_out_and_the_worker_goes_on(workers, 
     assert slow.get_status() == JobStatus.FAILED
     assert job_attempts(slow)[-1]["error"] == "timed out after 1 s"
     assert after.get_status() == JobStatus.FINISHED
+
+
+def test_a_failed_run_reads_as_one_attempt_before_and_after_rq_decides_its_retry(workers, queue, redis):
+    """Between the failed run's record and RQ's failure write (held open here by the job's failure
+    callback), a reader sees the one run, failed, and not a second run under way (an API client
+    polling a retried job saw two attempts and no retry spent)."""
+    workers.start_worker()
+    job = queue.enqueue(
+        "tests.fixtures.fail_with",
+        "boom",
+        retry=Retry(max=2, interval=600),
+        on_failure=Callback("tests.fixtures.wait_in_failure_callback", timeout=60),
+    )
+    wait_for(lambda: redis.exists(f"{job.id}:failing"), what="the failure callback to run")
+
+    during = Job.fetch(job.id, connection=redis, serializer=JSONSerializer)
+    redis.rpush(f"{job.id}:go-on", 1)
+    wait_for(lambda: job.get_status(refresh=True) == JobStatus.SCHEDULED, what="the retry to be scheduled")
+
+    assert during.get_status(refresh=False) == JobStatus.STARTED  # RQ has not written the failure yet
+    assert [(run["outcome"], run.get("error")) for run in job_attempts(during)] == [("failed", "RuntimeError: boom")]
+    job.refresh()
+    assert job_attempts(job) == job_attempts(during)
+    assert job.retries_left == 1
 
 
 def test_stopping_a_running_job_stops_it_and_the_worker_goes_on(workers, queue, redis):

@@ -54,7 +54,13 @@ class AttemptRecords(WorkerBase):
         # Runs right after the task returns or raises, inside perform_job's except block on failure.
         # What RQ's version does (end time, job heartbeat), plus a failed run's record in the same write.
         job.ended_at = job.last_heartbeat = now()
+        # RQ's perform_job takes the start time again after the start was written, and stores it
+        # only with the job's end (a retry's save, the success transaction). Write it with the
+        # failed run's record: until RQ's end write, readers would otherwise see the record and a
+        # run under way that started 2 ms earlier, as two attempts (offload.jobs.attempts).
         mapping = {"last_heartbeat": utcformat(job.last_heartbeat)}
+        if job.started_at is not None:
+            mapping["started_at"] = utcformat(job.started_at)
         if job._status == "failed":
             error = describe_failure(sys.exc_info()[1], job.timeout)
             job.meta["attempts"] = self._ended_runs(job.meta, job.started_at, job.worker_name, "failed", error)
