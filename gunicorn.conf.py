@@ -6,6 +6,7 @@ Every value can be overridden from the environment, so fly.toml's command stays 
 
 import os
 import sys
+import warnings
 
 # Fly's proxy sends traffic to 0.0.0.0:8080 (fly.toml [http_service] internal_port).
 bind = os.environ.get("GUNICORN_BIND", f"0.0.0.0:{os.environ.get('PORT', '8080')}")
@@ -18,6 +19,16 @@ bind = os.environ.get("GUNICORN_BIND", f"0.0.0.0:{os.environ.get('PORT', '8080')
 # cooperatively (gevent patches the socket module before the app is loaded).
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "gevent"
+# Each web process patches the standard library for gevent as it boots, after the master
+# imported redis-py (when_ready) and with it redis.asyncio.connection, which takes names from
+# ssl directly. gevent warns about that module at every boot (every GUNICORN_MAX_REQUESTS); it
+# is never used here (Offload's Redis client is the blocking one, whose ssl calls are patched).
+# That warning alone is silenced: any other module left unpatched still says so.
+warnings.filterwarnings(
+    "ignore",
+    message=r"Monkey-patching ssl after ssl has already been imported.*"
+    r"\(NOT patched\): \['redis\.asyncio\.connection \([^']*\)'\]\.\s*$",
+)
 # Connections one process holds at once (slow ones included); fly.toml's hard_limit (60) is far below.
 worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "1000"))
 

@@ -96,3 +96,16 @@ def test_retry_policy_retries_at_the_configured_intervals(http, redis):
     assert 2 < gaps[1] < 5, gaps
     assert gaps[1] - gaps[0] > 1, gaps
     assert view["error"] == "Still broken (attempt 3)"
+
+
+def test_the_web_processes_boot_without_warnings(stack):
+    # Each web process logs the test Redis's missing persistence once its app is loaded, which is
+    # after gevent patched the process (gunicorn's init_process): by then any warning is written.
+    def loaded() -> list[str]:
+        log = stack.log("web")
+        pids = re.findall(r"Booting worker with pid: (\d+)", log)
+        return [pid for pid in pids if re.search(rf"\[{pid}\] \[ERROR\] app: Redis at .* no persistence", log)]
+
+    wait_for(lambda: len(loaded()) == 2, what="both web processes to load the app")
+
+    assert "Warning" not in stack.log("web"), stack.log("web")
