@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 import logging
 import re
+import threading
 
+import httpx
 import pytest
 from werkzeug.security import check_password_hash
 
@@ -153,6 +155,30 @@ def test_failed_logins_are_rate_limited_even_for_the_right_password_then(guarded
     assert response.status_code == 429
     assert "Too many failed logins" in response.get_data(as_text=True)
     assert client.get("/guarded").status_code == 302
+
+
+@pytest.mark.e2e
+def test_a_parallel_burst_of_wrong_passwords_gets_no_more_tries_than_the_limit(http):
+    """Failures count after their answer (successes do not count): a burst of attempts sent at
+    once must not all be checked before the first failure is counted (gunicorn, 2 processes)."""
+    token = re.search(r'name="csrf_token" value="([^"]+)"', http.get("/login").text).group(1)
+    form = {"username": "operator", "password": "a wrong guess", "csrf_token": token}
+    start, answers = threading.Barrier(30), []
+
+    def attempt() -> None:
+        with httpx.Client(base_url=str(http.base_url), cookies=http.cookies, timeout=30) as client:
+            start.wait()
+            answers.append(client.post("/login", data=form).status_code)
+
+    threads = [threading.Thread(target=attempt) for _ in range(30)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert answers.count(401) <= 5, sorted(answers)
+    assert set(answers) <= {401, 429}, sorted(answers)
+    assert http.post("/login", data={**form, "password": OPERATOR_PASSWORD}).status_code == 429
 
 
 def test_successful_logins_do_not_count_towards_the_limit(guarded_app):
