@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from redis import Redis
+from redis import BlockingConnectionPool, Redis
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
@@ -32,9 +32,29 @@ def client_options(config: Mapping[str, Any], timeout: float | None = None) -> d
     }
 
 
+MAX_CONNECTIONS = 100
+"""Connections one client holds at most, in one process (redis-py's own default)."""
+
+
+def connection_pool(config: Mapping[str, Any], timeout: float | None = None) -> BlockingConnectionPool:
+    """Return a pool of connections to ``config["OFFLOAD_REDIS_URL"]`` (:func:`client_options`).
+
+    A caller that finds all :data:`MAX_CONNECTIONS` busy waits for one, no longer than the
+    socket timeout. redis-py's default pool fails it at once ("Too many connections"): a gevent
+    web process serves hundreds of requests side by side, and a burst of 400 logins answered
+    26 of them 500 and sent the login limit's counting to its in-memory fallback.
+    """
+    options = client_options(config, timeout)
+    return BlockingConnectionPool.from_url(
+        config["OFFLOAD_REDIS_URL"], max_connections=MAX_CONNECTIONS, timeout=options["socket_timeout"], **options
+    )
+
+
 def connect(config: Mapping[str, Any], timeout: float | None = None) -> Redis:
-    """Return a Redis client for ``config["OFFLOAD_REDIS_URL"]`` with bounded timeouts (:func:`client_options`)."""
-    return Redis.from_url(config["OFFLOAD_REDIS_URL"], **client_options(config, timeout))
+    """Return a Redis client for ``config["OFFLOAD_REDIS_URL"]`` with bounded timeouts (:func:`connection_pool`)."""
+    client = Redis(connection_pool=connection_pool(config, timeout))
+    client.auto_close_connection_pool = True  # as Redis.from_url's clients: closing one closes its pool
+    return client
 
 
 def redact(url: str) -> str:

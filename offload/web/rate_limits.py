@@ -9,7 +9,7 @@ from __future__ import annotations
 from flask import Flask
 from flask_limiter import Limiter
 
-from offload.connection import client_options
+from offload.connection import connection_pool
 from offload.web.client_identity import client_key
 
 # Keyed by client (an IPv4 address or an IPv6 /64, as a trusted proxy reports it): client_identity.py.
@@ -21,7 +21,8 @@ def init_app(app: Flask) -> None:
     (a counter is one small script: a frozen Redis must not hold the request for long)."""
     app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["OFFLOAD_REDIS_URL"])
     app.config.setdefault(
-        "RATELIMIT_STORAGE_OPTIONS", client_options(app.config, app.config["OFFLOAD_REDIS_QUICK_TIMEOUT"])
+        "RATELIMIT_STORAGE_OPTIONS",
+        {"connection_pool": connection_pool(app.config, app.config["OFFLOAD_REDIS_QUICK_TIMEOUT"])},
     )
     app.config.setdefault("RATELIMIT_KEY_PREFIX", "offload")
     # Stated for every app: `limiter` is shared, and init_app would carry one app's switch to the next.

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, abort, current_app, request
+from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from offload.web import client_identity
@@ -65,7 +66,11 @@ def add_security_headers(response: Response) -> Response:
     # A 429 that says when itself (a quota, web/quotas.py) keeps its own Retry-After.
     breached = limiter.current_limit if response.status_code == 429 and "Retry-After" not in response.headers else None
     if breached is not None:
-        response.headers["Retry-After"] = str(max(1, math.ceil(breached.reset_at - time.time())))
+        try:
+            wait = breached.reset_at - time.time()  # reads the limit's window: one more Redis call
+        except RedisError:
+            wait = breached.limit.get_expiry()  # the whole window: never too early
+        response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
     return response
 
 
