@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from redis import BlockingConnectionPool, Redis
 from redis.backoff import NoBackoff
@@ -58,12 +58,17 @@ def connect(config: Mapping[str, Any], timeout: float | None = None) -> Redis:
 
 
 def redact(url: str) -> str:
-    """Return ``url`` without its password, for logs."""
+    """Return ``url`` without its password, for logs: in its user part (``redis://:pw@host``) or in
+    its query (``?password=pw``, which redis-py reads too)."""
     parts = urlsplit(url)
     if parts.password:
         netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-        return parts._replace(netloc=netloc).geturl()
-    return url
+        url = parts._replace(netloc=netloc).geturl()
+    base, question, query = url.partition("?")
+    if not question:
+        return url
+    pairs = [(name, "***" if name.lower() == "password" else value) for name, value in parse_qsl(query)]
+    return f"{base}?{urlencode(pairs, safe='*')}"
 
 
 def redis_problem(config: Mapping[str, Any]) -> str | None:

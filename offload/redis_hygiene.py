@@ -79,22 +79,24 @@ class Hygiene:
             return None
         return False
 
-    def problems(self) -> list[str]:
-        """One line per way this Redis can lose jobs, each naming what to change."""
+    def problems(self, named: bool = True) -> list[str]:
+        """One line per way this Redis can lose jobs, each naming what to change; ``named=False``
+        leaves out its URL (for anonymous readers: /healthz)."""
+        redis = f"Redis at {self.url}" if named else "Redis"
         found = []
         if self.evicting:
             found.append(
-                f"Redis at {self.url} has maxmemory-policy {self.policy}: under memory pressure it deletes "
+                f"{redis} has maxmemory-policy {self.policy}: under memory pressure it deletes "
                 f"job keys, and jobs vanish or never run; {FIX_EVICTION}"
             )
         if self.persistent is False:
             found.append(
-                f"Redis at {self.url} has no persistence (appendonly no, no save points): a restart loses every "
+                f"{redis} has no persistence (appendonly no, no save points): a restart loses every "
                 f"queued job, result and worker registration; {FIX_PERSISTENCE}"
             )
         if self.losses:
             found.append(
-                f"Redis at {self.url} lost its data {self.losses} time(s), last at {self.last_loss_at}: jobs "
+                f"{redis} lost its data {self.losses} time(s), last at {self.last_loss_at}: jobs "
                 "accepted before then are gone (restarted without persistence, or keys evicted)"
             )
         return found

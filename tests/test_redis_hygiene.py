@@ -15,7 +15,7 @@ from redis import Redis
 
 import dev
 from offload import redis_hygiene
-from offload.connection import connect
+from offload.connection import connect, redact
 from offload.redis_hygiene import UnsafeRedis
 from tests.conftest import OPERATOR_ACCOUNT, ROOT, log_in, process_env
 from tests.faults import redis_with
@@ -53,6 +53,23 @@ def hygiene_errors(caplog, url: str) -> list[str]:
     ]
 
 
+@pytest.mark.parametrize(
+    ("url", "logged"),
+    [
+        ("redis://127.0.0.1:6390/0?password=S3cret", "redis://127.0.0.1:6390/0?password=***"),
+        (
+            "redis://h/1?username=u&password=S3cret&socket_timeout=3",
+            "redis://h/1?username=u&password=***&socket_timeout=3",
+        ),
+        ("unix:///run/redis.sock?db=2&password=S3cret", "unix:///run/redis.sock?db=2&password=***"),
+        ("rediss://user:S3cret@h:6380/0", "rediss://user:***@h:6380/0"),
+        ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+    ],
+)
+def test_a_redis_url_is_logged_without_its_password_wherever_it_is_written(url, logged):
+    assert redact(url) == logged
+
+
 def test_evicting_policy_is_logged_with_the_fix_shown_to_operators_and_exported(caplog):
     with redis_with(*EVICTING) as server:
         caplog.set_level(logging.WARNING)
@@ -65,7 +82,10 @@ def test_evicting_policy_is_logged_with_the_fix_shown_to_operators_and_exported(
         assert metrics[("offload_redis_unsafe", "persistence")] == 0
 
         client = app.test_client()
-        assert client.get("/healthz").get_json()["redis_problems"] == [error.split(": ", 1)[1]]
+        # Anyone may ask /healthz: the problem, without where Redis is.
+        problem = error.split(": ", 1)[1]
+        assert client.get("/healthz").get_json()["redis_problems"] == [problem.replace(f" at {server.url}", "")]
+        assert server.url.split("//")[1].split("/")[0] not in client.get("/healthz").get_data(as_text=True)
         assert b"redis-hygiene" not in client.get("/").data  # not shown to the public
         log_in(client)
         page = client.get("/operator/queues").get_data(as_text=True)

@@ -200,7 +200,8 @@ def _health_check_skips_rate_limits() -> bool:
 def healthz():
     """200 when Redis answers, 503 when it does not, within 1 s either way (a client of its own with
     ``OFFLOAD_REDIS_QUICK_TIMEOUT``): for Fly's health check (5 s) and load balancers. The answer
-    names any way this Redis can lose jobs (redis_hygiene.py), without failing the check for it."""
+    names any way this Redis can lose jobs (redis_hygiene.py), without failing the check for it,
+    and without its URL: anyone may ask (the log and the operators' banner name it)."""
     probe = redis_hygiene.get_health_client(current_app)
     try:
         probe.ping()
@@ -209,7 +210,7 @@ def healthz():
     # Fly probes every 15 s: the schedule of this process's hygiene check (a few commands every
     # 5 min), and a data loss is noticed within one probe (one GET each).
     hygiene = redis_hygiene.get_watch(current_app).check_if_due()
-    return jsonify(status="ok", redis_problems=hygiene.problems() if hygiene else [])
+    return jsonify(status="ok", redis_problems=hygiene.problems(named=False) if hygiene else [])
 
 
 @bp.get("/jobs")
