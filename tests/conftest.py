@@ -4,6 +4,7 @@ production processes (gunicorn and the stock ``rq worker`` CLI) in subprocesses.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -270,6 +271,12 @@ def _test_stack(redis_url: str, logs: Path, stack_env: dict[str, str]) -> Iterat
 def http(stack: Stack) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=stack.base_url, timeout=10) as client:
         yield client
+
+
+def form_token(client, path: str = "/operator/queues") -> str:
+    """The CSRF token of the form on ``path`` (a test client or an httpx client): a new one after a
+    login or a logout, which replace the session's token."""
+    return re.search(r'name="csrf_token" value="([^"]+)"', client.get(path).text).group(1)
 
 
 def log_in(client, username: str = OPERATOR_USERNAME, password: str = OPERATOR_PASSWORD, **form: str):

@@ -314,8 +314,27 @@ def test_logout_needs_its_csrf_token_so_other_sites_cannot_log_an_operator_out(r
     log_in(client, csrf_token=token)
 
     refused = client.post("/logout")
-    still_in = "Log out" in client.get("/").get_data(as_text=True)
+    page = client.get("/").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
     accepted = client.post("/logout", data={"csrf_token": token})
 
-    assert (refused.status_code, still_in, accepted.status_code) == (400, True, 303)
+    assert (refused.status_code, "Log out" in page, accepted.status_code) == (400, True, 303)
     assert "Log out" not in client.get("/").get_data(as_text=True)
+
+
+def test_a_csrf_token_from_before_a_login_or_from_a_login_opens_nothing_after_it(redis_url):
+    """The session's CSRF token is replaced at login and at logout: one read or planted before
+    (a shared browser, a cookie set from a sibling domain) cannot act for the operator."""
+    client = create_app({"OFFLOAD_REDIS_URL": redis_url, **OPERATOR_ACCOUNT}).test_client()
+
+    def token() -> str:
+        return re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").get_data(as_text=True)).group(1)
+
+    before = token()
+    assert log_in(client, csrf_token=before).status_code == 303
+    assert client.post("/operator/queues/low/pause", data={"csrf_token": before}).status_code == 400
+    during = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/operator/queues").get_data(as_text=True))[1]
+    assert client.post("/operator/queues/low/pause", data={"csrf_token": during}).status_code == 303
+    assert client.post("/logout", data={"csrf_token": during}).status_code == 303
+    assert log_in(client, csrf_token=token()).status_code == 303
+    assert client.post("/operator/queues/low/resume", data={"csrf_token": during}).status_code == 400

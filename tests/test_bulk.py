@@ -12,7 +12,7 @@ from rq.serializers import JSONSerializer
 
 from app import create_app
 from offload import holds
-from tests.conftest import OPERATOR_ACCOUNT, OPERATOR_USERNAME, log_in
+from tests.conftest import OPERATOR_ACCOUNT, OPERATOR_USERNAME, form_token, log_in
 
 YES = {"confirmed": "yes"}
 
@@ -154,6 +154,7 @@ def test_bulk_actions_refuse_anonymous_users_and_requests_without_the_csrf_token
     csrf_app = create_app({"TESTING": True, "OFFLOAD_REDIS_URL": redis_url, **OPERATOR_ACCOUNT}).test_client()
     token = re.search(r'name="csrf_token" value="([^"]+)"', csrf_app.get("/login").get_data(as_text=True)).group(1)
     log_in(csrf_app, csrf_token=token)
+    token = form_token(csrf_app)
     assert csrf_app.post(path, data=data).status_code == 400
 
     assert jobs[0].get_status() == "failed" and waiting.get_status() == "queued"

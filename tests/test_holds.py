@@ -11,7 +11,7 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from offload import holds
-from tests.conftest import ended, log_in, wait_for
+from tests.conftest import ended, form_token, log_in, wait_for
 
 
 def _worker_named(redis: Redis, pid: int) -> str:
@@ -99,6 +99,7 @@ def test_a_second_worker_takes_what_a_quiet_one_leaves(workers, redis):
 def _operator(http) -> str:
     token = re.search(r'name="csrf_token" value="([^"]+)"', http.get("/login").text).group(1)
     log_in(http, csrf_token=token)
+    token = form_token(http)
     return token
 
 

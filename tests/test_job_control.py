@@ -13,7 +13,7 @@ from rq.serializers import JSONSerializer
 from app import create_app
 from offload import jobs
 from offload.workloads import newsletter
-from tests.conftest import OPERATOR_ACCOUNT, log_in, wait_for
+from tests.conftest import OPERATOR_ACCOUNT, form_token, log_in, wait_for
 
 
 @pytest.fixture
@@ -34,7 +34,7 @@ def csrf_operator(redis_url):
     client = create_app({"TESTING": True, "OFFLOAD_REDIS_URL": redis_url, **OPERATOR_ACCOUNT}).test_client()
     token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").get_data(as_text=True)).group(1)
     log_in(client, csrf_token=token)
-    return client, token
+    return client, form_token(client)
 
 
 def failed_job(queue: Queue):
@@ -182,6 +182,7 @@ def test_an_operator_stops_a_running_job_and_others_cannot(http: httpx.Client, s
         assert anonymous.post(f"/jobs/{job.id}/stop").status_code in (400, 403)  # no token, no login
     token = re.search(r'name="csrf_token" value="([^"]+)"', http.get("/login").text).group(1)
     log_in(http, csrf_token=token)
+    token = form_token(http, f"/jobs/{job.id}")
     assert http.post(f"/jobs/{job.id}/stop").status_code == 400  # logged in, but no token
     assert job.get_status() == "started"
 

@@ -125,12 +125,22 @@ def start_login() -> None:
     session[SESSION_KEY] = {"since": time.time(), "key": _account_key(current_app.config), "id": login_id}
     session.permanent = True
     g.pop("offload_is_operator", None)
+    _new_csrf_token()
+
+
+def _new_csrf_token() -> None:
+    """Drop the session's CSRF token, so the next form gets a new one: a token someone read or
+    planted before the login (a shared browser, a cookie set from a sibling domain) opens no
+    operator action after it, and one from a login opens nothing after its logout."""
+    session.pop(current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token"), None)
+    g.pop(current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token"), None)  # Flask-WTF's copy for this request
 
 
 def end_login() -> None:
     """Log this session out, and end its login for every copy of the cookie."""
     login = session.pop(SESSION_KEY, None)
     g.pop("offload_is_operator", None)
+    _new_csrf_token()
     login_id = login.get("id") if isinstance(login, dict) else None
     if isinstance(login_id, str):
         get_redis().delete(_login_key(login_id))
