@@ -3,7 +3,8 @@
     rq worker -c worker -w offload.worker.OffloadWorker --with-scheduler
 
 RQ reads ``REDIS_URL``, ``QUEUES`` and ``DICT_CONFIG`` here; they come from the same
-environment as the web app (``offload.settings.from_environ``). The worker runs every job
+environment as the web app (``offload.settings.from_environ``), read by
+``offload.worker.rqconfig``, which on-demand workers name directly. The worker runs every job
 inside the reference app (``OFFLOAD_APP``, by default ``app:app``: the app ``app.py`` builds
 when imported, so it is built once, not again by its factory), whose tasks are
 those of ``tasks.py``. ``flask --app app offload worker`` does the same in one command.
@@ -13,15 +14,9 @@ from __future__ import annotations
 
 import os
 
-from offload import settings
 from offload.settings import APP_ENV
-from offload.worker.logs import logging_config
+from offload.worker.rqconfig import DICT_CONFIG, QUEUES, REDIS_URL
+
+__all__ = ["DICT_CONFIG", "QUEUES", "REDIS_URL"]
 
 os.environ.setdefault(APP_ENV, "app:app")
-
-_config = settings.from_environ()
-settings.apply_defaults(_config)
-
-REDIS_URL: str = _config["OFFLOAD_REDIS_URL"]
-QUEUES: list[str] = _config["OFFLOAD_QUEUES"]
-DICT_CONFIG = logging_config(REDIS_URL)

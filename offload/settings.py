@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Collection, Mapping, MutableMapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -210,6 +210,13 @@ DEFAULTS: dict[str, Any] = {
 """Every Offload setting without its ``OFFLOAD_`` prefix, with its default."""
 
 
+SECRET_SETTINGS = frozenset(
+    {"REDIS_URL", "FLY_API_TOKEN", "METRICS_TOKEN", "OPERATOR_USERNAME", "OPERATOR_PASSWORD_HASH", "THIRD_PARTY_TOKEN"}
+)
+"""Settings that are secrets (docs/deploy.md: ``fly secrets set``), like ``SECRET_KEY``: :func:`to_environ`
+never writes them out. Any other setting whose value is a URL with credentials in it (``SMTP_URL``,
+``smtps://user:password@host``) is left out the same way."""
+
 _ON = ("1", "true", "yes", "on")
 _OFF = ("0", "false", "no", "off")
 
@@ -249,10 +256,13 @@ def _parse(name: str, raw: str) -> Any:
     return raw.strip() if name.startswith("OPERATOR_") else raw
 
 
-def from_environ(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+def from_environ(environ: Mapping[str, str] | None = None, *, secret_key_required: bool = True) -> dict[str, Any]:
     """Return app config read from ``environ``: every Offload setting found there (``NAME`` or
     ``OFFLOAD_NAME``), prefixed, plus the Flask settings a deployed app needs (``SECRET_KEY``,
-    ``MAX_CONTENT_LENGTH``, secure session cookies outside development)."""
+    ``MAX_CONTENT_LENGTH``, secure session cookies outside development).
+
+    ``secret_key_required=False`` is for readers that are no app (a worker's settings module): a
+    host app may set its ``SECRET_KEY`` in code, and is checked when it is loaded."""
     env = os.environ if environ is None else environ
     config: dict[str, Any] = {}
     for name in DEFAULTS:
@@ -274,8 +284,38 @@ def from_environ(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     config["SESSION_COOKIE_SECURE"] = offload_env != "development"
     config["SESSION_COOKIE_HTTPONLY"] = True
     config["SESSION_COOKIE_SAMESITE"] = "Lax"
-    validate({**{key(name): value for name, value in DEFAULTS.items()}, **config})
+    validate(
+        {**{key(name): value for name, value in DEFAULTS.items()}, **config}, secret_key_required=secret_key_required
+    )
     return config
+
+
+def to_environ(config: Mapping[str, Any], leave_out: Collection[str] = ()) -> dict[str, str]:
+    """Return the environment from which :func:`from_environ` reads back ``config``'s Offload settings
+    (``OFFLOAD_NAME`` -> text), for a process that must run with the same settings: every setting
+    ``config`` has, except the secrets (:data:`SECRET_SETTINGS`, URLs with credentials), those named in
+    ``leave_out`` and empty ones (which read back as their default)."""
+    env: dict[str, str] = {}
+    for name in DEFAULTS:
+        if name in SECRET_SETTINGS or name in leave_out or key(name) not in config:
+            continue
+        value = config[key(name)]
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, list | tuple):
+            text = ",".join(str(item) for item in value)
+        else:
+            text = str(value)
+        if text and not _holds_credentials(text):
+            env[key(name)] = text
+    return env
+
+
+def _holds_credentials(text: str) -> bool:
+    try:
+        return "@" in urlsplit(text).netloc
+    except ValueError:
+        return False
 
 
 def apply_defaults(config: MutableMapping[str, Any]) -> None:
@@ -299,9 +339,9 @@ def _check_secret_key(secret_key: Any) -> None:
         )
 
 
-def validate(config: Mapping[str, Any]) -> None:
+def validate(config: Mapping[str, Any], *, secret_key_required: bool = True) -> None:
     """Raise :class:`SettingsError` naming the first setting of ``config`` that is malformed."""
-    if config[key("ENV")] != "development":
+    if secret_key_required and config[key("ENV")] != "development":
         _check_secret_key(config.get("SECRET_KEY"))
     if config[key("RUN_JOBS_INLINE")] and config[key("ENV")] == "production":
         raise SettingsError("RUN_JOBS_INLINE is for tests: it runs every job inside the request that submits it")

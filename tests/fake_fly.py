@@ -1,14 +1,19 @@
 """A local stand-in for the parts of Fly's Machines API that ``ondemand.FlyBackend`` uses.
 
 Speaks the documented protocol over real HTTP (bearer token, JSON bodies, status codes),
-and runs each created Machine's ``config.init.cmd`` as a real subprocess with the app's
-secrets and ``config.env``, so a Machine lives exactly as long as its command:
+and runs each created Machine's ``config.init.cmd`` as a real subprocess, so a Machine lives
+exactly as long as its command. Its environment is what a Machine created through the API gets on
+Fly, and nothing else: the image's environment (``image_env``), what Fly sets on every Machine
+(``FLY_APP_NAME``, ``FLY_IMAGE_REF``, ``FLY_REGION``; not ``FLY_MACHINE_ID``, see
+:meth:`FakeFly.environment`), ``config.env`` and the app's ``secrets``. fly.toml's ``[env]`` is
+not in it: flyctl writes that only into the Machines ``fly deploy`` makes.
 
 - ``POST /v1/apps/{app}/machines``: create and start; ``auto_destroy`` destroys it on exit;
 - ``GET /v1/apps/{app}/machines?metadata.KEY=VALUE``: list, filtered by metadata;
 - ``GET /v1/apps/{app}/machines/{id}``: one Machine;
 - ``GET /v1/apps/{app}/machines/{id}/wait?state=...&timeout=...``: 200 once it reached that
   state, or 408 on timeout;
+- ``POST /v1/apps/{app}/machines/{id}/stop``: send its ``stop_config.signal`` (SIGINT if none);
 - ``DELETE /v1/apps/{app}/machines/{id}?force=true``: kill and destroy.
 
 ``answers`` scripts error replies (429, 412, 503, ...) that the next requests get first.
@@ -19,6 +24,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -51,8 +57,18 @@ class Machine:
 class FakeFly:
     """The fake API server and its Machines; ``url`` is its base address."""
 
-    def __init__(self, app_name: str, token: str, secrets: dict[str, str], logs: Path) -> None:
+    def __init__(
+        self,
+        app_name: str,
+        token: str,
+        secrets: dict[str, str],
+        logs: Path,
+        image_env: dict[str, str] | None = None,
+        region: str = "ord",
+    ) -> None:
         self.app_name, self.token, self.secrets, self.logs = app_name, token, secrets, logs
+        self.image_env = dict(image_env or {})
+        self.region = region  # the app's primary region: where a Machine created without one runs
         self.machines: dict[str, Machine] = {}
         self.requests: list[tuple[str, str]] = []
         self.answers: dict[str, deque[tuple[int, dict[str, Any], dict[str, str]]]] = {}
@@ -78,6 +94,12 @@ class FakeFly:
 
     # ----------------------------------------------------------------- machine lifecycle
 
+    def environment(self, machine: Machine, region: str) -> dict[str, str]:
+        """The environment of ``machine``'s command (FLY_MACHINE_ID left out: ``WORKER_SLOTS=0``
+        would run a slot per CPU of this machine, not of the Machine's size)."""
+        runtime = {"FLY_APP_NAME": self.app_name, "FLY_IMAGE_REF": machine.config["image"], "FLY_REGION": region}
+        return {**self.image_env, **runtime, **machine.config.get("env", {}), **self.secrets}
+
     def _create(self, body: dict[str, Any]) -> Machine:
         machine = Machine(id=uuid.uuid4().hex[:14], config=body["config"])
         self.machines[machine.id] = machine
@@ -90,7 +112,7 @@ class FakeFly:
             machine.process = subprocess.Popen(
                 command,
                 cwd=ROOT,
-                env={**self.secrets, **machine.config.get("env", {})},
+                env=self.environment(machine, body.get("region") or self.region),
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -117,6 +139,11 @@ class FakeFly:
         with self.changed:
             return self.changed.wait_for(lambda: state in machine.reached, timeout)
 
+    def _stop(self, machine: Machine) -> None:
+        signal_name = (machine.config.get("stop_config") or {}).get("signal", "SIGINT")
+        if machine.process and machine.process.poll() is None:
+            machine.process.send_signal(getattr(signal, signal_name))
+
     def _destroy(self, machine: Machine) -> None:
         if machine.process and machine.process.poll() is None:
             machine.process.kill()
@@ -131,7 +158,7 @@ class FakeFly:
             def _route(self, method: str) -> None:
                 url = urlsplit(self.path)
                 query = {k: v[0] for k, v in parse_qs(url.query).items()}
-                match = re.fullmatch(rf"/v1/apps/{fake.app_name}/machines(?:/(\w+))?(/wait)?", url.path)
+                match = re.fullmatch(rf"/v1/apps/{fake.app_name}/machines(?:/(\w+))?(/wait|/stop)?", url.path)
                 route = (
                     f"{method} /machines" + ("/{id}" if match and match[1] else "") + (match[2] or "" if match else "")
                 )
@@ -163,6 +190,9 @@ class FakeFly:
                     if fake._wait(machine, query.get("state", "started"), float(query.get("timeout", 60))):
                         return self.answer(200, {"ok": True})
                     return self.answer(408, {"error": "deadline_exceeded: machine did not reach state"})
+                if route == "POST /machines/{id}/stop":
+                    fake._stop(machine)
+                    return self.answer(200, {"ok": True})
                 if route == "DELETE /machines/{id}":
                     if machine.state == "started" and query.get("force") != "true":
                         return self.answer(412, {"error": "machine still active, refusing to delete"})

@@ -10,28 +10,33 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from redis import Redis
 from rq import Queue, Retry
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from offload import ondemand
+from offload import ondemand, settings
 from offload.ondemand import (
+    WORKER_ID_ENV,
     FlyBackend,
     LocalBackend,
     burst_command,
     ensure_worker,
     leave_if_drained,
     lock_key,
+    make_backend,
     workers_key,
 )
 from tasks import offload
-from tests.conftest import ended, process_env, wait_for
+from tests.conftest import OPERATOR_ACCOUNT, ended, process_env, wait_for
 from tests.fake_fly import FakeFly
 
 TASKS = offload.tasks
@@ -42,6 +47,7 @@ pytestmark = pytest.mark.e2e
 QUEUE = "ondemand"
 IMAGE = "registry.fly.io/offload-test:deployment-01TEST"
 TOKEN = "fly-test-token"
+APP_SECRET_KEY = "a-fly-secret-key-for-the-on-demand-tests-0123456789"
 
 
 @pytest.fixture
@@ -191,22 +197,44 @@ def test_a_task_with_delayed_retries_is_refused_on_an_ondemand_queue(monkeypatch
 # --------------------------------------------------------------------------- fly backend
 
 
+def image_env(redis_url: str) -> dict[str, str]:
+    """The environment the image gives every Machine (the Dockerfile's ENV; this virtualenv's rq on
+    PATH): none of the tests' settings, secrets or Fly variables, which a Machine gets only from Fly."""
+    base = {
+        name: value
+        for name, value in process_env(redis_url).items()
+        if not (
+            name.startswith(("OFFLOAD_", "FLY_", "RQ_"))
+            or name in settings.DEFAULTS
+            or name in ("SECRET_KEY", "FLASK_APP")
+        )
+    }
+    return {**base, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1", "OFFLOAD_ENV": "production"}
+
+
 @pytest.fixture
 def fly(redis_url: str, tmp_path: Path) -> Iterator[FakeFly]:
-    app_env = {
-        "ONDEMAND_BACKEND": "fly",
+    """The Machines API, whose Machines get what Fly gives one created through the API: the image's
+    environment, Fly's own variables, ``config.env`` and the app's secrets (docs/deploy.md), never
+    fly.toml's ``[env]`` (ONDEMAND_BACKEND, FLY_API_URL, ...), which only ``fly deploy``'s Machines get."""
+    secrets = {
+        "REDIS_URL": redis_url,
+        "SECRET_KEY": APP_SECRET_KEY,
         "FLY_API_TOKEN": TOKEN,
-        "FLY_APP_NAME": "offload-test",
-        "FLY_IMAGE_REF": IMAGE,
+        "OPERATOR_USERNAME": OPERATOR_ACCOUNT["OFFLOAD_OPERATOR_USERNAME"],
+        "OPERATOR_PASSWORD_HASH": OPERATOR_ACCOUNT["OFFLOAD_OPERATOR_PASSWORD_HASH"],
     }
-    fake = FakeFly("offload-test", TOKEN, secrets={**process_env(redis_url), **app_env}, logs=tmp_path)
-    fake.secrets["FLY_API_URL"] = fake.url  # what an on-demand worker hands leftover work on with
+    fake = FakeFly("offload-test", TOKEN, secrets=secrets, logs=tmp_path, image_env=image_env(redis_url))
     try:
         yield fake
     finally:
         fake.close()
         for log in sorted(tmp_path.glob("machine-*.log")):
             print(f"----- {log.name} -----\n{log.read_text(errors='replace')[-3000:]}")
+    for machine in fake.created():  # a Machine's config is shown to whoever reads it: no secret in it
+        env = machine.config.get("env", {})
+        leaked = [name for name, value in env.items() if value in secrets.values() or name in secrets]
+        assert not leaked, f"secrets in the config.env of Machine {machine.id}: {leaked}"
 
 
 @pytest.fixture
@@ -229,7 +257,21 @@ def fly_client(fly: FakeFly, redis_url: str, ondemand_task):
 
 
 def fly_backend(fly: FakeFly, **options) -> FlyBackend:
-    return FlyBackend(api_url=fly.url, token=TOKEN, app_name="offload-test", image=IMAGE, **options)
+    """The backend the web makes from its settings (those of the tests' environment), ``options`` changed."""
+    config = {
+        **settings.from_environ(),
+        "OFFLOAD_ONDEMAND_BACKEND": "fly",
+        "OFFLOAD_FLY_API_URL": fly.url,
+        "OFFLOAD_FLY_API_TOKEN": TOKEN,
+        "OFFLOAD_FLY_APP_NAME": "offload-test",
+        "OFFLOAD_FLY_IMAGE_REF": IMAGE,
+    }
+    settings.apply_defaults(config)
+    backend = make_backend(config)
+    assert isinstance(backend, FlyBackend)
+    for name, value in options.items():
+        setattr(backend, name, value)
+    return backend
 
 
 def submit(client) -> str:
@@ -255,6 +297,57 @@ def test_a_job_starts_a_machine_of_the_running_image_that_drains_the_queue_and_i
     )
     wait_for(lambda: status(redis, job_id) == "finished", what="the Machine to run the job")
     wait_for(lambda: machine.state == "destroyed" and drained(redis), what="the Machine to exit and be destroyed")
+
+
+def test_a_machine_runs_with_the_settings_of_the_web_that_started_it_and_none_of_its_secrets(fly, fly_client, redis):
+    web = fly_client.application.config
+    job_id = submit(fly_client)
+
+    (machine,) = wait_for(fly.created, what="a Machine to be created")
+    env = machine.config["env"]
+    # fly.toml's [env] reaches only the Machines `fly deploy` makes: this is all a Machine created
+    # through the API knows of it.
+    assert env["OFFLOAD_ONDEMAND_BACKEND"] == "fly" and env["OFFLOAD_FLY_API_URL"] == fly.url
+    assert env["OFFLOAD_ENV"] == web["OFFLOAD_ENV"] == "development"  # not the image's production
+    assert env["OFFLOAD_QUEUES"] == ",".join(web["OFFLOAD_QUEUES"])
+    assert env["OFFLOAD_UNREGISTERED_JOB_MODULES"] == "tests.fixtures"
+    assert env["OFFLOAD_APP"] == os.environ["OFFLOAD_APP"]
+    assert env["OFFLOAD_ONDEMAND_MAX_WORKERS"] == str(web["OFFLOAD_ONDEMAND_MAX_WORKERS"])
+    # Secrets reach the Machine as the app's Fly secrets; Fly names the app, image and region itself.
+    for name in (*settings.SECRET_SETTINGS, *ondemand.SET_BY_FLY, "SECRET_KEY"):
+        assert name not in env and settings.key(name) not in env, name
+    assert TOKEN not in env.values() and web["OFFLOAD_REDIS_URL"] not in env.values()
+    wait_for(lambda: status(redis, job_id) == "finished", what="the Machine to run the job")
+
+
+def test_a_machine_stopped_with_work_left_hands_it_to_a_new_machine(fly, fly_client, redis, queue):
+    """The successor of an on-demand Machine is another Machine, created through the Machines API, not a
+    subprocess of the Machine being stopped (which would die with it): the Machine knows
+    ONDEMAND_BACKEND and FLY_API_URL only from the config.env the web sent."""
+    running = queue.enqueue("tests.fixtures.run_until_released", "release")
+    with fly_client.application.app_context():
+        started = ondemand.job_enqueued(QUEUE, running.id)  # what a submit does
+    assert started is not None
+    started.result(timeout=60)
+    (first,) = fly.created()
+    wait_for(lambda: status(redis, running.id) == "started", what="the Machine to take the job")
+    left = queue.enqueue("tests.fixtures.burn_cpu", 0)  # waits for the Machine (no second one asked for)
+
+    stop = httpx.post(
+        f"{fly.url}/v1/apps/offload-test/machines/{first.id}/stop", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    assert stop.status_code == 200  # SIGTERM (its stop_config): it finishes its job and takes no other
+    redis.set("release", 1)
+
+    wait_for(lambda: status(redis, left.id) == "finished", timeout=60, what="a successor to run the job left behind")
+    assert status(redis, running.id) == "finished"
+    creates = [path for method, path in fly.requests if method == "POST" and path.endswith("/machines")]
+    assert len(creates) == 2, f"the successor was not created as a Machine: {fly.requests}"
+    _, successor = fly.created()
+    assert successor.config["init"]["cmd"] == burst_command(QUEUE)
+    assert {**successor.config["env"], WORKER_ID_ENV: ""} == {**first.config["env"], WORKER_ID_ENV: ""}
+    wait_for(lambda: successor.state == "destroyed" and drained(redis), what="the successor to drain and go")
+    assert left.id in (fly.logs / f"machine-{successor.id}.log").read_text(), "the successor Machine ran the job"
 
 
 def test_rate_limits_and_capacity_errors_are_retried_until_a_machine_starts(fly, fly_client, redis):
@@ -335,3 +428,50 @@ def test_a_machine_gone_from_the_list_is_forgotten_and_replaced(fly, redis, queu
 def test_missing_fly_settings_are_named(redis_url):
     with pytest.raises(ondemand.OnDemandError, match="FLY_API_TOKEN, FLY_IMAGE_REF"):
         FlyBackend(api_url="http://127.0.0.1:1", token="", app_name="offload", image="")
+
+
+def test_a_secret_is_refused_in_a_machines_config():
+    """A Machine's config is shown to whoever can read the app's Machines; secrets reach it as Fly secrets."""
+    env = {
+        "OFFLOAD_QUEUES": "default",
+        "REDIS_URL": "redis://:pw@redis",
+        "OFFLOAD_FLY_API_TOKEN": "t",
+        "SECRET_KEY": "k",
+    }
+    with pytest.raises(ondemand.OnDemandError, match="OFFLOAD_FLY_API_TOKEN, REDIS_URL, SECRET_KEY"):
+        FlyBackend(api_url="http://127.0.0.1:1", token=TOKEN, app_name="offload", image=IMAGE, env=env)
+
+
+# --------------------------------------------------------------------------- the worker's command
+
+
+def test_the_burst_command_is_the_one_docs_deploy_md_shows():
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "deploy.md").read_text()
+    shown = [line.split() for line in docs.splitlines() if line.startswith("rq worker") and "--burst" in line]
+    assert shown == [burst_command(QUEUE)]
+
+
+def test_an_ondemand_worker_logs_as_the_worker_group_does_without_advice_on_the_queues_it_leaves_out(
+    redis, redis_url, queue
+):
+    """Before, it ran without a settings module: RQ's own log lines (no date, no level), and the stock
+    command's warning that it leaves out the app's queues high, default, low, with the wrong advice."""
+    job = queue.enqueue("tests.fixtures.burn_cpu", 0)
+    redis.hset(workers_key(QUEUE), "w1", "started-by-this-test")
+    command = burst_command(QUEUE)
+    rq = str(Path(sys.executable).with_name(command[0]))
+
+    ran = subprocess.run(
+        [rq, *command[1:]],
+        cwd=Path(__file__).resolve().parent.parent,
+        env={**process_env(redis_url), WORKER_ID_ENV: "w1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    log = ran.stdout + ran.stderr
+    assert ran.returncode == 0, log
+    assert status(redis, job.id) == "finished" and drained(redis)
+    assert re.search(rf"^\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ INFO rq\.worker: .*{job.id}", log, re.MULTILINE), log
+    assert "leaves out" not in log, log

@@ -68,3 +68,61 @@ def test_flask_offload_worker_help_names_its_own_option(redis_url):
     # Help starts no worker: it binds no host app for the workers of this process (it did, and
     # the in-process workers of later tests then ran their jobs for this app).
     assert host._bound is bound_before
+
+
+def test_to_environ_hands_on_every_setting_but_the_secrets_and_reads_back_the_same():
+    """What an on-demand worker is started with (its Machine's config.env on Fly): the settings of the
+    process that starts it, read back as they were, and no secret."""
+    config = {
+        **{settings.key(name): value for name, value in settings.DEFAULTS.items()},
+        "OFFLOAD_ENV": "production",
+        "SECRET_KEY": "k" * 64,
+        "OFFLOAD_ONDEMAND_BACKEND": "fly",
+        "OFFLOAD_FLY_API_URL": "http://_api.internal:4280",
+        "OFFLOAD_QUEUES": ["urgent", "default"],
+        "OFFLOAD_TRUSTED_PROXIES": ["10.0.0.0/8", "fd00::/8"],
+        "OFFLOAD_RUN_JOBS_INLINE": False,
+        "OFFLOAD_REDIS_QUICK_TIMEOUT": 0.25,
+        "OFFLOAD_QUOTA_ACTIVE_JOBS": 0,
+        "OFFLOAD_REDIS_URL": "rediss://default:redis-password@redis.internal:6380/0",
+        "OFFLOAD_FLY_API_TOKEN": "FlyV1 fly-token",
+        "OFFLOAD_METRICS_TOKEN": "metrics-token",
+        "OFFLOAD_THIRD_PARTY_TOKEN": "third-party-token",
+        "OFFLOAD_OPERATOR_USERNAME": "operator",
+        "OFFLOAD_OPERATOR_PASSWORD_HASH": "scrypt:32768:8:1$salt$hash",
+        "OFFLOAD_SMTP_URL": "smtps://mailer:smtp-password@smtp.example.com:465",
+    }
+    settings.validate(config)
+
+    env = settings.to_environ(config)
+
+    secrets = (
+        "redis-password",
+        "fly-token",
+        "metrics-token",
+        "third-party-token",
+        "operator",
+        "$hash",
+        "smtp-password",
+    )
+    assert not [value for value in env.values() if any(secret in value for secret in secrets)]
+    assert "SECRET_KEY" not in env and not any(
+        name.removeprefix("OFFLOAD_") in settings.SECRET_SETTINGS for name in env
+    )
+    assert env["OFFLOAD_ONDEMAND_BACKEND"] == "fly" and env["OFFLOAD_QUEUES"] == "urgent,default"
+    read_back = settings.from_environ({**env, "SECRET_KEY": "k" * 64})
+    left_out = {settings.key(name) for name in settings.SECRET_SETTINGS} | {"OFFLOAD_SMTP_URL"}
+    empty = {settings.key(name) for name, value in settings.DEFAULTS.items() if value in ("", [])}
+    for name in {settings.key(name) for name in settings.DEFAULTS} - left_out - empty:
+        assert read_back[name] == config[name], name
+    assert settings.to_environ(config, leave_out={"FLY_API_URL"}).get("OFFLOAD_FLY_API_URL") is None
+    assert settings.to_environ({**config, "OFFLOAD_SMTP_URL": "smtp://smtp.internal:25"})["OFFLOAD_SMTP_URL"] == (
+        "smtp://smtp.internal:25"
+    )
+
+
+def test_every_setting_named_like_a_secret_is_one():
+    """A new token, password or key setting must join SECRET_SETTINGS, or to_environ would hand it on."""
+    looks_secret = re.compile(r"TOKEN|PASSWORD|SECRET|USERNAME|_KEY$|_HASH$")
+    assert {name for name in settings.DEFAULTS if looks_secret.search(name)} <= settings.SECRET_SETTINGS
+    assert set(settings.DEFAULTS) >= settings.SECRET_SETTINGS

@@ -1,8 +1,10 @@
 """On-demand workers (the guide's option 2): a job sent to an on-demand queue starts a worker
 for that queue, which runs ``rq worker --burst`` and exits when the queue is empty.
 
-The worker is the project's own (``-c worker``, with :class:`OnDemandWorker`, a subclass of
-``worker.OffloadWorker``), started by one of two backends behind :class:`Backend`:
+The worker is the project's own (``-c offload.worker.rqconfig``, the settings ``worker.py`` uses, with
+:class:`OnDemandWorker`, a subclass of ``worker.OffloadWorker``), started with the settings of the
+process that starts it (:func:`worker_settings`, secrets left out) by one of two backends behind
+:class:`Backend`:
 
 - ``local``: a subprocess of the process that enqueued (laptop, tests, a single box);
 - ``fly``: a Fly Machine created through the Machines API from the image the app runs
@@ -35,13 +37,14 @@ from offload.ondemand.drain import (
     lock_key,
     workers_key,
 )
-from offload.ondemand.fly import FlyAPIError, FlyBackend
+from offload.ondemand.fly import SET_BY_FLY, FlyAPIError, FlyBackend
 from offload.ondemand.local import LocalBackend
-from offload.ondemand.starter import Starter, job_enqueued, make_backend, worker_env
+from offload.ondemand.starter import Starter, job_enqueued, make_backend, worker_env, worker_settings
 
 __all__ = [
     "LOCK_TIMEOUT",
     "LOCK_WAIT",
+    "SET_BY_FLY",
     "WORKER_ID_ENV",
     "Backend",
     "FlyAPIError",
@@ -56,5 +59,6 @@ __all__ = [
     "lock_key",
     "make_backend",
     "worker_env",
+    "worker_settings",
     "workers_key",
 ]

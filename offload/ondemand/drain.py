@@ -32,9 +32,20 @@ class OnDemandError(RuntimeError):
 def burst_command(queue: str) -> list[str]:
     """The command an on-demand worker runs: the stock worker, in burst mode, on ``queue`` only.
 
-    It needs no settings module of the app's: rq reads ``REDIS_URL`` from the environment, and
-    the worker loads the host app ``OFFLOAD_APP`` names (:func:`worker_env`)."""
-    return ["rq", "worker", "-w", "offload.worker.ondemand.OnDemandWorker", "--burst", queue]
+    Its settings module is the package's (``offload.worker.rqconfig``), which the reference app's
+    ``worker.py`` re-exports: the regular workers' Redis and log format (time and level on each
+    line), read from the environment, without a settings module of the host app's. The worker
+    loads the host app ``OFFLOAD_APP`` names (:func:`offload.ondemand.worker_env`)."""
+    return [
+        "rq",
+        "worker",
+        "-c",
+        "offload.worker.rqconfig",
+        "-w",
+        "offload.worker.ondemand.OnDemandWorker",
+        "--burst",
+        queue,
+    ]
 
 
 def workers_key(queue: str) -> str:

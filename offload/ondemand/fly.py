@@ -7,12 +7,17 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from offload.ondemand.drain import WORKER_ID_ENV, OnDemandError, burst_command
+from offload.settings import PREFIX, SECRET_SETTINGS
 
 if TYPE_CHECKING:
     import httpx
 
 log = logging.getLogger("offload.ondemand")
 
+
+SET_BY_FLY = frozenset({"FLY_APP_NAME", "FLY_IMAGE_REF", "FLY_REGION"})
+"""Settings Fly sets on every Machine itself (the app, the image it runs, where it runs): never in
+a Machine's ``config.env``."""
 
 LIVE_STATES = frozenset({"created", "starting", "started"})
 """Machine states of a worker that has not exited yet (stopping/stopped/destroyed ones have)."""
@@ -57,6 +62,12 @@ class FlyBackend:
         ]
         if missing:
             raise OnDemandError(f"the fly on-demand backend needs {', '.join(missing)} (docs/deploy.md)")
+        secrets = sorted(
+            name for name in env or {} if name == "SECRET_KEY" or name.removeprefix(PREFIX) in SECRET_SETTINGS
+        )
+        if secrets:
+            # A Machine's config is shown to whoever reads the Machine; secrets reach it as Fly secrets.
+            raise OnDemandError(f"secrets never go in an on-demand Machine's config.env: {', '.join(secrets)}")
         self.app_name = app_name
         self.image = image
         self.region = region

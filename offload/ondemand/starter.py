@@ -15,9 +15,9 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from offload.ondemand.drain import Backend, OnDemandError, ensure_worker
-from offload.ondemand.fly import FlyBackend
+from offload.ondemand.fly import SET_BY_FLY, FlyBackend
 from offload.ondemand.local import LocalBackend
-from offload.settings import APP_ENV
+from offload.settings import APP_ENV, to_environ
 from offload.state import get_redis
 
 log = logging.getLogger("offload.ondemand")
@@ -25,13 +25,30 @@ log = logging.getLogger("offload.ondemand")
 EXTENSION_KEY = "offload_ondemand"
 
 
+def host_app_path() -> str:
+    """The host app an on-demand worker loads: ``OFFLOAD_APP`` if set, else ``FLASK_APP``, else the
+    current app's import name, which ``flask --app`` resolves."""
+    return os.environ.get(APP_ENV) or os.environ.get("FLASK_APP") or current_app.import_name
+
+
+def worker_settings(config: Mapping[str, Any]) -> dict[str, str]:
+    """The settings an on-demand worker is started with, as environment variables, wherever it runs:
+    those of the process that starts it (the web, the scheduler, a worker handing work on), so that
+    it runs as that process's app and workers do, and hands work on the same way.
+
+    Every Offload setting of ``config`` (``offload.settings.to_environ``) except the secrets and what
+    Fly sets on every Machine itself (``SET_BY_FLY``), plus ``OFFLOAD_APP``. On Fly this is all a
+    Machine created through the Machines API gets besides the image's environment and the app's
+    secrets: fly.toml's ``[env]`` reaches only the Machines ``fly deploy`` makes, so without it an
+    on-demand Machine would not know ``ONDEMAND_BACKEND = "fly"`` or ``FLY_API_URL``, and would
+    start its successor as a subprocess of itself."""
+    return {**to_environ(config, leave_out=SET_BY_FLY), APP_ENV: host_app_path()}
+
+
 def worker_env(config: Mapping[str, Any]) -> dict[str, str]:
-    """The environment an on-demand worker needs beyond the app's own: its Redis and its host app
-    (``OFFLOAD_APP`` if set, else the current app's import name, which ``flask --app`` resolves)."""
-    app_path = os.environ.get(APP_ENV) or os.environ.get("FLASK_APP")
-    if not app_path:
-        app_path = current_app.import_name
-    return {"REDIS_URL": config["OFFLOAD_REDIS_URL"], APP_ENV: app_path}
+    """The environment a local on-demand worker gets on top of this process's: :func:`worker_settings`
+    and its Redis."""
+    return {**worker_settings(config), "REDIS_URL": config["OFFLOAD_REDIS_URL"]}
 
 
 def make_backend(config: Mapping[str, Any]) -> Backend:
@@ -45,8 +62,10 @@ def make_backend(config: Mapping[str, Any]) -> Backend:
             region=config["OFFLOAD_FLY_REGION"],
             cpus=config["OFFLOAD_ONDEMAND_VM_CPUS"],
             memory_mb=config["OFFLOAD_ONDEMAND_VM_MEMORY_MB"],
-            # REDIS_URL comes from the app's Fly secrets, which every Machine of the app gets.
-            env={APP_ENV: worker_env(config)[APP_ENV]},
+            # REDIS_URL, FLY_API_TOKEN and the other secrets come from the app's Fly secrets, which
+            # every Machine of the app gets; never from its config, which anyone reading the
+            # Machine (fly machine status) sees.
+            env=worker_settings(config),
         )
     return LocalBackend({**os.environ, **worker_env(config)})
 

@@ -14,7 +14,8 @@
   ``default`` unless given queue names, whatever the app says: with the app named in
   ``OFFLOAD_APP``, the command's worker whose Redis is not the app's (another server, or another database)
   refuses to start, since the app's jobs would never reach it, and one that leaves some of the
-  app's queues out says which in its log. (``flask offload worker`` takes both from the app.)
+  app's queues out says which in its log, unless it serves only its own queues by design
+  (``names_left_out_queues = False``: on-demand workers). (``flask offload worker`` takes both from the app.)
 """
 
 from __future__ import annotations
@@ -107,6 +108,11 @@ def json_queue(queue: str | Queue, queue_class: type[Queue], job_class: type[Job
 class Construction(WorkerBase):
     """Worker mixin: ``__init__``, adapting RQ's arguments (see the module's docstring)."""
 
+    names_left_out_queues: bool = True
+    """Whether the stock ``rq worker`` command's worker names the app's queues (``OFFLOAD_QUEUES``) it
+    leaves out, in its log. False for a worker class that listens only to queues of its own on
+    purpose (``OnDemandWorker``: one on-demand queue), for which that advice would be wrong."""
+
     def __init__(
         self,
         queues: Sequence[str | Queue] | str | Queue,
@@ -144,7 +150,7 @@ class Construction(WorkerBase):
         if command_line_to_check():
             check_same_redis(self.connection, self.flask_app)
             left_out = [name for name in config["OFFLOAD_QUEUES"] if name not in self.queue_names()]
-            if left_out:
+            if left_out and self.names_left_out_queues:
                 log.warning(
                     "This worker leaves out the app's queue(s) %s (OFFLOAD_QUEUES): name them after "
                     "`rq worker`, or start it with `flask offload worker`, which listens on all of them",

@@ -30,6 +30,8 @@ class OnDemandWorker(OffloadWorker):
     """``OffloadWorker`` for burst runs: leaves only when its queues are empty under the lock,
     and hands queued work on to a new worker if it stops for any other reason."""
 
+    names_left_out_queues = False  # it serves its on-demand queue only, on purpose
+
     def dequeue_job_and_maintain_ttl(
         self, timeout: int | None, max_idle_time: int | None = None
     ) -> tuple[Job, Queue] | None:
