@@ -235,6 +235,8 @@ def count_login_attempt() -> None:
     each an scrypt holding its web process 0.19 s. Counting only failures, after their answer,
     let a burst of 30 have 20-25 checked.
     """
+    if not current_app.config.get("RATELIMIT_ENABLED", True):
+        return  # every limit switched off (Flask-Limiter's switch, rate_limits.py)
     counter = current_app.extensions.get(LOGIN_COUNTER)
     if counter is None:
         storage = RedisStorage(
