@@ -14,9 +14,15 @@ from __future__ import annotations
 
 import os
 
+from offload import settings
 from offload.settings import APP_ENV
 from offload.worker.rqconfig import DICT_CONFIG, QUEUES, REDIS_URL
 
 __all__ = ["DICT_CONFIG", "QUEUES", "REDIS_URL"]
 
 os.environ.setdefault(APP_ENV, "app:app")
+
+# The reference app takes its SECRET_KEY from the environment only: a production worker without
+# one (or with a weak one) refuses here, in one line, before rq connects to Redis. rqconfig leaves
+# that check to the app the worker loads, since another host app may set its key in code.
+settings.from_environ()

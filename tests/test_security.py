@@ -100,6 +100,11 @@ def test_every_route_and_error_sends_the_security_headers(unlimited_app: Flask, 
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
             response = client.open(url, method=method, json={} if method == "POST" else None)
             _assert_secure_headers(response, f"{method} {url} -> {response.status_code}")
+            if rule.endpoint != "boom" and not rule.endpoint.endswith("static") and response.status_code != 308:
+                # A view's answer (not a file's, the host's own route's, or the router's slash redirect):
+                # Jobs, results, tracebacks: never kept by a browser or a shared cache; files are revalidated.
+                caching = response.headers.get("Cache-Control", "")
+                assert "no-store" in caching or "no-cache" in caching, (method, url, caching)
             checked += 1
     for method, url in [("GET", "/no/such/page"), ("GET", "/api/nothing"), ("DELETE", "/"), ("GET", "/jobs/x" * 20)]:
         response = client.open(url, method=method)

@@ -61,6 +61,11 @@ def add_security_headers(response: Response) -> Response:
     """Set the security headers a view has not set itself; HSTS only over HTTPS; when to retry a 429."""
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
+    if _offload_view():
+        # Pages and answers hold jobs, results and (for operators) tracebacks: never kept by a
+        # browser or a shared cache after the visit, or after a logout. Files Offload sends say so
+        # themselves (no-cache), and are left as they are.
+        response.headers.setdefault("Cache-Control", "no-store")
     if request.is_secure:
         response.headers.setdefault("Strict-Transport-Security", HSTS)
     # A 429 that says when itself (a quota, web/quotas.py) keeps its own Retry-After.
@@ -72,6 +77,13 @@ def add_security_headers(response: Response) -> Response:
             wait = breached.limit.get_expiry()  # the whole window: never too early
         response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
     return response
+
+
+def _offload_view() -> bool:
+    """True if one of Offload's blueprints, or the rq-dashboard it mounts, answers this request
+    (not a view of the host app's)."""
+    blueprint = current_app.blueprints.get(request.blueprint or "")
+    return blueprint is not None and blueprint.import_name.startswith(("offload.", "rq_dashboard"))
 
 
 FORM_MIMETYPES = frozenset({"multipart/form-data", "application/x-www-form-urlencoded"})
