@@ -238,15 +238,41 @@ def serve_internal(port: int) -> None:
     """Serve the metrics without a token on ``port`` (all interfaces), from a daemon thread.
 
     For gunicorn's master (``gunicorn.conf.py``): only Fly's private network reaches a port
-    that fly.toml does not list as a service.
+    that fly.toml does not list as a service. While Redis does not answer, a scrape is a 503
+    and one log line, as ``/metrics`` is (prometheus_client's own server answered 500, with a
+    50-line traceback in the web's log for every scrape).
     """
-    from prometheus_client import start_http_server
+    import socket
+    import threading
+    from socketserver import ThreadingMixIn
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+    from prometheus_client import make_wsgi_app
 
     config = settings.from_environ()
     settings.apply_defaults(config)
-    registry = make_registry(connect(config), all_queue_names(config))
+    metrics_app = make_wsgi_app(make_registry(connect(config), all_queue_names(config)))
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        try:
+            return metrics_app(environ, start_response)  # collects before it answers
+        except RedisError as exc:
+            log.warning("internal metrics: Redis does not answer (%s); answered 503", exc)
+            start_response("503 Service Unavailable", [("Content-Type", "text/plain"), ("Retry-After", "5")])
+            return [b"Redis does not answer: no metrics until it does.\n"]
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:  # Fly scrapes every 15 s
+            pass
+
+    class Server(ThreadingMixIn, WSGIServer):
+        daemon_threads = True
+        address_family = socket.AF_INET6  # Fly's private network is IPv6
+
     try:
-        start_http_server(port, addr="::", registry=registry)  # Fly's private network is IPv6
-    except OSError:
-        start_http_server(port, addr="0.0.0.0", registry=registry)  # noqa: S104 - a host without IPv6
+        server = make_server("::", port, app, Server, handler_class=Quiet)
+    except OSError:  # a host without IPv6
+        Server.address_family = socket.AF_INET
+        server = make_server("0.0.0.0", port, app, Server, handler_class=Quiet)  # noqa: S104
+    threading.Thread(target=server.serve_forever, name="internal-metrics", daemon=True).start()
     log.info("internal metrics on port %d", port)

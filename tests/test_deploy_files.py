@@ -25,6 +25,7 @@ from redis import Redis
 import dev
 from tasks import offload
 from tests.conftest import ROOT, Stack, process_env, wait_for
+from tests.faults import redis_with
 
 TASKS = offload.tasks
 
@@ -286,3 +287,30 @@ def test_web_processes_collect_garbage_less_often_once_the_app_is_loaded():
     env = {**os.environ, "GUNICORN_GC_THRESHOLD": "12345"}
     done = subprocess.run([sys.executable, "-c", check], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["12345", "True"]
+
+
+@pytest.mark.e2e
+def test_the_metrics_port_answers_503_in_one_line_while_redis_is_frozen(tmp_path: Path):
+    with redis_with() as server:
+        env = {**process_env(server.url), **FLY["env"], "REDIS_URL": server.url, "SECRET_KEY": "k" * 40}
+        env.update(PORT=str(dev.free_port()), METRICS_PORT=str(dev.free_port()))
+        stack = Stack(redis_url=server.url, logs=tmp_path, env=env, base_url=f"http://127.0.0.1:{env['PORT']}")
+        internal = f"http://127.0.0.1:{env['METRICS_PORT']}/metrics"
+        try:
+            app = stack.spawn("app", fly_argv("app"))
+            wait_for(lambda: app.poll() is not None or _ok(stack.base_url + "/healthz"), what="the app to answer")
+            assert httpx.get(internal, timeout=5).status_code == 200
+
+            server.freeze()
+            try:
+                frozen = [httpx.get(internal, timeout=10) for _ in range(2)]
+            finally:
+                server.thaw()
+
+            assert [response.status_code for response in frozen] == [503, 503]
+            assert frozen[0].headers["Retry-After"] == "5"
+            assert httpx.get(internal, timeout=5).status_code == 200
+            assert "Traceback" not in stack.log("app")
+            assert stack.log("app").count("internal metrics: Redis does not answer") == 2
+        finally:
+            stack.close()
