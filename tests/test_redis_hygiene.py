@@ -165,8 +165,16 @@ def test_production_web_and_worker_refuse_an_evicting_redis_with_one_line(tmp_pa
         worker = subprocess.run(
             shlex.split(dev.WORKER_COMMAND), cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
         )
+        flask_worker = subprocess.run(
+            ["flask", "--app", "app", "offload", "worker", "--burst"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
-    for result in (web, worker):
+    for result in (web, worker, flask_worker):
         output = result.stdout + result.stderr
         refusals = [line for line in output.splitlines() if "refusing to start" in line]
         assert result.returncode != 0, output
