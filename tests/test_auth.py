@@ -6,6 +6,8 @@ import io
 import logging
 import re
 import socket
+import subprocess
+import sys
 import time
 from collections import Counter
 from urllib.parse import urlencode
@@ -17,7 +19,7 @@ import dev
 from app import create_app
 from offload import settings
 from offload.web import auth
-from tests.conftest import OPERATOR_ACCOUNT, OPERATOR_PASSWORD, log_in
+from tests.conftest import OPERATOR_ACCOUNT, OPERATOR_PASSWORD, ROOT, log_in
 
 
 @pytest.fixture
@@ -338,3 +340,17 @@ def test_a_csrf_token_from_before_a_login_or_from_a_login_opens_nothing_after_it
     assert client.post("/logout", data={"csrf_token": during}).status_code == 303
     assert log_in(client, csrf_token=token()).status_code == 303
     assert client.post("/operator/queues/low/resume", data={"csrf_token": during}).status_code == 400
+
+
+def test_the_hash_command_runs_as_the_docs_write_it_without_a_warning():
+    result = subprocess.run(
+        [sys.executable, "-m", "offload.web.auth"],
+        input="a long enough password\n",
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 0 and result.stdout.startswith("scrypt:"), result
+    assert result.stderr == ""  # runpy warned that the module was imported before it ran
