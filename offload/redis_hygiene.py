@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import click
 from flask import Flask
 from redis import Redis
 from redis.exceptions import RedisError, ResponseError
@@ -49,8 +50,11 @@ FIX_EVICTION = (
 FIX_PERSISTENCE = "turn on AOF: appendonly yes (redis.conf or `CONFIG SET appendonly yes`)"
 
 
-class UnsafeRedis(RuntimeError):
-    """Redis evicts keys and ``OFFLOAD_REQUIRE_SAFE_REDIS`` is on: the one line says what to change."""
+class UnsafeRedis(click.ClickException):
+    """Redis evicts keys and ``OFFLOAD_REQUIRE_SAFE_REDIS`` is on: the one line says what to change.
+
+    A click error, so that ``flask --app yourapp offload worker`` (or any ``flask`` command), which
+    builds the app before it finds the command, says that line and exits 1, without a traceback."""
 
 
 @dataclass(frozen=True)
