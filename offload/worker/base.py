@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from rq.job import Job
 
     from offload.state import State
+    from offload.worker.jobprocess import JobProcess
+    from offload.worker.parenting import SharedFlag
 
     _T = TypeVar("_T")
 
@@ -32,6 +34,8 @@ if TYPE_CHECKING:
         _start_with_execution: bool  # roundtrips, set by jobprocess
         _started_job_id: str | None  # roundtrips, set by jobprocess
         _end_in_one: bool  # roundtrips, set by jobprocess
+        _ending_flag: SharedFlag | None  # lease, set by jobprocess
+        _job_process: JobProcess | None  # jobprocess, read by lease
         _idle_written: bool  # roundtrips, read by jobprocess
         job_came_while_waiting: bool  # roundtrips, read by holds
 
@@ -47,6 +51,10 @@ if TYPE_CHECKING:
         def _restart_scheduler_if_stopped(self) -> None: ...  # scheduler_host
 
         def hold_end_write(self, job: Job, mapping: dict[Any, str]) -> bool: ...  # roundtrips
+
+        def _lease_margin(self) -> float: ...  # lease, read by roundtrips
+
+        def _mark_ending(self, on: bool) -> None: ...  # lease, called by roundtrips
 
 else:
     WorkerBase = object

@@ -27,7 +27,7 @@ import resource
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection, Pipe
 from typing import Any
@@ -41,16 +41,18 @@ from offload.jobs import unreadable
 from offload.worker import unknown_tasks
 from offload.worker.base import WorkerBase
 from offload.worker.outages import REDIS_ERRORS
-from offload.worker.parenting import alarm_deferred, die_with_parent
+from offload.worker.parenting import SharedFlag, alarm_deferred, die_with_parent
 from offload.worker.roundtrips import job_from_message, job_to_message
 
 
 @dataclass
 class JobProcess:
-    """The long-lived child that runs jobs one after another, and the pipe to it."""
+    """The long-lived child that runs jobs one after another, the pipe to it, and the flag it sets
+    while it writes a job's end in a write that checks the job's lease itself (lease.py)."""
 
     pid: int
     connection: Connection
+    ending: SharedFlag = field(default_factory=SharedFlag)
 
 
 UNKNOWN_EXIT = 1 << 8
@@ -122,6 +124,7 @@ class JobProcessRunner(WorkerBase):
             "created_at": execution.created_at.timestamp(),
             "hash": job_to_message(job),  # as started: the job process need not read it again
         }
+        process.ending.set(False)  # what it said of the last job says nothing of this one
         try:
             process.connection.send_bytes(json.dumps(message).encode())
         except OSError:
@@ -190,10 +193,11 @@ class JobProcessRunner(WorkerBase):
         if self._job_process is not None:
             self._reap_job_process(block=False)
         if self._job_process is None:
-            parent_end, child_end = Pipe()
+            parent_end, child_end, ending = *Pipe(), SharedFlag()
             pid = os.fork()
             if pid == 0:
                 parent_end.close()
+                self._ending_flag = ending
                 self._run_job_process(child_end)  # never returns
             child_end.close()
             try:
@@ -201,7 +205,7 @@ class JobProcessRunner(WorkerBase):
             except OSError as exc:
                 if exc.errno not in (errno.EACCES, errno.ESRCH):
                     raise
-            self._job_process = JobProcess(pid=pid, connection=parent_end)
+            self._job_process = JobProcess(pid=pid, connection=parent_end, ending=ending)
             self.log.info("Worker %s: started job process %s", self.name, pid)
         return self._job_process
 

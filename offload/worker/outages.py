@@ -10,6 +10,12 @@ retried step is safe to repeat:
   RQ's WatchError loop or by ours, it first checks whether the execution's record is gone, i.e.
   whether the earlier try committed, and if so stops (:class:`ExecutionAlreadyEnded`).
 
+A step is tried again every second (:data:`RETRY_EVERY`) however long the outage lasts, so it
+goes through as soon as Redis answers: a job whose work ended during an outage has its end
+written before its lease runs out (lease.py), where growing gaps (8 s, 16 s) once missed it.
+Each step says so once when Redis stops answering, again as the outage goes on (after 4, 8,
+16 ... s, then every minute), and once when it got through.
+
 An outage longer than a job's heartbeat TTL is lease.py's concern.
 """
 
@@ -33,8 +39,20 @@ REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 _T = TypeVar("_T")
 
 
+RETRY_EVERY = 1.0
+"""Seconds between tries of a step while Redis does not answer (the first comes after half that)."""
+
+_REPORT_AFTER_MAX = 60.0
+"""Longest time between two lines saying Redis is still unreachable, for one step."""
+
+
 class ExecutionAlreadyEnded(Exception):
     """A repeated end-of-execution write found the execution already ended: the earlier try committed."""
+
+
+class LeaseLost(Exception):
+    """An end-of-execution write found the job's lease over, or too close to its end: another worker
+    may take (or have taken) the job for abandoned, so nothing of this run is written (lease.py)."""
 
 
 class RedisOutages(WorkerBase):
@@ -44,23 +62,49 @@ class RedisOutages(WorkerBase):
     _ending_execution: str | None = None
 
     def _until_redis_answers(self, what: str, action: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
-        """Return ``action(...)``, retrying with backoff (one log line a try) while Redis is unreachable."""
-        delay = 0.5
+        """Return ``action(...)``, trying again every second while Redis is unreachable."""
+        began = time.monotonic()
+        delay = RETRY_EVERY / 2
+        report_after = 4.0  # seconds into the outage of the next "still unreachable" line
+        failed = 0
         while True:
             try:
-                return action(*args, **kwargs)
+                result = action(*args, **kwargs)
             except REDIS_ERRORS as exc:
                 if self._stop_signalled and not self.horse_pid and not self.is_horse:
                     raise StopRequested() from exc
-                self.log.warning(
-                    "Worker %s: Redis unreachable while %s (%s); retrying in %.1f s",
-                    self.name,
-                    what,
-                    exc,
-                    delay,
-                )
+                failed += 1
+                waited = time.monotonic() - began
+                if failed == 1:
+                    self.log.warning(
+                        "Worker %s: Redis unreachable while %s (%s); retrying every %.0f s",
+                        self.name,
+                        what,
+                        exc,
+                        RETRY_EVERY,
+                    )
+                elif waited >= report_after:
+                    self.log.warning(
+                        "Worker %s: Redis still unreachable after %.0f s while %s (%s); retrying every %.0f s",
+                        self.name,
+                        waited,
+                        what,
+                        exc,
+                        RETRY_EVERY,
+                    )
+                    report_after = waited + min(waited, _REPORT_AFTER_MAX)
                 time.sleep(delay)
-                delay = min(delay * 2, 30.0)
+                delay = RETRY_EVERY
+                continue
+            if failed:
+                self.log.info(
+                    "Worker %s: Redis answered again after %.1f s (%d tries) while %s",
+                    self.name,
+                    time.monotonic() - began,
+                    failed + 1,
+                    what,
+                )
+            return result
 
     def check_for_suspension(self, burst: bool) -> None:
         self._until_redis_answers("checking for suspension", super().check_for_suspension, burst)
@@ -103,11 +147,22 @@ class RedisOutages(WorkerBase):
                 self.name,
                 job.id,
             )
+        except LeaseLost:
+            self.log.error(
+                "Worker %s: the success of job %s came too late to be recorded: its lease ran out while Redis "
+                "was unreachable; it will run again as an abandoned job",
+                self.name,
+                job.id,
+            )
 
     def cleanup_execution(self, job, pipeline, execution=None) -> None:
         # Called inside every end-of-execution transaction, once per try.
         if execution is not None:
             if self._ending_execution == execution.id and not self.connection.exists(execution.key):
+                # Gone: the earlier try committed (the job ended), or the execution's lease ran out.
+                status = self.connection.hget(job.key, "status")
+                if status is not None and status != b"finished" and status != "finished":
+                    raise LeaseLost(execution.id)
                 raise ExecutionAlreadyEnded(execution.id)
             self._ending_execution = execution.id
         super().cleanup_execution(job, pipeline, execution)

@@ -1,10 +1,11 @@
-"""A forked child tied to its parent: it dies with it, and the parent's reads of it are not cut
-short by RQ's monitoring alarm (jobprocess.py)."""
+"""A forked child tied to its parent: it dies with it, the parent's reads of it are not cut
+short by RQ's monitoring alarm (jobprocess.py), and a flag the child sets the parent sees at once."""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import mmap
 import os
 import signal
 import sys
@@ -38,3 +39,17 @@ def alarm_deferred() -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
         if came and callable(previous):
             previous(*came[0])
+
+
+class SharedFlag:
+    """A flag that a process and the children it forks afterwards share: one byte of anonymous
+    ``MAP_SHARED`` memory, read and written without a system call."""
+
+    def __init__(self) -> None:
+        self._memory = mmap.mmap(-1, 1)
+
+    def set(self, on: bool) -> None:
+        self._memory[0] = 1 if on else 0
+
+    def is_set(self) -> bool:
+        return self._memory[0] == 1

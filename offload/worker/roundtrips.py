@@ -11,7 +11,7 @@
    finished registry, TTLs, execution cleanup), adds the metrics and the worker's idle state and
    heartbeat, and sends it as one script (scripts.COMMIT_IF_NO_DEPENDENTS), which stands in for
    RQ's ``WATCH`` of the job's dependents: a job with dependents, a repeat or a ``Retry`` result
-   takes RQ's own path.
+   takes RQ's own path; nor does it write once the job's lease is over or nearly so (lease.py).
 
 Between jobs, a heartbeat moving the expiry by under a quarter of the TTL (a minute at most) is
 skipped, one costs one round trip, a state is not written twice; all wait out Redis (outages.py).
@@ -38,7 +38,7 @@ from rq.worker import WorkerStatus
 from offload.metrics import job_duration, queue_job_record
 from offload.worker.base import WorkerBase
 from offload.worker.batches import coalesce
-from offload.worker.outages import ExecutionAlreadyEnded
+from offload.worker.outages import ExecutionAlreadyEnded, LeaseLost
 from offload.worker.scripts import commit_if_no_dependents, take_job
 
 
@@ -204,6 +204,7 @@ class RoundTrips(WorkerBase):
         return True
 
     def _write_pending_end(self) -> None:
+        self._mark_ending(False)  # the end goes RQ's way, whose writes do not check the lease
         if self._pending_end is not None:
             key, mapping = self._pending_end
             self._until_redis_answers(f"recording the end of job {key}", self.connection.hset, key, mapping=mapping)
@@ -213,18 +214,16 @@ class RoundTrips(WorkerBase):
         if self._pending_end is None or job.repeats_left:
             self._write_pending_end()
             return super().handle_job_success(job, queue, started_job_registry, execution)
-        pipeline = self.connection.pipeline(transaction=False)  # collects the commands; never executed
-        try:
+        self._mark_ending(True)  # a write that checks the lease itself: the watchdog leaves it be (lease.py)
+        with self.connection.pipeline(transaction=False) as pipeline:  # collects the commands; never executed
             commands = self._end_commands(job, execution, pipeline)
-        finally:
-            pipeline.reset()
-        ran = commit_if_no_dependents(
-            self.connection, job.dependents_key, execution.key, commands, self._compaction(job)
-        )
+        ran = commit_if_no_dependents(job, execution, commands, self._compaction(job), self._lease_margin())
         if ran == 0:
             # Dependents to move: RQ's own transaction, under its WATCH.
             self._write_pending_end()
             return super().handle_job_success(job, queue, started_job_registry, execution)
+        if ran == 3:
+            raise LeaseLost(execution.id)
         self._pending_end = None
         self._idle_written = True
         if ran == 2:

@@ -10,7 +10,9 @@ exactly as RQ writes it:
   the worker's name: a take whose reply is lost leaves a job popped that no worker knows it has
   (RQ loses it); the worker's next take hands it over again.
 - COMMIT_IF_NO_DEPENDENTS runs the very commands RQ's end-of-execution transaction would send,
-  which the worker builds with RQ's own methods (roundtrips.py).
+  which the worker builds with RQ's own methods (roundtrips.py), only while the execution's lease
+  holds, with a margin (lease.py): a job's end that Redis gets once another worker may take the
+  job for abandoned is not written.
 - PUT_BACK_ORPHAN: a worker killed between a take and the job's start leaves such a job too;
   maintenance puts it back at the front of its queue once the worker's key is gone.
 
@@ -27,7 +29,9 @@ from typing import Any
 
 from redis import Redis
 from redis.commands.core import Script
+from rq.executions import Execution
 from rq.intermediate_queue import IntermediateQueue
+from rq.job import Job
 from rq.utils import as_text
 
 _ORPHAN = """
@@ -113,28 +117,40 @@ return id
 
 COMMIT_IF_NO_DEPENDENTS = """
 -- KEYS[1]: the job's dependents set; KEYS[2]: the execution's key, which the commands delete;
--- KEYS[3] (optional): the job's results stream, to compact. ARGV[1]: the stream's TTL in ms
--- ("" for none), then commands, each as its argument count then its arguments. Runs them all
--- and returns 1, or runs none and returns 0 if the job has dependents (RQ's own transaction then
--- moves them, under its WATCH) or 2 if the execution has ended (a resent script: it ran already).
+-- KEYS[3]: the job's key; KEYS[4]: the started registry; KEYS[5] (optional): the job's results
+-- stream, to compact. ARGV[1]: the stream's TTL in ms ("" for none), ARGV[2]: the execution's
+-- entry in the started registry, ARGV[3]: the lease margin in ms, then commands, each as its
+-- argument count then its arguments. Runs them all and returns 1, or runs none and returns:
+-- 0 if the job has dependents (RQ's own transaction then moves them, under its WATCH);
+-- 2 if the execution has ended and the job with it (a resent script: it ran already);
+-- 3 if the execution's lease is over or has less than the margin left (lease.py): any worker's
+--   maintenance may take (or have taken) the job for abandoned, and run it again.
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return 0
 end
-if redis.call('EXISTS', KEYS[2]) == 0 then
-  return 2
+local left = redis.call('PTTL', KEYS[2])
+if left == -2 then
+  local status = redis.call('HGET', KEYS[3], 'status')
+  if status == false or status == 'finished' then
+    return 2
+  end
+  return 3
 end
-local i = 2
+if (left >= 0 and left < tonumber(ARGV[3])) or redis.call('ZSCORE', KEYS[4], ARGV[2]) == false then
+  return 3
+end
+local i = 4
 while i <= #ARGV do
   local n = tonumber(ARGV[i])
   redis.call(unpack(ARGV, i + 1, i + n))
   i = i + n + 1
 end
-if KEYS[3] then
+if KEYS[5] then
   -- A new stream preallocates a 4 KB node for entries to come; RQ's results stream of a job
   -- rarely gets a second. Written anew from its serialized form it takes what it holds (~0.9 KB).
-  local dump = redis.pcall('DUMP', KEYS[3])
+  local dump = redis.pcall('DUMP', KEYS[5])
   if type(dump) == 'string' then
-    redis.pcall('RESTORE', KEYS[3], ARGV[1], dump, 'REPLACE')
+    redis.pcall('RESTORE', KEYS[5], ARGV[1], dump, 'REPLACE')
   end
 end
 return 1
@@ -183,24 +199,25 @@ def take_job(
 
 
 def commit_if_no_dependents(
-    redis: Redis,
-    dependents_key: str,
-    execution_key: str,
+    job: Job,
+    execution: Execution,
     commands: Iterable[tuple[Any, ...]],
     compact_stream: tuple[str, int] | None = None,
+    lease_margin: float = 0.0,
 ) -> int:
-    """Run ``commands`` atomically unless the job has dependents (0) or the execution has ended
-    (2, a resent script); return 1 when they ran. ``compact_stream``: a stream's key and TTL in
-    ms (0: none) to rewrite at its size afterwards."""
-    keys = [dependents_key, execution_key]
-    args: list[Any] = [""]
+    """Run ``commands`` (the end of ``job``'s ``execution``) atomically, on the job's connection, unless the job has
+    dependents (0), the execution has ended (2, a resent script) or its lease has less than
+    ``lease_margin`` seconds left (3); return 1 when they ran. ``compact_stream``: a stream's key
+    and TTL in ms (0: none) to rewrite at its size afterwards."""
+    keys = [job.dependents_key, execution.key, job.key, job.started_job_registry.key]
+    args: list[Any] = ["", execution.composite_key, int(lease_margin * 1000)]
     if compact_stream is not None:
         keys.append(compact_stream[0])
         args[0] = compact_stream[1]
     for command in commands:
         args.append(len(command))
         args.extend(command)
-    return int(_script(redis, COMMIT_IF_NO_DEPENDENTS)(keys=keys, args=args))
+    return int(_script(job.connection, COMMIT_IF_NO_DEPENDENTS)(keys=keys, args=args))
 
 
 def put_back_orphans(redis: Redis, worker_names: Iterable[str], worker_prefix: str, job_prefix: str) -> list[str]:
