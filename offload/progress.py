@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -10,6 +11,11 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import get_current_job
 
 log = logging.getLogger(__name__)
+
+_unsaved: dict[str, int] = {}
+"""Per job of this process: the progress reports Redis did not take since it last took one."""
+_unsaved_lock = threading.Lock()  # a task may report from threads of its own
+_UNSAVED_KEPT = 100  # jobs whose outage outlived them are forgotten, oldest first
 
 
 RESERVED_META = frozenset({"task", "progress", "attempts", "batch", "crash_reruns", "periodic"})
@@ -39,5 +45,24 @@ def report_progress(fraction: float, **details: Any) -> None:
     try:
         job.save_meta()
     except (RedisConnectionError, RedisTimeoutError) as exc:
-        # Progress only feeds the job page: a Redis blip must not fail the work itself.
-        log.warning("job %s: progress not saved, Redis unreachable (%s)", job.id, exc)
+        # Progress only feeds the job page: a Redis blip must not fail the work itself. Said once a
+        # job and outage: a task reporting often said it at every report (41 lines in 20 s).
+        if _count_unsaved(job.id) == 1:
+            log.warning(
+                "job %s: progress not saved, Redis unreachable (%s); not said again until it is saved", job.id, exc
+            )
+        return
+    with _unsaved_lock:
+        missed = _unsaved.pop(job.id, 0)
+    if missed:
+        log.info("job %s: progress saved again (%d reports before were not)", job.id, missed)
+
+
+def _count_unsaved(job_id: str) -> int:
+    """Count one more report of ``job_id`` that Redis did not take; return how many since the last it took."""
+    with _unsaved_lock:
+        count = _unsaved.pop(job_id, 0) + 1
+        _unsaved[job_id] = count
+        while len(_unsaved) > _UNSAVED_KEPT:
+            del _unsaved[next(iter(_unsaved))]
+    return count

@@ -180,6 +180,12 @@ class RedisProcess:
         assert self.process is not None
         os.kill(self.process.pid, signal.SIGCONT)
 
+    def shut_down(self) -> None:
+        """SIGTERM, as ``redis-cli shutdown`` or a host's restart: the AOF (if on) is flushed first."""
+        assert self.process is not None
+        self.process.terminate()
+        self.process.wait(10)
+
     def kill(self) -> None:
         """SIGKILL, as a lost machine: nothing is flushed."""
         assert self.process is not None

@@ -13,6 +13,7 @@ import shlex
 import signal
 import subprocess
 import time
+from datetime import UTC
 from pathlib import Path
 
 import httpx
@@ -29,6 +30,9 @@ from offload.worker.worker import OffloadWorker
 from tests.conftest import ROOT, Stack, process_env, wait_for
 from tests.faults import Ledger, alive, parse_time, redis_with
 from tests.figures import summary_lines
+
+FAST_MAINTENANCE = {"WORKER_MAINTENANCE_INTERVAL": "1"}
+"""Abandoned jobs found within a second of their lease's end (the heartbeat stays as shipped)."""
 
 
 def _crash(ledger: Ledger, job_id: str) -> dict:
@@ -235,6 +239,49 @@ def test_redis_restart_with_aof_loses_no_job_and_web_and_workers_recover_by_them
         stack.close()
         for name in ("web", "worker-1", "worker-2"):
             print(f"----- {name} log -----\n{stack.log(name)[-3000:]}")
+
+
+@pytest.mark.e2e
+def test_a_job_that_finishes_while_redis_restarts_is_recorded_when_redis_returns_not_run_again(tmp_path: Path):
+    """A tester's report: a job whose work ended while Redis restarted (20 s, AOF) was killed 3 s after
+    Redis came back ("Redis did not take its heartbeat ...") and ran again, its result thrown away:
+    the end write retried after 8 s, then 16 s, and the heartbeat comes every 10 s."""
+    data = tmp_path / "redis-data"
+    data.mkdir()
+    with redis_with("--appendonly", "yes", data_dir=data) as server:
+        stack = Stack(redis_url=server.url, logs=tmp_path, env={**process_env(server.url), **FAST_MAINTENANCE})
+        try:
+            stack.start_worker("worker")  # the shipped heartbeat: every 10 s, a 31 s lease
+            redis = Redis.from_url(server.url)
+            queue = Queue("default", connection=redis, serializer=JSONSerializer)
+            job = queue.enqueue("tests.fixtures.burn_cpu", 3)
+            wait_for(lambda: job.get_status(refresh=True) == "started", interval=0.02, what="the job to start")
+            [(_, lease_end)] = redis.zrange(queue.started_job_registry.key, 0, -1, withscores=True)
+            server.shut_down()  # the job's work ends 3 s later, with Redis gone
+
+            # Back 3.5 s before the worker's deadline (the lease's end less half a heartbeat interval):
+            # after the worker's second failed heartbeat (10 and 20 s into the job), before its third.
+            time.sleep(max(0.0, lease_end - 5 - 3.5 - time.time()))
+            server.start()
+            back_at = time.time()
+
+            ended = wait_for(
+                lambda: job.get_status(refresh=True) in ("finished", "failed") and job,
+                timeout=90,
+                what="the job to end",
+            )
+            ended.refresh()
+            log = stack.log("worker")
+            assert ended.get_status() == "finished", log
+            assert [attempt["outcome"] for attempt in job_attempts(ended)] == ["finished"], log
+            assert "stopping job" not in log
+            assert ended.return_value() == "done"
+            assert ended.ended_at is not None
+            assert ended.ended_at.replace(tzinfo=UTC).timestamp() < back_at  # its work ended during the outage
+            print(f"Redis back {lease_end - 5 - back_at:.1f} s before the worker's deadline")
+        finally:
+            stack.close()
+            print(f"----- worker log -----\n{stack.log('worker')[-6000:]}")
 
 
 # --------------------------------------------------------------------------- 3. Redis absent at start-up

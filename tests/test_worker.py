@@ -109,6 +109,24 @@ def test_sigterm_lets_the_running_job_finish_then_the_worker_exits_with_its_chil
     assert not [child for child in children if _running(child)], "a child of the worker outlived it"
 
 
+def test_a_warm_shutdown_during_a_job_takes_no_scheduler_lock_and_starts_no_scheduler_again(workers, queue, redis):
+    # A tester's report: SIGTERM stopped the scheduler (its locks released); once the job ended, the
+    # worker's maintenance found the locks free, took all four again and started a new scheduler,
+    # which enqueued periodic jobs, only to stop it at once and exit.
+    worker = workers.start_worker(env={"WORKER_MAINTENANCE_INTERVAL": "1"})  # maintenance right after the job
+    wait_for(lambda: list(redis.scan_iter("rq:scheduler:*")), what="the scheduler to register")
+    running = queue.enqueue("tests.fixtures.burn_cpu", 3)
+    wait_for(lambda: running.get_status(refresh=True) == JobStatus.STARTED, what="the job to start")
+
+    assert workers.stop(worker, signal.SIGTERM) == 0
+
+    assert ended(running).get_status() == JobStatus.FINISHED
+    log = workers.log("worker")
+    assert log.count("Acquired scheduler lock for default") == 1, log  # at start only
+    assert log.count("Scheduler stopping") == 1, log
+    assert not list(redis.scan_iter("rq:scheduler-lock:*"))
+
+
 def test_a_killed_worker_leaves_no_scheduler_behind_holding_its_locks(workers, redis):
     # SIGKILL: the OOM killer, or a stop signal before the worker could handle one. A scheduler
     # left running would keep its queues' locks, and the next worker's scheduler none.

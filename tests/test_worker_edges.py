@@ -13,6 +13,7 @@ import struct
 import subprocess
 import sys
 import termios
+import time
 import uuid
 from multiprocessing import Pipe
 from urllib.parse import urlsplit
@@ -23,6 +24,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from rq import Worker
 from rq.command import send_kill_horse_command
+from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 from rq.timeouts import HorseMonitorTimeoutException
@@ -33,7 +35,7 @@ from offload.queues import OffloadQueue
 from offload.worker import OffloadWorker
 from offload.worker.jobprocess import JobProcess
 from offload.worker.scheduler import SleepingScheduler
-from offload.worker.scripts import TAKE_JOB, TAKERS_KEY, taken_key
+from offload.worker.scripts import TAKE_JOB, TAKERS_KEY, commit_if_no_dependents, taken_key
 from tests.conftest import ROOT, process_env, wait_for
 from tests.faultproxy import FaultProxy
 from tests.faults import Ledger, alive
@@ -360,6 +362,29 @@ def test_a_worker_cut_off_from_redis_past_the_heartbeat_ttl_gives_its_job_up_so_
     job = ledger.fetch(job_id)
     assert job.get_status() == JobStatus.FINISHED
     assert [outcome for outcome, _ in attempts(job)] == ["crashed", "finished"]
+
+
+def test_an_end_write_that_reaches_redis_when_the_lease_is_over_or_nearly_so_writes_nothing(redis, json_queue):
+    """The job process's end write checks the lease in Redis itself (the worker's watchdog lets a
+    job whose work is done write its end, however late Redis answers): only while it holds."""
+    job = json_queue.enqueue("tests.fixtures.report_pid")
+    with redis.pipeline() as pipeline:
+        execution = Execution.create(job, 4, pipeline=pipeline, worker_name="w")  # a lease of 4 s
+        pipeline.execute()
+    finish = [("HSET", job.key, "status", "finished"), ("DEL", execution.key)]
+    registry = job.started_job_registry
+
+    assert commit_if_no_dependents(job, execution, finish, lease_margin=5.0) == 3  # 4 s left, 5 needed
+    redis.zrem(registry.key, execution.composite_key)  # another worker took it for abandoned
+    assert commit_if_no_dependents(job, execution, finish, lease_margin=1.0) == 3
+    assert job.get_status(refresh=True) == JobStatus.QUEUED and redis.exists(execution.key)
+
+    redis.zadd(registry.key, {execution.composite_key: time.time() + 4})
+    assert commit_if_no_dependents(job, execution, finish, lease_margin=1.0) == 1
+    assert job.get_status(refresh=True) == JobStatus.FINISHED
+    assert commit_if_no_dependents(job, execution, finish, lease_margin=1.0) == 2  # resent: it ran already
+    redis.hset(job.key, "status", JobStatus.STARTED)  # its execution expired while it still ran
+    assert commit_if_no_dependents(job, execution, finish, lease_margin=1.0) == 3
 
 
 # --------------------------------------------------------------------------- the scheduler process

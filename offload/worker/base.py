@@ -38,6 +38,7 @@ if TYPE_CHECKING:
         _job_process: JobProcess | None  # jobprocess, read by lease
         _idle_written: bool  # roundtrips, read by jobprocess
         job_came_while_waiting: bool  # roundtrips, read by holds
+        _stop_signalled: bool  # outages, read by scheduler_host
 
         @property
         def offload(self) -> State: ...  # appcontext

@@ -1,6 +1,11 @@
 """Scheduler hosting: ``--with-scheduler`` starts Offload's scheduler (scheduler.py: RQ's, plus
 periodic jobs, sleeping until a job is due) instead of RQ's, and maintenance restarts it only
-when one of its locks is free (one ``EXISTS`` instead of a lock script per queue)."""
+when one of its locks is free (one ``EXISTS`` instead of a lock script per queue).
+
+Once the worker is asked to stop, it takes no scheduler lock and starts no scheduler: a warm stop
+during a job stops the scheduler at the signal (RQ), and the maintenance pass after the job found
+its locks free, took all four again and started a scheduler that enqueued periodic jobs, only to
+stop it and exit (seen by a tester)."""
 
 from __future__ import annotations
 
@@ -22,6 +27,8 @@ class SchedulerHosting(WorkerBase):
         date_format: str = DEFAULT_LOGGING_DATE_FORMAT,
         log_format: str = DEFAULT_LOGGING_FORMAT,
     ) -> None:
+        if self._stopping():
+            return  # signalled before RQ's loop began (registration.py): no scheduler to stop again
         # RQ 3.0.0's own method (private: RQ has no hook for the scheduler class), with ours.
         # It also schedules the on-demand queues, which no long-lived worker listens on: else a
         # job scheduled there (or a periodic one) would never be moved to its queue, nor a worker
@@ -64,8 +71,8 @@ class SchedulerHosting(WorkerBase):
                 self.scheduler.start()
 
     def _restart_scheduler_if_stopped(self) -> None:
-        """Start the scheduler again if its process ended and one of its locks is free."""
-        if self.scheduler and self._scheduler_lock_free():
+        """Start the scheduler again if its process ended and one of its locks is free (never once stopping)."""
+        if self.scheduler and not self._stopping() and self._scheduler_lock_free():
             process = self.scheduler._process
             if process is None or not process.is_alive():
                 self.scheduler.acquire_locks(auto_start=True)
@@ -74,3 +81,7 @@ class SchedulerHosting(WorkerBase):
         assert self.scheduler is not None
         keys = [RQScheduler.get_locking_key(name) for name in self.scheduler._queue_names]
         return self.connection.exists(*keys) < len(keys)
+
+    def _stopping(self) -> bool:
+        """True once the worker was asked to stop (a stop signal or a shutdown command)."""
+        return self._stop_requested or self._stop_signalled
