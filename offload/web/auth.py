@@ -132,8 +132,9 @@ def _new_csrf_token() -> None:
     """Drop the session's CSRF token, so the next form gets a new one: a token someone read or
     planted before the login (a shared browser, a cookie set from a sibling domain) opens no
     operator action after it, and one from a login opens nothing after its logout."""
-    session.pop(current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token"), None)
-    g.pop(current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token"), None)  # Flask-WTF's copy for this request
+    field = current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token")
+    session.pop(field, None)
+    g.pop(field, None)  # Flask-WTF's copy for this request
 
 
 def end_login() -> None:

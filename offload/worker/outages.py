@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 import redis.exceptions
 from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.exceptions import StopRequested
+from rq.utils import as_text
 from rq.worker.base import DequeueStrategy
 
 from offload.worker.base import WorkerBase
@@ -161,7 +162,7 @@ class RedisOutages(WorkerBase):
             if self._ending_execution == execution.id and not self.connection.exists(execution.key):
                 # Gone: the earlier try committed (the job ended), or the execution's lease ran out.
                 status = self.connection.hget(job.key, "status")
-                if status is not None and status != b"finished" and status != "finished":
+                if status is not None and as_text(status) != "finished":
                     raise LeaseLost(execution.id)
                 raise ExecutionAlreadyEnded(execution.id)
             self._ending_execution = execution.id
