@@ -111,10 +111,11 @@ DEFAULTS: dict[str, Any] = {
     # The Machines API: public address, or http://_api.internal:4280 inside Fly; a deploy token.
     "FLY_API_URL": "https://api.machines.dev",
     "FLY_API_TOKEN": "",
-    # Set by Fly on every Machine: this app's name, the image it runs, its region.
+    # Set by Fly on every Machine: this app's name, the image it runs, its region, its own id.
     "FLY_APP_NAME": "",
     "FLY_IMAGE_REF": "",
     "FLY_REGION": "",
+    "FLY_MACHINE_ID": "",
     # Size of an on-demand worker Machine.
     "ONDEMAND_VM_CPUS": 1,
     "ONDEMAND_VM_MEMORY_MB": 1024,

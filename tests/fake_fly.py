@@ -4,9 +4,10 @@ Speaks the documented protocol over real HTTP (bearer token, JSON bodies, status
 and runs each created Machine's ``config.init.cmd`` as a real subprocess, so a Machine lives
 exactly as long as its command. Its environment is what a Machine created through the API gets on
 Fly, and nothing else: the image's environment (``image_env``), what Fly sets on every Machine
-(``FLY_APP_NAME``, ``FLY_IMAGE_REF``, ``FLY_REGION``; not ``FLY_MACHINE_ID``, see
-:meth:`FakeFly.environment`), ``config.env`` and the app's ``secrets``. fly.toml's ``[env]`` is
-not in it: flyctl writes that only into the Machines ``fly deploy`` makes.
+(``FLY_APP_NAME``, ``FLY_IMAGE_REF``, ``FLY_REGION``, and its id, see :meth:`FakeFly.environment`),
+``config.env`` and the app's ``secrets``. fly.toml's ``[env]`` is not in it: flyctl writes that
+only into the ``config.env`` of the Machines ``fly deploy`` makes (:meth:`FakeFly.deploy`, with
+the ``FLY_PROCESS_GROUP`` and ``PRIMARY_REGION`` flyctl adds).
 
 - ``POST /v1/apps/{app}/machines``: create and start; ``auto_destroy`` destroys it on exit;
 - ``GET /v1/apps/{app}/machines?metadata.KEY=VALUE``: list, filtered by metadata;
@@ -69,7 +70,8 @@ class FakeFly:
         self.app_name, self.token, self.secrets, self.logs = app_name, token, secrets, logs
         self.image_env = dict(image_env or {})
         self.region = region  # the app's primary region: where a Machine created without one runs
-        self.machines: dict[str, Machine] = {}
+        self.machines: dict[str, Machine] = {}  # created through the API
+        self.deployed: dict[str, Machine] = {}  # made by `fly deploy` (deploy)
         self.requests: list[tuple[str, str]] = []
         self.answers: dict[str, deque[tuple[int, dict[str, Any], dict[str, str]]]] = {}
         self.stuck = 0  # the next N created Machines never start (a host that cannot run them)
@@ -81,6 +83,18 @@ class FakeFly:
     def answer_next(self, route: str, *replies: tuple[int, dict[str, Any], dict[str, str]]) -> None:
         """Make the next requests to ``route`` ("POST /machines", ...) get these replies first."""
         self.answers.setdefault(route, deque()).extend(replies)
+
+    def deploy(self, env: dict[str, str], group: str = "app") -> Machine:
+        """A Machine of process group ``group`` as ``fly deploy`` makes it, fly.toml's ``[env]``
+        being ``env``: listed and readable through the API; its process is the test's own."""
+        config = {
+            "image": "registry.fly.io/offload-test:deployment-1",
+            "env": {**env, "FLY_PROCESS_GROUP": group, "PRIMARY_REGION": self.region},
+            "metadata": {"fly_process_group": group, "fly_platform_version": "v2"},
+        }
+        machine = Machine(id=uuid.uuid4().hex[:14], config=config, state="started", reached={"created", "started"})
+        self.deployed[machine.id] = machine
+        return machine
 
     def created(self) -> list[Machine]:
         return list(self.machines.values())
@@ -95,9 +109,15 @@ class FakeFly:
     # ----------------------------------------------------------------- machine lifecycle
 
     def environment(self, machine: Machine, region: str) -> dict[str, str]:
-        """The environment of ``machine``'s command (FLY_MACHINE_ID left out: ``WORKER_SLOTS=0``
-        would run a slot per CPU of this machine, not of the Machine's size)."""
-        runtime = {"FLY_APP_NAME": self.app_name, "FLY_IMAGE_REF": machine.config["image"], "FLY_REGION": region}
+        """The environment of ``machine``'s command. Its id goes under its Offload name only
+        (``OFFLOAD_FLY_MACHINE_ID``): ``FLY_MACHINE_ID`` tells ``WORKER_SLOTS=0`` it runs on Fly,
+        which would run a slot per CPU of this machine, not of the Machine's size."""
+        runtime = {
+            "FLY_APP_NAME": self.app_name,
+            "FLY_IMAGE_REF": machine.config["image"],
+            "FLY_REGION": region,
+            "OFFLOAD_FLY_MACHINE_ID": machine.id,
+        }
         return {**self.image_env, **runtime, **machine.config.get("env", {}), **self.secrets}
 
     def _create(self, body: dict[str, Any]) -> Machine:
@@ -169,7 +189,7 @@ class FakeFly:
                     return self.answer(404, {"error": "app not found"})
                 if fake.answers.get(route):
                     return self.answer(*fake.answers[route].popleft())
-                machine = fake.machines.get(match[1] or "")
+                machine = fake.machines.get(match[1] or "") or fake.deployed.get(match[1] or "")
                 if match[1] and machine is None:
                     return self.answer(404, {"error": "machine not found"})
                 if route == "POST /machines":
@@ -179,7 +199,7 @@ class FakeFly:
                     wanted = {k.removeprefix("metadata."): v for k, v in query.items() if k.startswith("metadata.")}
                     listed = [
                         m.view()
-                        for m in fake.machines.values()
+                        for m in (*fake.deployed.values(), *fake.machines.values())
                         if m.state != "destroyed"
                         and all(m.config.get("metadata", {}).get(k) == v for k, v in wanted.items())
                     ]

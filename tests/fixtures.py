@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from rq import Queue, get_current_job
 from rq.job import Job
 
@@ -99,6 +101,11 @@ def step_progress(key: str, steps: int) -> int:
 def echo(value: object) -> object:
     """Return ``value`` unchanged (as the job's result)."""
     return value
+
+
+def environment_variable(name: str) -> str | None:
+    """The job process's value of the environment variable ``name`` (None when it has none)."""
+    return os.environ.get(name)
 
 
 def log_and_fail(message: str) -> None:

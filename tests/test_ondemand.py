@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -318,6 +319,50 @@ def test_a_machine_runs_with_the_settings_of_the_web_that_started_it_and_none_of
         assert name not in env and settings.key(name) not in env, name
     assert TOKEN not in env.values() and web["OFFLOAD_REDIS_URL"] not in env.values()
     wait_for(lambda: status(redis, job_id) == "finished", what="the Machine to run the job")
+
+
+def test_a_machine_runs_with_the_env_of_fly_toml_that_the_starting_machine_was_deployed_with(
+    fly, fly_client, redis, queue
+):
+    """fly.toml's [env] reaches only the Machines `fly deploy` makes: an on-demand Machine gets it
+    from the config.env of the Machine that starts it, the host app's own variables included, under
+    the starting process's Offload settings, and without Fly's own variables or a misplaced secret."""
+    web = fly.deploy(
+        {
+            "GREETING": "Hi",  # the host app's own, read by its tasks
+            "OFFLOAD_ENV": "production",  # the web process's own settings win over fly.toml's
+            "THIRD_PARTY_TOKEN": "put-in-env-by-mistake",  # a secret: Fly secrets carry those
+        }
+    )
+    fly_client.application.config["OFFLOAD_FLY_MACHINE_ID"] = web.id
+    job = queue.enqueue("tests.fixtures.environment_variable", "GREETING")
+    with fly_client.application.app_context():
+        started = ondemand.job_enqueued(QUEUE, job.id)  # what a submit does
+    assert started is not None
+    started.result(timeout=60)
+
+    (machine,) = fly.created()
+    env = machine.config["env"]
+    assert env["GREETING"] == "Hi" and env["PRIMARY_REGION"] == fly.region
+    assert env["OFFLOAD_ENV"] == "development"
+    assert "FLY_PROCESS_GROUP" not in env and "THIRD_PARTY_TOKEN" not in env
+    wait_for(lambda: status(redis, job.id) == "finished", what="the Machine to run the job")
+    assert Job.fetch(job.id, connection=redis, serializer=JSONSerializer).return_value() == "Hi"
+    assert ("GET", f"/v1/apps/offload-test/machines/{web.id}") in fly.requests
+    wait_for(lambda: machine.state == "destroyed" and drained(redis), what="the Machine to exit and be destroyed")
+
+
+def test_a_machine_starts_without_the_deployed_env_when_the_api_cannot_read_it(fly, redis, queue, caplog):
+    """Reading the starting Machine's config.env is no reason to leave a job waiting: the Machine
+    starts with the Offload settings alone, the failure is logged, and the next start reads again."""
+    web = fly.deploy({"GREETING": "Hi"})
+    backend = fly_backend(fly, machine_id=web.id)
+    fly.answer_next("GET /machines/{id}", (503, {"error": "internal error"}, {}))
+    with caplog.at_level(logging.WARNING, logger="offload.ondemand"):
+        first = backend.machine_config(QUEUE, "w1", backend.deployed_env(time.monotonic() + 5))
+    assert "GREETING" not in first["env"] and first["env"]["OFFLOAD_ONDEMAND_BACKEND"] == "fly"
+    assert f"could not read Machine {web.id}'s config.env (503" in caplog.text
+    assert backend.deployed_env(time.monotonic() + 5)["GREETING"] == "Hi"
 
 
 def test_a_machine_stopped_with_work_left_hands_it_to_a_new_machine(fly, fly_client, redis, queue):

@@ -1,4 +1,12 @@
-"""The ``fly`` on-demand backend: a Fly Machine per worker, through the Machines API."""
+"""The ``fly`` on-demand backend: a Fly Machine per worker, through the Machines API.
+
+A Machine created through the API gets the image's environment, what Fly sets on every Machine,
+the app's secrets and its ``config.env``, but not fly.toml's ``[env]``, which flyctl writes only
+into the ``config.env`` of the Machines ``fly deploy`` makes. So an on-demand Machine's
+``config.env`` is the one of the Machine that starts it (read once through the API: fly.toml's
+``[env]``, the host app's own variables included), with the starting process's Offload settings
+over it.
+"""
 
 from __future__ import annotations
 
@@ -15,9 +23,16 @@ if TYPE_CHECKING:
 log = logging.getLogger("offload.ondemand")
 
 
-SET_BY_FLY = frozenset({"FLY_APP_NAME", "FLY_IMAGE_REF", "FLY_REGION"})
-"""Settings Fly sets on every Machine itself (the app, the image it runs, where it runs): never in
-a Machine's ``config.env``."""
+SET_BY_FLY = frozenset({"FLY_APP_NAME", "FLY_IMAGE_REF", "FLY_REGION", "FLY_MACHINE_ID"})
+"""Settings Fly sets on every Machine itself (the app, the image it runs, where it runs, its id):
+never in a Machine's ``config.env``."""
+
+
+def is_secret(name: str) -> bool:
+    """Whether the variable ``name`` holds a secret (``SECRET_KEY`` or a secret Offload setting,
+    with or without its prefix), which reaches a Machine only as a Fly secret."""
+    return name == "SECRET_KEY" or name.removeprefix(PREFIX) in SECRET_SETTINGS
+
 
 LIVE_STATES = frozenset({"created", "starting", "started"})
 """Machine states of a worker that has not exited yet (stopping/stopped/destroyed ones have)."""
@@ -54,6 +69,7 @@ class FlyBackend:
         budget: float = 15.0,
         start_timeout: int = 10,
         env: dict[str, str] | None = None,
+        machine_id: str = "",
     ) -> None:
         missing = [
             name
@@ -62,9 +78,7 @@ class FlyBackend:
         ]
         if missing:
             raise OnDemandError(f"the fly on-demand backend needs {', '.join(missing)} (docs/deploy.md)")
-        secrets = sorted(
-            name for name in env or {} if name == "SECRET_KEY" or name.removeprefix(PREFIX) in SECRET_SETTINGS
-        )
+        secrets = sorted(name for name in env or {} if is_secret(name))
         if secrets:
             # A Machine's config is shown to whoever reads the Machine; secrets reach it as Fly secrets.
             raise OnDemandError(f"secrets never go in an on-demand Machine's config.env: {', '.join(secrets)}")
@@ -76,6 +90,8 @@ class FlyBackend:
         self.budget = budget
         self.start_timeout = start_timeout
         self.env = dict(env or {})
+        self.machine_id = machine_id
+        self._deployed_env: dict[str, str] | None = None
         import httpx  # here, not at import: the web loads this module but only Fly's workers need it
 
         self.client = httpx.Client(
@@ -105,14 +121,48 @@ class FlyBackend:
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
 
-    def machine_config(self, queue: str, worker_id: str) -> dict[str, Any]:
+    def deployed_env(self, deadline: float) -> dict[str, str]:
+        """The ``config.env`` of the Machine this process runs on (``FLY_MACHINE_ID``), as
+        ``fly deploy`` wrote it from fly.toml's ``[env]``, less what Fly sets itself (``FLY_*``,
+        such as the starting Machine's process group), the worker id and any secret. Read once;
+        ``{}`` off Fly, and, logged, while the API does not answer (the next start reads it again)."""
+        if not self.machine_id:
+            return {}
+        if self._deployed_env is None:
+            try:
+                response = self._request("GET", f"/machines/{self.machine_id}", deadline)
+            except OnDemandError as exc:
+                log.warning("could not read this Machine's config.env (%s): fly.toml's [env] is not handed on", exc)
+                return {}
+            if not response.is_success:
+                log.warning(
+                    "could not read Machine %s's config.env (%s: %s): fly.toml's [env] is not handed on",
+                    self.machine_id,
+                    response.status_code,
+                    _error_text(response),
+                )
+                return {}
+            env = (response.json().get("config") or {}).get("env") or {}
+            self._deployed_env = {
+                str(name): str(value)
+                for name, value in env.items()
+                if not (
+                    str(name).startswith("FLY_")
+                    or str(name).removeprefix(PREFIX) in SET_BY_FLY
+                    or name == WORKER_ID_ENV
+                    or is_secret(str(name))
+                )
+            }
+        return self._deployed_env
+
+    def machine_config(self, queue: str, worker_id: str, deployed_env: dict[str, str] | None = None) -> dict[str, Any]:
         return {
             "image": self.image,
             "init": {"cmd": burst_command(queue)},
             "auto_destroy": True,
             "restart": {"policy": "no"},
             "guest": self.guest,
-            "env": {**self.env, WORKER_ID_ENV: worker_id},
+            "env": {**(deployed_env or {}), **self.env, WORKER_ID_ENV: worker_id},
             "metadata": {"offload_role": "ondemand-worker", "offload_queue": queue, "offload_worker": worker_id},
             # A Machine stopped by Fly drains like a deploy: SIGTERM, then the job's time to finish.
             "stop_config": {"signal": "SIGTERM", "timeout": f"{self.kill_timeout}s"},
@@ -120,7 +170,7 @@ class FlyBackend:
 
     def start(self, queue: str, worker_id: str) -> str:
         deadline = time.monotonic() + self.budget
-        body: dict[str, Any] = {"config": self.machine_config(queue, worker_id)}
+        body: dict[str, Any] = {"config": self.machine_config(queue, worker_id, self.deployed_env(deadline))}
         if self.region:
             body["region"] = self.region
         delay = 1.0

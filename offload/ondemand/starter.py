@@ -37,11 +37,9 @@ def worker_settings(config: Mapping[str, Any]) -> dict[str, str]:
     it runs as that process's app and workers do, and hands work on the same way.
 
     Every Offload setting of ``config`` (``offload.settings.to_environ``) except the secrets and what
-    Fly sets on every Machine itself (``SET_BY_FLY``), plus ``OFFLOAD_APP``. On Fly this is all a
-    Machine created through the Machines API gets besides the image's environment and the app's
-    secrets: fly.toml's ``[env]`` reaches only the Machines ``fly deploy`` makes, so without it an
-    on-demand Machine would not know ``ONDEMAND_BACKEND = "fly"`` or ``FLY_API_URL``, and would
-    start its successor as a subprocess of itself."""
+    Fly sets on every Machine itself (``SET_BY_FLY``), plus ``OFFLOAD_APP``. On Fly they go over the
+    ``config.env`` of the Machine that starts it (fly.py): settings a host app sets in code, or an
+    earlier on-demand Machine got from its own starter, win over fly.toml's ``[env]`` there."""
     return {**to_environ(config, leave_out=SET_BY_FLY), APP_ENV: host_app_path()}
 
 
@@ -66,6 +64,7 @@ def make_backend(config: Mapping[str, Any]) -> Backend:
             # every Machine of the app gets; never from its config, which anyone reading the
             # Machine (fly machine status) sees.
             env=worker_settings(config),
+            machine_id=config["OFFLOAD_FLY_MACHINE_ID"],  # whose config.env (fly.toml's [env]) to hand on
         )
     return LocalBackend({**os.environ, **worker_env(config)})
 
