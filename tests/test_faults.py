@@ -234,6 +234,12 @@ def test_redis_restart_with_aof_loses_no_job_and_web_and_workers_recover_by_them
                 send_shutdown_command(redis, registered.name)
             for worker in workers:
                 assert worker.wait(30) == 0
+            for name in ("worker-1", "worker-2"):
+                # Said as a warning, once and then at 4, 8 ... s, by each step and thread that
+                # met it (RQ's command channel thread said ERROR every 2 s).
+                log = stack.log(name)
+                assert "could not connect to Redis instance" not in log and " ERROR " not in log, log
+                assert log.count("Redis unreachable on its command channel") == 1, log
     finally:
         http.close()
         stack.close()

@@ -5,8 +5,10 @@ rq-dashboard, a shell) wakes nobody, yet the job starts within a second of its t
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from redis import Redis
@@ -14,7 +16,8 @@ from rq import Queue
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from tests.conftest import ended, wait_for
+from tests.conftest import Stack, ended, process_env, wait_for
+from tests.faults import redis_with
 
 pytestmark = pytest.mark.e2e
 
@@ -83,3 +86,30 @@ def test_after_its_listening_connection_was_dropped_the_scheduler_still_starts_s
     job, when = _schedule_plainly(redis)
 
     assert _late_by(job, when) <= 1.0 + SLACK
+
+
+def test_after_a_redis_outage_the_scheduler_starts_such_jobs_on_time(tmp_path: Path):
+    """Redis restarted (AOF, 8 s down): the scheduler tries again every second, as the worker does,
+    so a job due 2 s after Redis returns starts on time. Its growing gaps (1, 2, 4, 8 ... 30 s)
+    had it asleep until 15 s into the outage, 5 s past the job's time."""
+    data = tmp_path / "redis-data"
+    data.mkdir()
+    with redis_with("--appendonly", "yes", data_dir=data) as server:
+        stack = Stack(redis_url=server.url, logs=tmp_path, env=process_env(server.url))
+        try:
+            stack.start_worker("worker")
+            redis = Redis.from_url(server.url)
+            wait_for(lambda: _scheduler_asleep(redis), what="the scheduler to sleep")
+            server.shut_down()
+            time.sleep(8)
+            server.start()
+
+            job, when = _schedule_plainly(redis)
+
+            assert _late_by(job, when) <= 1.0 + SLACK
+            log = stack.log("worker")
+            assert "Scheduler: Redis unreachable" in log and "Scheduler: Redis answered again after" in log, log
+            assert log.count("Scheduler: Redis still unreachable") <= 2, log  # at 4 and 8 s, not every second
+        finally:
+            stack.close()
+            print(f"----- worker log -----\n{stack.log('worker')[-5000:]}")

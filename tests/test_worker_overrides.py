@@ -42,7 +42,7 @@ def test_every_rq_method_offload_overrides_is_listed_once_with_private_ones_mark
     for override in RQ_OVERRIDES:
         assert override.private == (override.method.startswith("_") and not override.method.endswith("__"))
     private = sorted(f"{o.rq_class}.{o.method}" for o in RQ_OVERRIDES if o.private)
-    assert private == ["rq.Queue._persist_job", "rq.Worker._start_scheduler"]
+    assert private == ["rq.Queue._persist_job", "rq.Worker._pubsub_exception_handler", "rq.Worker._start_scheduler"]
 
 
 @pytest.mark.parametrize("path", sorted(WORKER_DIR.glob("*.py")), ids=lambda path: path.name)

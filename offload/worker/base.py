@@ -57,5 +57,11 @@ if TYPE_CHECKING:
 
         def _mark_ending(self, on: bool) -> None: ...  # lease, called by roundtrips
 
+        def _wait_for_job(
+            self, timeout: int | None, max_idle_time: int | None
+        ) -> tuple[Job, Queue] | None: ...  # waiting
+
+        def _log_taken(self, job: Job, queue: Queue) -> None: ...  # waiting, called by roundtrips
+
 else:
     WorkerBase = object

@@ -21,6 +21,7 @@ An outage longer than a job's heartbeat TTL is lease.py's concern.
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from collections.abc import Callable
@@ -47,6 +48,11 @@ _REPORT_AFTER_MAX = 60.0
 """Longest time between two lines saying Redis is still unreachable, for one step."""
 
 
+_PUBSUB_OUTAGE_OVER = 30.0
+"""Seconds without a failure after which the command channel's thread's next one starts a new
+outage (a failed read comes back within a connect timeout, and the thread retries every second)."""
+
+
 class ExecutionAlreadyEnded(Exception):
     """A repeated end-of-execution write found the execution already ended: the earlier try committed."""
 
@@ -56,56 +62,89 @@ class LeaseLost(Exception):
     may take (or have taken) the job for abandoned, so nothing of this run is written (lease.py)."""
 
 
+class OutageReport:
+    """What one step says of one Redis outage, tried again every :data:`RETRY_EVERY` seconds: once
+    when Redis stops answering, again as the outage goes on (after 4, 8, 16 ... s, then every
+    minute), and once when it answers again. ``who`` starts each line, ``what`` follows "Redis"."""
+
+    def __init__(self, log: logging.Logger, who: str, what: str = "") -> None:
+        self.log, self.who, self.what = log, who, what
+        self.began = 0.0
+        self.failures = 0
+        self.report_after = 4.0  # seconds into the outage of the next "still unreachable" line
+
+    def failed(self, exc: BaseException) -> None:
+        """A try failed on ``exc``: say so if it is the first, or if it is time to say it again."""
+        now = time.monotonic()
+        if not self.failures:
+            self.began, self.report_after = now, 4.0
+            self.log.warning(
+                "%s: Redis unreachable%s (%s); retrying every %.0f s", self.who, self.what, exc, RETRY_EVERY
+            )
+        elif now - self.began >= self.report_after:
+            waited = now - self.began
+            self.log.warning(
+                "%s: Redis still unreachable after %.0f s%s (%s); retrying every %.0f s",
+                self.who,
+                waited,
+                self.what,
+                exc,
+                RETRY_EVERY,
+            )
+            self.report_after = waited + min(waited, _REPORT_AFTER_MAX)
+        self.failures += 1
+
+    def answered(self) -> None:
+        """A try got through: say so if the ones before it failed, and forget the outage."""
+        if self.failures:
+            self.log.info(
+                "%s: Redis answered again after %.1f s (%d tries)%s",
+                self.who,
+                time.monotonic() - self.began,
+                self.failures + 1,
+                self.what,
+            )
+            self.failures = 0
+
+
 class RedisOutages(WorkerBase):
     """Worker mixin: waits Redis out at every step; retried steps are written once."""
 
     _stop_signalled: bool = False
     _ending_execution: str | None = None
+    _pubsub_outage: OutageReport | None = None
+    _pubsub_failed_at: float = 0.0
 
     def _until_redis_answers(self, what: str, action: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         """Return ``action(...)``, trying again every second while Redis is unreachable."""
-        began = time.monotonic()
+        outage = OutageReport(self.log, f"Worker {self.name}", f" while {what}")
         delay = RETRY_EVERY / 2
-        report_after = 4.0  # seconds into the outage of the next "still unreachable" line
-        failed = 0
         while True:
             try:
                 result = action(*args, **kwargs)
             except REDIS_ERRORS as exc:
                 if self._stop_signalled and not self.horse_pid and not self.is_horse:
                     raise StopRequested() from exc
-                failed += 1
-                waited = time.monotonic() - began
-                if failed == 1:
-                    self.log.warning(
-                        "Worker %s: Redis unreachable while %s (%s); retrying every %.0f s",
-                        self.name,
-                        what,
-                        exc,
-                        RETRY_EVERY,
-                    )
-                elif waited >= report_after:
-                    self.log.warning(
-                        "Worker %s: Redis still unreachable after %.0f s while %s (%s); retrying every %.0f s",
-                        self.name,
-                        waited,
-                        what,
-                        exc,
-                        RETRY_EVERY,
-                    )
-                    report_after = waited + min(waited, _REPORT_AFTER_MAX)
+                outage.failed(exc)
                 time.sleep(delay)
                 delay = RETRY_EVERY
                 continue
-            if failed:
-                self.log.info(
-                    "Worker %s: Redis answered again after %.1f s (%d tries) while %s",
-                    self.name,
-                    time.monotonic() - began,
-                    failed + 1,
-                    what,
-                )
+            outage.answered()
             return result
+
+    def _pubsub_exception_handler(self, exc, pubsub, pubsub_thread) -> None:
+        """On the command channel's thread: RQ's says ERROR every 2 s of an outage; this waits it
+        out as every other step does, and says it as they do."""
+        if not isinstance(exc, REDIS_ERRORS):
+            return super()._pubsub_exception_handler(exc, pubsub, pubsub_thread)
+        now = time.monotonic()
+        if self._pubsub_outage is None or now - self._pubsub_failed_at > _PUBSUB_OUTAGE_OVER:
+            # The thread has read (1 s slices) since its last failure: that outage is over.
+            self._pubsub_outage = OutageReport(self.log, f"Worker {self.name}", " on its command channel")
+        self._pubsub_outage.failed(exc)
+        time.sleep(RETRY_EVERY)
+        self._pubsub_failed_at = time.monotonic()
+        return None
 
     def check_for_suspension(self, burst: bool) -> None:
         self._until_redis_answers("checking for suspension", super().check_for_suspension, burst)

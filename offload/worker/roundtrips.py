@@ -3,7 +3,8 @@
 1. Take: one script (scripts.TAKE_JOB) checks the suspension flag, pops the job as RQ's
    ``dequeue_any`` would, notes it under the worker's name (a take whose reply is lost hands it
    over again) and reads its hash. Only when every queue is empty does the worker fall back to
-   RQ's blocking wait (``BLPOP``), which costs nothing while there is work.
+   RQ's blocking wait (``BLPOP``), which costs nothing while there is work, in a loop of its own
+   that waits out a Redis outage as every other step does.
 2. Start: the execution RQ's parent writes and the "started" write RQ's work horse sends next
    (status, heartbeat, metrics) go in one transaction from the worker; the job process gets the
    job over its pipe instead of reading it again (both batches write nothing twice: batches.py).
@@ -27,7 +28,6 @@ from redis.client import Pipeline
 from rq.exceptions import NoSuchJobError
 from rq.executions import Execution
 from rq.job import Job, JobStatus
-from rq.logutils import blue, green
 from rq.queue import Queue
 from rq.rate_limit import release_slot
 from rq.results import Result
@@ -118,8 +118,8 @@ class RoundTrips(WorkerBase):
         self.set_state(WorkerStatus.IDLE)
         self.heartbeat()
         taken = self._until_redis_answers("taking a job", self._take_job, timeout is None)
-        self.job_came_while_waiting = taken is None  # queues empty: what RQ's blocking wait returns came after it began
-        return taken if taken is not None else super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+        self.job_came_while_waiting = taken is None  # queues empty: what the blocking wait returns came after it began
+        return taken if taken is not None else self._wait_for_job(timeout, max_idle_time)
 
     def _take_job(self, burst: bool) -> tuple[Job, Queue] | None:
         """Pop and read the next job (None when every queue is empty), as RQ's ``dequeue_any`` does."""
@@ -156,10 +156,7 @@ class RoundTrips(WorkerBase):
                 continue
             self.reorder_queues(reference_queue=queue)
             job.redis_server_version = self.get_redis_server_version()
-            if self.log_job_description:  # as RQ's dequeue logs it
-                self.log.info("Worker %s: %s: %s (%s)", self.name, green(queue.name), blue(job.description), job.id)
-            else:
-                self.log.info("Worker %s: %s: %s", self.name, green(queue.name), job.id)
+            self._log_taken(job, queue)
             return job, queue
 
     # 2. Start

@@ -43,6 +43,7 @@ from rq.registry import ScheduledJobRegistry
 
 from offload import ondemand, periodic
 from offload.queues import WAKE_CHANNEL
+from offload.worker.outages import REDIS_ERRORS, RETRY_EVERY, OutageReport
 from offload.worker.parenting import die_with_parent
 
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
@@ -146,7 +147,7 @@ class SleepingScheduler(periodic.OffloadScheduler):
 
     def _work(self) -> None:
         pubsub = self.connection.pubsub(ignore_subscribe_messages=True)
-        backoff, born = 1.0, False
+        outage, born = OutageReport(self.log, "Scheduler"), False
         try:
             while not self._stop_requested:
                 try:
@@ -165,13 +166,14 @@ class SleepingScheduler(periodic.OffloadScheduler):
                         due_in = self.seconds_until_due()
                         # Still due: a job could not be moved; retry in a second, as RQ would.
                         due_in = 1.0 if due_in is not None and due_in <= 0 else due_in
+                    outage.answered()
                     self._sleep(pubsub, self.interval if due_in is None else min(due_in, self.interval))
-                    backoff = 1.0
-                except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-                    self.log.warning("Scheduler: Redis unavailable (%s), retrying in %.0f s", exc, backoff)
+                except REDIS_ERRORS as exc:
+                    # Every second, as the worker's steps: a job due during the outage, or just
+                    # after it, starts as soon as Redis answers (growing gaps once held it 30 s).
+                    outage.failed(exc)
                     self._forget_tracking(pubsub)
-                    self._sleep(None, backoff)
-                    backoff = min(backoff * 2, 30)
+                    self._sleep(None, RETRY_EVERY)
         finally:
             self._forget_tracking(pubsub)
 

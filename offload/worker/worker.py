@@ -18,6 +18,7 @@ registration.py      registers again when Redis lost the worker's registration; 
 maintenance.py       a dead worker's jobs found within a minute, cheaply
 jobprocess.py        fork once, run jobs over a pipe (speed of SimpleWorker, safety of a fork)
 roundtrips.py        heartbeat and state writes batched or skipped
+waiting.py           the blocking wait for a job while every queue is empty; outages waited out
 holds.py             paused queues skipped; a quiet worker takes no more jobs (offload.holds);
                      queue depths sampled for the dashboard in the same round trip
 ===================  ==========================================================================
@@ -44,6 +45,7 @@ from offload.worker.retry_hints import RetryHints
 from offload.worker.roundtrips import RoundTrips
 from offload.worker.scheduler_host import SchedulerHosting
 from offload.worker.slots import Slots
+from offload.worker.waiting import JobWait
 
 __all__ = ["REDIS_ERRORS", "OffloadJob", "OffloadWorker"]
 
@@ -63,6 +65,7 @@ class OffloadWorker(
     JobProcessRunner,
     QueueHolds,  # before RoundTrips: it filters the queues RoundTrips' take script pops from
     RoundTrips,
+    JobWait,
     JobMetricsMixin,
     Worker,
 ):
