@@ -4,6 +4,7 @@ processes: jobs run in a reused job process, and whatever a job does, the worker
 from __future__ import annotations
 
 import signal
+import threading
 from collections import Counter
 from datetime import timedelta
 
@@ -179,3 +180,36 @@ def _running(process: psutil.Process) -> bool:
         return process.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def test_a_delayed_retry_is_written_in_the_failure_transaction_and_not_before_it(workers, queue, redis):
+    """RQ wrote a delayed retry's "scheduled" status on a round trip of its own before the failure's
+    transaction: until that committed, a reader saw a scheduled job still in the started registry,
+    its retry not yet counted. MONITOR shows what each client sent, in order."""
+    seen: list[tuple[str, str]] = []  # (client, command)
+
+    def watch() -> None:
+        with Redis.from_url(workers.redis_url).monitor() as monitor:
+            for entry in monitor.listen():
+                seen.append((f"{entry['client_address']}:{entry['client_port']}", entry["command"]))
+                if entry["command"] == "ECHO monitor-done":
+                    return
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    wait_for(lambda: any(client["cmd"] == "monitor" for client in redis.client_list()), what="MONITOR to start")
+    workers.start_worker()
+    job = queue.enqueue("tests.fixtures.fail_with", "boom", retry=Retry(max=1, interval=600))
+    wait_for(lambda: job.get_status(refresh=True) == JobStatus.SCHEDULED, what="the retry to be scheduled")
+    redis.echo("monitor-done")
+    watcher.join(10)
+
+    writes = [i for i, (_, command) in enumerate(seen) if command.startswith(f"HSET {job.key} status scheduled")]
+    assert writes, seen
+    for index in writes:
+        client = seen[index][0]
+        before = [command for who, command in seen[:index] if who == client]
+        opened = next((command for command in reversed(before) if command in ("MULTI", "EXEC")), None)
+        assert opened == "MULTI", f"{seen[index][1]!r} sent outside a transaction: {[c[:60] for c in before[-3:]]}"
+    job.refresh()
+    assert job.retries_left == 0

@@ -18,7 +18,6 @@ from rq.timeouts import JobTimeoutException
 from rq.utils import as_text, now, str_to_date, utcformat
 
 from offload.jobs import attempt_time, error_line
-from offload.legacy import CurrentPathsJob
 from offload.worker.base import WorkerBase
 
 STOPPED_ON_REQUEST = "stopped on request"
@@ -40,11 +39,6 @@ def describe_failure(exc: BaseException | None, timeout: float | None) -> str:
 
 def timed_out(timeout: float | None) -> str:
     return f"timed out after {int(timeout or 0)} s"
-
-
-class OffloadJob(CurrentPathsJob):
-    """The job class Offload's workers run: RQ's, reading paths stored by earlier releases as they
-    are now (offload/legacy.py)."""
 
 
 class AttemptRecords(WorkerBase):

@@ -35,9 +35,9 @@ from rq.utils import import_attribute
 
 from offload.queues import OffloadQueue
 from offload.state import get_state
-from offload.worker.attempts import OffloadJob
 from offload.worker.base import WorkerBase
 from offload.worker.host import command_line_to_check, load_host_app
+from offload.worker.job import OffloadJob
 from offload.worker.slots import slot_count
 
 log = logging.getLogger("offload.worker")

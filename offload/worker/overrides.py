@@ -99,6 +99,7 @@ RQ_OVERRIDES: tuple[Override, ...] = (
     _o(W, "unsubscribe", "offload.worker.holds", "waits for the thread to close the pubsub, never closes it too"),
     # rq.job.Job
     _o(J, "restore", "offload.legacy", "callback paths stored by earlier releases, read as they are now"),
+    _o(J, "retry", "offload.worker.job", "a delayed retry's status in the failure's transaction, not before it"),
     # rq.Queue (offload.queues: shared by the web and the workers)
     _o(Q, "create_job", "offload.queues", "notes a job with a new id"),
     _o(Q, "enqueue_job", "offload.queues", "one round trip per enqueue"),

@@ -9,7 +9,8 @@ construction.py      ``rq worker``'s arguments adapted: JSON, Offload's job/queu
 appcontext.py        the host Flask app: preload hooks, its app context and job log around jobs
 slots.py             WORKER_SLOTS jobs at once: a worker per slot, forked after the preload
 scheduler_host.py    ``--with-scheduler`` runs Offload's SleepingScheduler (scheduler.py)
-attempts.py          a record of each attempt in the job's meta (OffloadJob starts it)
+attempts.py          a record of each attempt in the job's meta
+job.py               OffloadJob: a delayed retry written whole in the failure's transaction
 retry_hints.py       a task's exception decides its retries (offload.retries)
 lease.py             a job whose heartbeat cannot be renewed in time is given up, never run twice
 outages.py           Redis outages waited out; retried writes written once
@@ -32,10 +33,11 @@ from rq import Worker
 
 from offload.metrics import JobMetricsMixin
 from offload.worker.appcontext import HostAppContext
-from offload.worker.attempts import AttemptRecords, OffloadJob
+from offload.worker.attempts import AttemptRecords
 from offload.worker.construction import Construction
 from offload.worker.crash_reruns import CrashReruns
 from offload.worker.holds import QueueHolds
+from offload.worker.job import OffloadJob
 from offload.worker.jobprocess import JobProcessRunner
 from offload.worker.lease import JobLease
 from offload.worker.maintenance import Maintenance
