@@ -117,7 +117,7 @@ class RedisOutages(WorkerBase):
 
     def _until_redis_answers(self, what: str, action: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         """Return ``action(...)``, trying again every second while Redis is unreachable."""
-        outage = OutageReport(self.log, f"Worker {self.name}", f" while {what}")
+        outage: OutageReport | None = None  # made on the first failure: this runs several times a job
         delay = RETRY_EVERY / 2
         while True:
             try:
@@ -125,11 +125,13 @@ class RedisOutages(WorkerBase):
             except REDIS_ERRORS as exc:
                 if self._stop_signalled and not self.horse_pid and not self.is_horse:
                     raise StopRequested() from exc
+                outage = outage or OutageReport(self.log, f"Worker {self.name}", f" while {what}")
                 outage.failed(exc)
                 time.sleep(delay)
                 delay = RETRY_EVERY
                 continue
-            outage.answered()
+            if outage is not None:
+                outage.answered()
             return result
 
     def _pubsub_exception_handler(self, exc, pubsub, pubsub_thread) -> None:
