@@ -88,7 +88,9 @@ def start_stop_cost(command: str) -> stack.RedisCost:
     """What ``command`` costs Redis to start, find nothing to do, and stop."""
     with stack.stack() as processes:
         before = stack.redis_cost(processes.redis)
-        processes.start_worker(f"{command} --burst", wait=False).wait(60)
+        # Stock rq sometimes takes a minute to exit: its unsubscribe waits out the pub/sub thread's
+        # 60 s read (redis-py 8.2; offload/worker/holds.py reads in 1 s slices instead).
+        processes.start_worker(f"{command} --burst", wait=False).wait(120)
         return stack.redis_cost(processes.redis) - before
 
 
