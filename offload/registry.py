@@ -189,6 +189,14 @@ class TaskRegistry(MutableMapping[str, Task]):
         """Register ``func`` as a task and return it; a second task of the same name, or an option
         misspelled or of the wrong type, is refused."""
         check_options(func, options)
+        if func.__module__ == "__main__":
+            # The job would name __main__.<function>: no worker can import that (its own __main__
+            # is rq's or flask's), and the job would wait for a worker that knows it, then fail.
+            raise TypeError(
+                f"@offload.task on {func.__name__}: defined in a script run as __main__ (python app.py), which "
+                "no worker can import; run the app by its module name (flask --app app run, gunicorn app:app), "
+                "or define the tasks in a module it imports (tasks.py)"
+            )
         task_name = options.get("name") or func.__name__
         if task_name in self._by_name:
             raise ValueError(f"task {task_name!r} is registered twice")

@@ -3,6 +3,7 @@ and each blueprint registered on its own."""
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 import pytest
@@ -106,11 +107,11 @@ def test_the_console_alone_logs_an_operator_in(redis_url, offload):
     app.register_blueprint(console_blueprint, url_prefix="/ops")
     client = app.test_client()
 
-    assert client.get("/ops/queues").status_code == 302
-    assert client.get("/login").status_code == 200
+    assert client.get("/ops/queues").location == "/ops/login?next=/ops/queues"
+    assert client.get("/login").status_code == 404  # the host's to have: the login follows the prefix
     from tests.conftest import OPERATOR_PASSWORD, OPERATOR_USERNAME
 
-    client.post("/login", data={"username": OPERATOR_USERNAME, "password": OPERATOR_PASSWORD})
+    client.post("/ops/login", data={"username": OPERATOR_USERNAME, "password": OPERATOR_PASSWORD})
     page = client.get("/ops/queues")
     assert page.status_code == 200 and "default" in page.get_data(as_text=True)
     assert client.get("/rq/").status_code == 200
@@ -181,3 +182,96 @@ def test_the_console_without_the_pages_lists_jobs_without_links_to_missing_pages
 
     page = client.get("/operator/jobs").get_data(as_text=True)
     assert job.id[:8] in page and 'href="None"' not in page
+
+
+def test_offloads_forms_check_csrf_where_the_host_checks_only_the_views_it_chooses(redis_url, redis, offload):
+    """Flask-WTF's WTF_CSRF_CHECK_DEFAULT = False (the host calls csrf.protect() view by view) left
+    every Offload form unchecked: a login and a queue paused without a token."""
+    from flask_wtf.csrf import CSRFProtect
+
+    from tests.conftest import OPERATOR_PASSWORD, OPERATOR_USERNAME, form_token
+
+    app = make_app(redis_url, WTF_CSRF_CHECK_DEFAULT=False, **OPERATOR_ACCOUNT)
+    CSRFProtect(app)
+    offload.init_app(app)
+    app.register_blueprint(pages_blueprint)
+    app.register_blueprint(api_blueprint)
+    app.register_blueprint(console_blueprint)
+
+    @app.post("/hook")
+    def hook() -> str:  # the host's own view: its choice, unchecked
+        return "ok"
+
+    client = app.test_client()
+    login = {"username": OPERATOR_USERNAME, "password": OPERATOR_PASSWORD}
+    assert client.post("/login", data=login).status_code == 400
+    assert client.post("/login", data={**login, "csrf_token": form_token(client, "/login")}).status_code == 303
+    assert client.post("/operator/queues/default/pause").status_code == 400
+    assert not redis.smembers("offload:paused-queues")
+    assert client.post("/tasks/add", data={"a": "1"}).status_code == 400
+    assert queued_job_count(redis) == 0
+    assert client.post("/hook").get_data(as_text=True) == "ok"
+    assert client.post("/api/jobs", json={"task": "add", "params": {"a": 1}}).status_code == 202  # JSON: exempt
+
+
+def test_the_hosts_default_limits_and_exemptions_are_its_own_limiters_alone(redis_url, offload):
+    """A host's Flask-Limiter with RATELIMIT_DEFAULT: Offload's limiter read the same setting and
+    counted it again on every route, the host's exempt ones included."""
+    from flask_limiter import Limiter
+    from flask_limiter.util import get_remote_address
+
+    app = make_app(redis_url, RATELIMIT_DEFAULT="3 per minute", RATELIMIT_STORAGE_URI="memory://")
+    host_limiter = Limiter(get_remote_address, app=app)
+    offload.init_app(app)
+
+    @app.get("/free")
+    @host_limiter.exempt
+    def free() -> str:
+        return "ok"
+
+    @app.get("/limited")
+    def limited() -> str:
+        return "ok"
+
+    app.register_blueprint(pages_blueprint)
+    client = app.test_client()
+
+    assert [client.get("/free").status_code for _ in range(6)] == [200] * 6
+    assert [client.get("/limited").status_code for _ in range(4)] == [200, 200, 200, 429]
+
+
+def test_under_a_mount_prefix_the_login_returns_to_the_page_and_the_dashboards_cookie_reaches_it(redis_url, offload):
+    """Mounted at /shop (SCRIPT_NAME): the login's way back lost the prefix (a 404 outside the app),
+    and rq-dashboard's CSRF cookie had path /rq, never sent to /shop/rq/."""
+    from tests.conftest import OPERATOR_PASSWORD, OPERATOR_USERNAME
+
+    app = make_app(redis_url, **OPERATOR_ACCOUNT)
+    offload.init_app(app)
+    app.register_blueprint(pages_blueprint)
+    app.register_blueprint(console_blueprint)
+    client = app.test_client()
+    shop = {"base_url": "http://localhost/shop"}  # SCRIPT_NAME /shop
+
+    asked = client.get("/operator/queues", **shop)
+    assert asked.location == "/shop/login?next=/operator/queues"
+    token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login", **shop).text).group(1)
+    form = {"username": OPERATOR_USERNAME, "password": OPERATOR_PASSWORD, "csrf_token": token}
+    back = client.post("/login?next=/operator/queues", data=form, **shop)
+    assert back.status_code == 303 and back.location == "/shop/operator/queues"
+
+    dashboard = client.get("/rq/", **shop)
+    assert dashboard.status_code == 200
+    assert "Path=/shop/rq" in dashboard.headers["Set-Cookie"]
+
+
+def test_a_task_defined_in_a_script_run_as_main_is_refused_with_the_way_out():
+    """``python app.py``: its tasks were registered as __main__.<name>, which no worker can import;
+    their jobs waited ten minutes for a worker that knew them, then failed."""
+    extension = Offload()
+
+    def greet(name: str) -> str:
+        return name
+
+    greet.__module__ = "__main__"
+    with pytest.raises(TypeError, match=r"run as __main__ .*flask --app app run, gunicorn app:app"):
+        extension.task(title="Greet")(greet)

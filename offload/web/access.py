@@ -58,7 +58,8 @@ def require_submit(task: Task | str) -> None:
         # Opening a form one may not use: the login, and back to the form.
         abort(redirect(url_for("auth.login", next=request.full_path.rstrip("?"))))
     if visitor_access() is Access.PUBLIC:
-        abort(401, f"{task.title} is for {who} only: log in first (/login). Nothing was started.")
+        where = f" ({url_for('auth.login')})" if "auth" in current_app.blueprints else ""
+        abort(401, f"{task.title} is for {who} only: log in first{where}. Nothing was started.")
     abort(403, f"{task.title} is for {who} only. Nothing was started.")
 
 

@@ -180,8 +180,9 @@ def operator_required(view: Callable[..., Any]) -> Callable[..., Any]:
     return guarded
 
 
-def safe_next(target: str | None) -> str:
-    """Return ``target`` if it is a path on this site, else the home page (no open redirects).
+def safe_next(target: str | None) -> str | None:
+    """Return ``target`` if it is a path in this app (as ``request.path`` gives it, without the
+    prefix the app is mounted under), else None (no open redirects).
 
     A control character or line break is refused too: CR/LF would break the Location header
     (a 500), and browsers drop tabs and newlines from URLs, so ``/\\t/evil.example`` is ``//evil.example``.
@@ -196,7 +197,13 @@ def safe_next(target: str | None) -> str:
         parts = urlsplit(target)
         if not parts.scheme and not parts.netloc:
             return target
-    return home()
+    return None
+
+
+def landing(target: str | None) -> str:
+    """Where a login goes: ``target`` (a path in this app, :func:`safe_next`) under the prefix the
+    app is mounted at (``SCRIPT_NAME``), else the home page."""
+    return request.script_root + target if target else home()
 
 
 def home() -> str:
@@ -211,16 +218,16 @@ def login():
         abort(503, OFF_MESSAGE)
     target = safe_next(request.values.get("next"))
     if request.method == "GET":
-        return render_template("offload/login.html", next=target, error=None, username="")
+        return render_template("offload/login.html", next=target or "", error=None, username="")
     count_login_attempt()
     username = request.form.get("username", "")
     if not check_credentials(username, request.form.get("password", "")):
         log.warning("Failed operator login as %r from %s", username[:100], request.remote_addr)
         error = "Wrong username or password."
-        return render_template("offload/login.html", next=target, error=error, username=username), 401
+        return render_template("offload/login.html", next=target or "", error=error, username=username), 401
     start_login()
     log.info("Operator %s logged in from %s", username, request.remote_addr)
-    return redirect(target, code=303)
+    return redirect(landing(target), code=303)
 
 
 def count_login_attempt() -> None:

@@ -1,7 +1,8 @@
 """The operators' console as one blueprint: register ``console_blueprint`` and the app gets the
-operator login (``/login``, ``/logout``), the operator pages (``/operator/...`` or the prefix
-given: jobs, queues, dashboard, log), job, queue and worker control, bulk actions and
-rq-dashboard at ``/rq``, all behind the login."""
+operator login (``/login``, ``/logout``) and the operator pages (``/operator/...``: jobs,
+queues, dashboard, log, bulk actions), both under the prefix given instead if there is one (a
+host app keeps its own ``/login``), and job, queue and worker control and rq-dashboard at
+``/rq``, all behind the login."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ for part in (auth.bp, operators.bp, control.bp, bulk.bp):  # registered through 
 @bp.record_once
 def _register_parts(state: BlueprintSetupState) -> None:
     app = state.app
-    app.register_blueprint(auth.bp)
+    app.register_blueprint(auth.bp, url_prefix=state.url_prefix)
     app.register_blueprint(operators.bp, url_prefix=state.url_prefix or operators.URL_PREFIX)
     app.register_blueprint(control.bp)
     app.register_blueprint(bulk.bp, url_prefix=state.url_prefix or operators.URL_PREFIX)

@@ -59,7 +59,8 @@ log = logging.getLogger("offload")
 BLUEPRINT = "rq_dashboard"
 URL_PREFIX = "/rq"
 CSRF_COOKIE = "_csrf_token"  # the name rq-dashboard's dashboard.js reads
-"""Cookie holding a Flask-WTF token for rq-dashboard's own POSTs (path ``/rq`` only)."""
+"""Cookie holding a Flask-WTF token for rq-dashboard's own POSTs (path ``/rq`` only, under the
+app's mount point)."""
 
 _INLINE_SCRIPT = re.compile(r'<script type="text/javascript">(.*?)</script>', re.DOTALL)
 
@@ -152,7 +153,7 @@ def secure_dashboard_page(response: Response) -> Response:
     response.set_cookie(
         CSRF_COOKIE,
         generate_csrf(),
-        path=URL_PREFIX,
+        path=request.script_root + URL_PREFIX,  # under the prefix the app is mounted at, if any
         secure=current_app.config["SESSION_COOKIE_SECURE"],
         httponly=False,  # its script reads it: the cookie is worthless to other sites, which cannot read it
         samesite="Strict",

@@ -2,6 +2,11 @@
 
 Views take a limit with ``@limiter.limit("5 per minute")``. The module is not called
 ``limits.py``: that name would shadow the ``limits`` package Flask-Limiter is built on.
+
+Offload's limiter enforces only the limits its own views name. A host app's Flask-Limiter reads
+the same ``RATELIMIT_*`` settings: its default and application limits (``RATELIMIT_DEFAULT``,
+``RATELIMIT_APPLICATION``) are its own limiter's to apply, with its own exemptions, never
+counted a second time by Offload's.
 """
 
 from __future__ import annotations
@@ -12,8 +17,16 @@ from flask_limiter import Limiter
 from offload.connection import connection_pool
 from offload.web.client_identity import client_key
 
+
+def _always_exempt() -> bool:
+    return True
+
+
 # Keyed by client (an IPv4 address or an IPv6 /64, as a trusted proxy reports it): client_identity.py.
-limiter = Limiter(key_func=client_key)
+# Default and application limits (a host's RATELIMIT_DEFAULT, RATELIMIT_APPLICATION) are exempt.
+limiter = Limiter(
+    key_func=client_key, default_limits_exempt_when=_always_exempt, application_limits_exempt_when=_always_exempt
+)
 
 
 def init_app(app: Flask) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import cast
 
-from flask import Blueprint, Flask, current_app
+from flask import Blueprint, Flask, current_app, request
 from flask_wtf.csrf import CSRFProtect
 
 from offload.web import auth, errors, rate_limits
@@ -35,9 +35,27 @@ def install(app: Flask) -> None:
     app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)  # tokens live as long as the session
     if "csrf" not in app.extensions:  # the host's own CSRFProtect, when it has one
         CSRFProtect(app)
+    app.before_request(check_csrf_of_offload_forms)
     rate_limits.init_app(app)
     app.context_processor(lambda: {"is_operator": auth.is_operator, "offload_parts": registered_parts()})
     app.register_blueprint(assets)
+
+
+FORM_BLUEPRINTS = frozenset({"web", "console", "auth", "operators", "control", "bulk", "rq_dashboard"})
+"""Offload's blueprints that take forms (and rq-dashboard's POSTs); the JSON API is exempt (api.py)."""
+
+
+def check_csrf_of_offload_forms() -> None:
+    """Check the CSRF token of a form sent to Offload's views even where the host's CSRFProtect
+    checks only the views it is told to (``WTF_CSRF_CHECK_DEFAULT = False``, Flask-WTF's mode for
+    calling ``csrf.protect()`` view by view): Offload's forms never depend on that choice. With
+    the default, CSRFProtect has checked it already; ``WTF_CSRF_ENABLED = False`` (a host's tests)
+    switches it off here too."""
+    config = current_app.config
+    if config.get("WTF_CSRF_CHECK_DEFAULT", True) or not config.get("WTF_CSRF_ENABLED", True):
+        return
+    if request.blueprint in FORM_BLUEPRINTS:
+        current_app.extensions["csrf"].protect()  # 400 (CSRFError) without a valid token; GET passes
 
 
 def registered_parts() -> dict[str, bool]:
