@@ -378,6 +378,9 @@ def run_bench(args: list[str]) -> int:
 
 def main(argv: list[str]) -> int:
     command = argv[0] if argv else "run"
+    if command in ("-h", "--help", "help"):
+        print(__doc__)
+        return 0
     if command not in ("run", "test", "bench", "worker", "flaky-api"):
         print(__doc__)
         return 2

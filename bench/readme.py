@@ -28,6 +28,10 @@ def replace_run(readme: str, output: str, command: str, when: datetime) -> str:
 
 
 def main(argv: list[str]) -> int:
+    if {"-h", "--help"} & set(argv):
+        # The bench's options, and nothing written: its help is no run to put in the README.
+        print(__doc__.strip() + "\n")
+        return subprocess.call([sys.executable, "-m", "bench", "--help"], cwd=stack.ROOT)
     if argv[:1] == ["--from"]:
         saved = Path(argv[1])
         output, command = saved.read_text(), "python3 dev.py bench " + " ".join(argv[2:])

@@ -62,8 +62,8 @@ DEFAULTS: dict[str, Any] = {
     "RUN_JOBS_INLINE": False,
     # Seconds a finished job and its result are kept (RQ's default is 500).
     "RESULT_TTL": 24 * 3600,
-    # What a finished job keeps in Redis for RESULT_TTL: "compact" (~2.6 KB for a no-op job:
-    # its results stream rewritten at its size, empty fields dropped) or "rq" (RQ's ~6.7 KB;
+    # What a finished job keeps in Redis for RESULT_TTL: "compact" (~1.5 KB for a no-op job:
+    # its results stream rewritten at its size, empty fields dropped) or "rq" (RQ's ~5.5 KB;
     # the stream keeps the 4 KB node Redis preallocates). Either reads the same with RQ's API.
     "FINISHED_JOB_FOOTPRINT": "compact",
     # Seconds a failed job and its traceback are kept (RQ's default is a year).
