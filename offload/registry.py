@@ -122,6 +122,19 @@ class Task:
         required = set(schema.get("required", []))
         return [{"name": name, "required": name in required, **prop} for name, prop in schema["properties"].items()]
 
+    @functools.cached_property
+    def has_form(self) -> bool:
+        """Whether a form of text inputs, numbers, checkboxes and choices can give every parameter;
+        a nested model, a list or a mapping takes the JSON API (or an ``own_form``)."""
+        return not self.own_form and not any(_structured(field) for field in self.form_fields())
+
+
+def _structured(schema: Mapping[str, Any]) -> bool:
+    """Whether a JSON schema property needs more than one form input: an object, an array, a model."""
+    if "$ref" in schema or schema.get("type") in ("object", "array"):
+        return True
+    return any(_structured(option) for option in (*schema.get("anyOf", ()), *schema.get("allOf", ())))
+
 
 class TaskOptions(TypedDict, total=False):
     """How a task is registered (``@offload.task(**options)``); every key is optional."""

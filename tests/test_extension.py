@@ -8,12 +8,22 @@ from typing import Annotated
 
 import pytest
 from flask import Flask
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from offload import InvalidParams, Offload, UnknownTask
 from offload.state import get_state
 from offload.web import api_blueprint, console_blueprint, pages_blueprint
 from tests.conftest import OPERATOR_ACCOUNT, queued_job_count
+
+
+class Address(BaseModel):
+    street: str
+    zip: str
+
+
+def ship(addr: Address, qty: Annotated[int, Field(ge=1)] = 1) -> int:
+    """A task whose parameters a form cannot give (a nested model)."""
+    return qty
 
 
 def make_app(redis_url: str, **config: object) -> Flask:
@@ -275,3 +285,22 @@ def test_a_task_defined_in_a_script_run_as_main_is_refused_with_the_way_out():
     greet.__module__ = "__main__"
     with pytest.raises(TypeError, match=r"run as __main__ .*flask --app app run, gunicorn app:app"):
         extension.task(title="Greet")(greet)
+
+
+def test_a_task_with_a_nested_model_points_to_the_api_instead_of_a_form_it_cannot_fill(redis_url, redis):
+    """Its form had one text input and an empty label, and every value was refused."""
+    extension = Offload()
+    extension.task(title="Ship", queue="default")(ship)
+    app = make_app(redis_url, WTF_CSRF_ENABLED=False)  # the page has no form to take a token from
+    extension.init_app(app)
+    app.register_blueprint(pages_blueprint)
+    app.register_blueprint(api_blueprint)
+    client = app.test_client()
+
+    page = client.get("/").get_data(as_text=True)
+    assert "takes structured parameters" in page and 'action="/tasks/ship"' not in page
+    refused = client.post("/tasks/ship", data={"addr": "Main 1"})
+    assert refused.status_code == 404 and "POST /api/jobs" in refused.get_data(as_text=True)
+    params = {"addr": {"street": "Main 1", "zip": "12345"}, "qty": 2}
+    assert client.post("/api/jobs", json={"task": "ship", "params": params}).status_code == 202
+    assert queued_job_count(redis) == 1

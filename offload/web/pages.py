@@ -69,6 +69,8 @@ def submit(name: str):
     access.require_submit(task)
     if task.own_form:
         abort(404, f"{task.title} starts from its own form.")
+    if not task.has_form:
+        abort(404, f"{task.title} takes structured parameters: start it through the JSON API (POST /api/jobs).")
     values = form_values(task, request.form)
     errors: dict[str, str] = {}
     try:
