@@ -304,3 +304,15 @@ def test_a_task_with_a_nested_model_points_to_the_api_instead_of_a_form_it_canno
     params = {"addr": {"street": "Main 1", "zip": "12345"}, "qty": 2}
     assert client.post("/api/jobs", json={"task": "ship", "params": params}).status_code == 202
     assert queued_job_count(redis) == 1
+
+
+def test_the_openapi_document_names_the_paths_where_the_api_is_mounted(redis_url, offload):
+    app = make_app(redis_url)
+    offload.init_app(app)
+    app.register_blueprint(api_blueprint, url_prefix="/work/api")
+    client = app.test_client()
+
+    mounted = client.get("/work/api/openapi.json", base_url="http://localhost/shop").get_json()
+    assert mounted["servers"] == [{"url": "/shop"}]
+    assert "/work/api/jobs" in mounted["paths"] and "/api/jobs" not in mounted["paths"]
+    assert "servers" not in client.get("/work/api/openapi.json").get_json()

@@ -203,7 +203,8 @@ def get_batch(batch_id: str):
 @bp.get("/openapi.json")
 def openapi_document():
     """This API's OpenAPI 3.1 document, generated from the models that validate its bodies."""
-    return jsonify(openapi.document(get_tasks()))
+    base = url_for("api.openapi_document").removeprefix(request.script_root).removesuffix("/openapi.json")
+    return jsonify(openapi.document(get_tasks(), base=base, server=request.script_root))
 
 
 PAGE_LIMIT = 100

@@ -195,8 +195,10 @@ def _path_id(name: str, description: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}, "description": description}
 
 
-def document(tasks: Mapping[str, Task]) -> dict[str, Any]:
-    """Return the OpenAPI 3.1 document of the JSON API for the app's ``tasks``."""
+def document(tasks: Mapping[str, Task], base: str = "/api", server: str = "") -> dict[str, Any]:
+    """Return the OpenAPI 3.1 document of the JSON API for the app's ``tasks``: its paths under
+    ``base`` (where the API blueprint is registered), on ``server`` (the prefix the app is mounted
+    at, ``SCRIPT_NAME``; none: the document's own origin)."""
     startable = [task for task in tasks.values() if not task.own_form]
     requests = {task.name: job_request(task) for task in startable}
     models: list[type[BaseModel]] = [
@@ -254,14 +256,14 @@ def document(tasks: Mapping[str, Task]) -> dict[str, Any]:
             "description": "Start slow work on RQ workers and follow it. Jobs are JSON, never pickle.",
         },
         "paths": {
-            "/api/tasks": {
+            f"{base}/tasks": {
                 "get": {
                     "operationId": "listTasks",
                     "summary": "Every task, with the JSON schema of its params",
                     "responses": {"200": _answer("The tasks.", "TaskList"), **_errors(503)},
                 }
             },
-            "/api/jobs": {
+            f"{base}/jobs": {
                 "post": {
                     "operationId": "createJob",
                     "summary": "Start a job (now, at run_at, or after run_in seconds)",
@@ -278,7 +280,7 @@ def document(tasks: Mapping[str, Task]) -> dict[str, Any]:
                     "responses": {"200": _answer("One page of jobs.", "JobList"), **_errors(400, 503)},
                 },
             },
-            "/api/jobs/{job_id}": {
+            f"{base}/jobs/{{job_id}}": {
                 "get": {
                     "operationId": "getJob",
                     "summary": "A job's state, progress, timings, log and result or error",
@@ -292,7 +294,7 @@ def document(tasks: Mapping[str, Task]) -> dict[str, Any]:
                     "responses": {"200": _answer("Canceled.", "JobView"), **_errors(403, 404, 409, 503)},
                 },
             },
-            "/api/newsletters": {
+            f"{base}/newsletters": {
                 "post": {
                     "operationId": "createNewsletter",
                     "summary": "Send a newsletter: one job per distinct valid recipient",
@@ -304,7 +306,7 @@ def document(tasks: Mapping[str, Task]) -> dict[str, Any]:
                     },
                 }
             },
-            "/api/batches/{batch_id}": {
+            f"{base}/batches/{{batch_id}}": {
                 "get": {
                     "operationId": "getBatch",
                     "summary": "A newsletter's counts and failures",
@@ -312,7 +314,7 @@ def document(tasks: Mapping[str, Task]) -> dict[str, Any]:
                     "responses": {"200": _answer("The batch.", "Batch"), **_errors(404, 503)},
                 }
             },
-            "/api/openapi.json": {
+            f"{base}/openapi.json": {
                 "get": {
                     "operationId": "getOpenAPI",
                     "summary": "This document",
@@ -326,4 +328,5 @@ def document(tasks: Mapping[str, Task]) -> dict[str, Any]:
             },
         },
         "components": {"schemas": schemas},
+        **({"servers": [{"url": server}]} if server else {}),
     }
