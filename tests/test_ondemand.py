@@ -275,6 +275,17 @@ def fly_backend(fly: FakeFly, **options) -> FlyBackend:
     return backend
 
 
+def enqueue_and_start_a_machine(fly_client, queue: Queue, function: str, *args: object) -> Job:
+    """Enqueue ``function(*args)`` on the on-demand queue and have the web start a Machine for it, as
+    a submit does; return the job once the Machine was asked for."""
+    job = queue.enqueue(function, *args)
+    with fly_client.application.app_context():
+        started = ondemand.job_enqueued(QUEUE, job.id)
+    assert started is not None
+    started.result(timeout=60)
+    return job
+
+
 def submit(client) -> str:
     created = client.post("/api/jobs", json={"task": "crunch_on_demand", "params": {"limit": 1_000_000}})
     assert created.status_code == 202
@@ -335,11 +346,7 @@ def test_a_machine_runs_with_the_env_of_fly_toml_that_the_starting_machine_was_d
         }
     )
     fly_client.application.config["OFFLOAD_FLY_MACHINE_ID"] = web.id
-    job = queue.enqueue("tests.fixtures.environment_variable", "GREETING")
-    with fly_client.application.app_context():
-        started = ondemand.job_enqueued(QUEUE, job.id)  # what a submit does
-    assert started is not None
-    started.result(timeout=60)
+    job = enqueue_and_start_a_machine(fly_client, queue, "tests.fixtures.environment_variable", "GREETING")
 
     (machine,) = fly.created()
     env = machine.config["env"]
@@ -369,11 +376,7 @@ def test_a_machine_stopped_with_work_left_hands_it_to_a_new_machine(fly, fly_cli
     """The successor of an on-demand Machine is another Machine, created through the Machines API, not a
     subprocess of the Machine being stopped (which would die with it): the Machine knows
     ONDEMAND_BACKEND and FLY_API_URL only from the config.env the web sent."""
-    running = queue.enqueue("tests.fixtures.run_until_released", "release")
-    with fly_client.application.app_context():
-        started = ondemand.job_enqueued(QUEUE, running.id)  # what a submit does
-    assert started is not None
-    started.result(timeout=60)
+    running = enqueue_and_start_a_machine(fly_client, queue, "tests.fixtures.run_until_released", "release")
     (first,) = fly.created()
     wait_for(lambda: status(redis, running.id) == "started", what="the Machine to take the job")
     left = queue.enqueue("tests.fixtures.burn_cpu", 0)  # waits for the Machine (no second one asked for)
