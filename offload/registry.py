@@ -126,7 +126,7 @@ class Task:
     def has_form(self) -> bool:
         """Whether a form of text inputs, numbers, checkboxes and choices can give every parameter;
         a nested model, a list or a mapping takes the JSON API (or an ``own_form``)."""
-        return not self.own_form and not any(_structured(field) for field in self.form_fields())
+        return not any(_structured(field) for field in self.form_fields())
 
 
 def _structured(schema: Mapping[str, Any]) -> bool:

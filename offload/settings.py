@@ -298,7 +298,7 @@ def to_environ(config: Mapping[str, Any], leave_out: Collection[str] = ()) -> di
     ``leave_out`` and empty ones (which read back as their default)."""
     env: dict[str, str] = {}
     for name in DEFAULTS:
-        if name in SECRET_SETTINGS or name in leave_out or key(name) not in config:
+        if name in leave_out or key(name) not in config:
             continue
         value = config[key(name)]
         if isinstance(value, bool):
@@ -307,9 +307,16 @@ def to_environ(config: Mapping[str, Any], leave_out: Collection[str] = ()) -> di
             text = ",".join(str(item) for item in value)
         else:
             text = str(value)
-        if text and not _holds_credentials(text):
+        if text and not is_secret(name, text):
             env[key(name)] = text
     return env
+
+
+def is_secret(name: str, value: str = "") -> bool:
+    """Whether the environment variable ``name`` (with ``value``) holds a secret: ``SECRET_KEY``, a
+    secret setting (:data:`SECRET_SETTINGS`, with or without its prefix) or a URL with credentials.
+    Secrets reach another process only through its own environment (on Fly, the app's secrets)."""
+    return name == "SECRET_KEY" or name.removeprefix(PREFIX) in SECRET_SETTINGS or _holds_credentials(value)
 
 
 def _holds_credentials(text: str) -> bool:

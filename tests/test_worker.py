@@ -204,7 +204,11 @@ def test_a_delayed_retry_is_written_in_the_failure_transaction_and_not_before_it
     redis.echo("monitor-done")
     watcher.join(10)
 
-    writes = [i for i, (_, command) in enumerate(seen) if command.startswith(f"HSET {job.key} status scheduled")]
+    writes = [
+        i
+        for i, (_, command) in enumerate(seen)
+        if command.startswith(f"HSET {job.key} ") and " status scheduled" in command
+    ]
     assert writes, seen
     for index in writes:
         client = seen[index][0]

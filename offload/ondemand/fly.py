@@ -15,7 +15,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from offload.ondemand.drain import WORKER_ID_ENV, OnDemandError, burst_command
-from offload.settings import PREFIX, SECRET_SETTINGS
+from offload.settings import PREFIX, is_secret
 
 if TYPE_CHECKING:
     import httpx
@@ -26,12 +26,6 @@ log = logging.getLogger("offload.ondemand")
 SET_BY_FLY = frozenset({"FLY_APP_NAME", "FLY_IMAGE_REF", "FLY_REGION", "FLY_MACHINE_ID"})
 """Settings Fly sets on every Machine itself (the app, the image it runs, where it runs, its id):
 never in a Machine's ``config.env``."""
-
-
-def is_secret(name: str) -> bool:
-    """Whether the variable ``name`` holds a secret (``SECRET_KEY`` or a secret Offload setting,
-    with or without its prefix), which reaches a Machine only as a Fly secret."""
-    return name == "SECRET_KEY" or name.removeprefix(PREFIX) in SECRET_SETTINGS
 
 
 LIVE_STATES = frozenset({"created", "starting", "started"})
@@ -78,7 +72,7 @@ class FlyBackend:
         ]
         if missing:
             raise OnDemandError(f"the fly on-demand backend needs {', '.join(missing)} (docs/deploy.md)")
-        secrets = sorted(name for name in env or {} if is_secret(name))
+        secrets = sorted(name for name, value in (env or {}).items() if is_secret(name, value))
         if secrets:
             # A Machine's config is shown to whoever reads the Machine; secrets reach it as Fly secrets.
             raise OnDemandError(f"secrets never go in an on-demand Machine's config.env: {', '.join(secrets)}")
@@ -131,26 +125,24 @@ class FlyBackend:
         if self._deployed_env is None:
             try:
                 response = self._request("GET", f"/machines/{self.machine_id}", deadline)
+                if not response.is_success:
+                    raise FlyAPIError(f"{response.status_code}: {_error_text(response)}", response.status_code)
             except OnDemandError as exc:
-                log.warning("could not read this Machine's config.env (%s): fly.toml's [env] is not handed on", exc)
-                return {}
-            if not response.is_success:
                 log.warning(
-                    "could not read Machine %s's config.env (%s: %s): fly.toml's [env] is not handed on",
+                    "could not read Machine %s's config.env (%s): fly.toml's [env] is not handed on",
                     self.machine_id,
-                    response.status_code,
-                    _error_text(response),
+                    exc,
                 )
                 return {}
-            env = (response.json().get("config") or {}).get("env") or {}
+            env: dict[str, str] = (response.json().get("config") or {}).get("env") or {}
             self._deployed_env = {
-                str(name): str(value)
+                name: value
                 for name, value in env.items()
                 if not (
-                    str(name).startswith("FLY_")
-                    or str(name).removeprefix(PREFIX) in SET_BY_FLY
+                    name.startswith("FLY_")
+                    or name.removeprefix(PREFIX) in SET_BY_FLY
                     or name == WORKER_ID_ENV
-                    or is_secret(str(name))
+                    or is_secret(name, value)
                 )
             }
         return self._deployed_env

@@ -7,7 +7,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 from redis.client import Pipeline
-from rq.job import JobStatus
 from rq.queue import Queue
 from rq.utils import now
 
@@ -21,13 +20,13 @@ class OffloadJob(CurrentPathsJob):
         interval = self.get_retry_interval()
         if not interval:
             return super().retry(queue, pipeline)
-        # RQ's, but RQ writes the "scheduled" status on its own, at once: one round trip more, and
-        # until the failure's transaction commits, a reader saw a scheduled job still running (in
-        # the started registry, its retry not yet counted). Here it goes in that transaction.
+        # RQ's, less its set_status: that wrote "scheduled" at once, on a round trip of its own,
+        # and until the failure's transaction committed a reader saw a scheduled job still running
+        # (in the started registry, its retry not yet counted). schedule_job writes the status
+        # with the rest of the job, in that transaction.
         assert self.retries_left
         self.retries_left = self.retries_left - 1
         when = now() + timedelta(seconds=interval)
-        self.set_status(JobStatus.SCHEDULED, pipeline=pipeline)
         queue.schedule_job(self, when, pipeline=pipeline)
         self.log.info("Job %s: scheduled for retry at %s, %s remaining", self.id, when, self.retries_left)
         return None

@@ -69,15 +69,14 @@ class OutageReport:
 
     def __init__(self, log: logging.Logger, who: str, what: str = "") -> None:
         self.log, self.who, self.what = log, who, what
-        self.began = 0.0
         self.failures = 0
-        self.report_after = 4.0  # seconds into the outage of the next "still unreachable" line
+        self.began = self.report_after = 0.0  # set by the first failure
 
     def failed(self, exc: BaseException) -> None:
         """A try failed on ``exc``: say so if it is the first, or if it is time to say it again."""
         now = time.monotonic()
         if not self.failures:
-            self.began, self.report_after = now, 4.0
+            self.began, self.report_after = now, 4.0  # seconds in: the next "still unreachable" line
             self.log.warning(
                 "%s: Redis unreachable%s (%s); retrying every %.0f s", self.who, self.what, exc, RETRY_EVERY
             )
